@@ -1,0 +1,98 @@
+"""The one error tree of provisioner.
+
+    ProvisionerError                 exit 1; the root, caught once in the CLI
+    ├── InputError                   the operator's files are wrong (roster, playbook, plan file)
+    │   ├── RosterError              every bad roster line, as ``file:line: column: problem``
+    │   ├── PlaybookError            every bad playbook key, as ``file: path.to.key: problem``
+    │   └── StalePlanError           a saved plan no longer matches the world
+    ├── ConfigurationError           the tenant is not what the playbook expects (group, SKU)
+    └── GraphFailure                 talking to Graph went wrong
+        ├── TransportError           no answer: connection refused, timeout, TLS
+        └── GraphError               Graph answered no: status, code, message, request-id
+            └── ThrottledError       429/503/504 with an optional Retry-After
+
+Transport failures are kept apart from Graph's answers because only the latter say for sure
+whether a write happened. Exit codes live on the classes and are mapped once, in the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ProvisionerError(Exception):
+    exit_code = 1
+
+
+class InputError(ProvisionerError):
+    pass
+
+
+class _ProblemList(InputError):
+    """An error made of many located problems, all reported together."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class RosterError(_ProblemList):
+    pass
+
+
+class PlaybookError(_ProblemList):
+    pass
+
+
+class StalePlanError(InputError):
+    pass
+
+
+class ConfigurationError(ProvisionerError):
+    pass
+
+
+class GraphFailure(ProvisionerError):
+    code = "TransportError"
+    status = 0
+    request_id: str | None = None
+
+
+class TransportError(GraphFailure):
+    """No usable answer came back; whether a write happened is unknown."""
+
+
+class GraphError(GraphFailure):
+    """Graph answered with an error status and (usually) its JSON error body."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        request_id: str | None = None,
+        details: Sequence[dict[str, str]] = (),
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.details = list(details)
+        self.method = method
+        self.path = path
+        super().__init__(f"{method} {path}: {status} {code}: {message}".strip())
+
+    def has_detail(self, code: str, target: str | None = None) -> bool:
+        return any(
+            d.get("code") == code and (target is None or d.get("target") == target)
+            for d in self.details
+        )
+
+
+class ThrottledError(GraphError):
+    def __init__(self, *args: object, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after

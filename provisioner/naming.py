@@ -1,0 +1,119 @@
+"""Naming policy: userPrincipalName, mailNickname and displayName from a Person.
+
+Graph allows A–Z a–z 0–9 and ``' . - _ ! # ^ ~`` in a UPN's local part, and rejects
+``@ ( ) \\ [ ] " ; : < > ,``, spaces and non-ASCII in a mailNickname of at most 64
+characters, which may not start or end with a dot. The policy transliterates Latin
+letters (å ä → a, ö ø → o, é → e, ü → u, æ → ae …), lower-cases, removes spaces and
+apostrophes, keeps hyphens, and resolves collisions deterministically with ``.2``, ``.3``.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .roster import Person
+
+MAX_LOCAL = 64
+# Letters NFKD does not decompose into a base letter plus marks.
+_SPECIAL = str.maketrans(
+    {"æ": "ae", "Æ": "AE", "ø": "o", "Ø": "O", "ß": "ss", "þ": "th", "Þ": "TH",
+     "ð": "d", "Ð": "D", "œ": "oe", "Œ": "OE", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D",
+     "ı": "i"}
+)
+_NOT_LOCAL = re.compile(r"[^a-z0-9.\-_]")
+_DOTS = re.compile(r"\.{2,}")
+
+NAME_FIELDS = ("given", "surname", "initial", "person_id")
+DISPLAY_FIELDS = ("given", "surname", "role", "body", "category", "person_id")
+
+
+def transliterate(text: str) -> str:
+    """Latin text → ASCII: diacritics dropped, ligatures spelt out."""
+    text = text.translate(_SPECIAL)
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def name_token(text: str) -> str:
+    """One name as it appears in an address: ``"O'Brien-Åberg"`` → ``"obrien-aberg"``."""
+    ascii_text = transliterate(text).lower()
+    ascii_text = re.sub(r"[\s'’`´]", "", ascii_text)
+    return _NOT_LOCAL.sub("", ascii_text)
+
+
+def clean_local(local: str) -> str:
+    local = _DOTS.sub(".", local).strip(".-_")
+    return local[:MAX_LOCAL].rstrip(".")
+
+
+def template_fields(template: str) -> list[str]:
+    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    upn: str
+    mail_nickname: str
+    display_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NamingPolicy:
+    upn_template: str  # "{given}.{surname}@politiker.example-region.se"
+    display_name_template: str = "{given} {surname}"
+    mail_nickname_template: str = "{upn_local}"
+
+    @property
+    def domain(self) -> str:
+        return self.upn_template.rsplit("@", 1)[1].lower()
+
+    def base_local(self, person: Person) -> str:
+        tokens = {
+            "given": name_token(person.given_name),
+            "surname": name_token(person.surname),
+            "initial": name_token(person.given_name)[:1],
+            "person_id": name_token(person.person_id),
+        }
+        local = clean_local(self.upn_template.rsplit("@", 1)[0].format_map(tokens))
+        if not local:
+            raise ValueError(
+                f"person {person.person_id}: the naming policy gives an empty address"
+                " (no Latin letters in the name?)"
+            )
+        return local
+
+    def display_name(self, person: Person) -> str:
+        return self.display_name_template.format_map(
+            {"given": person.given_name, "surname": person.surname, "role": person.role,
+             "body": person.body, "category": person.category, "person_id": person.person_id}
+        ).strip()
+
+    def candidate(self, person: Person, n: int) -> Names:
+        """The n-th candidate (1 = no suffix, 2 = ``.2`` ...)."""
+        base = self.base_local(person)
+        suffix = "" if n == 1 else f".{n}"
+        local = base[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
+        nickname = clean_local(
+            _NICK_BAD.sub("", self.mail_nickname_template.format_map(
+                {"upn_local": local, "given": name_token(person.given_name),
+                 "surname": name_token(person.surname), "person_id": name_token(person.person_id)}
+            ))
+        )
+        if self.mail_nickname_template != "{upn_local}" and n > 1:
+            nickname = nickname[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
+        return Names(f"{local}@{self.domain}", nickname, self.display_name(person))
+
+    def assign(self, person: Person, is_taken: Callable[[Names], bool]) -> Names:
+        """First candidate that ``is_taken`` accepts: deterministic for a given directory."""
+        for n in range(1, 1000):
+            names = self.candidate(person, n)
+            if not is_taken(names):
+                return names
+        raise ValueError(f"person {person.person_id}: no free address after 999 tries")
+
+
+_NICK_BAD = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]")

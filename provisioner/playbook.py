@@ -1,0 +1,211 @@
+"""Playbook: YAML, validated by a strict schema. An unknown key is an error naming its path."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from .errors import PlaybookError
+from .naming import DISPLAY_FIELDS, NAME_FIELDS, NamingPolicy, template_fields
+
+STEP_KINDS = ("account", "license", "groups", "mailbox_settings")
+GROUP_FIELDS = ("body", "role", "category")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Certificate(_Strict):
+    path: Path
+    thumbprint: str | None = None
+    password_env: str | None = Field(None, description="environment variable holding the PFX passphrase")
+
+
+class EntraTenant(_Strict):
+    tenant_id: str
+    client_id: str
+    certificate: Certificate | None = None
+    client_secret_env: str | None = Field(
+        None, description="environment variable holding the client secret (never the secret)"
+    )
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> EntraTenant:
+        if (self.certificate is None) == (self.client_secret_env is None):
+            raise ValueError("give exactly one of certificate or client_secret_env")
+        return self
+
+
+class Naming(_Strict):
+    upn: str = "{given}.{surname}"
+    display_name: str = "{given} {surname}"
+    mail_nickname: str = "{upn_local}"
+
+    @field_validator("upn")
+    @classmethod
+    def _upn_fields(cls, v: str) -> str:
+        return _check_fields(v.split("@")[0], NAME_FIELDS)
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_fields(cls, v: str) -> str:
+        return _check_fields(v, DISPLAY_FIELDS)
+
+    @field_validator("mail_nickname")
+    @classmethod
+    def _nick_fields(cls, v: str) -> str:
+        return _check_fields(v, ("upn_local", "given", "surname", "person_id"))
+
+
+class Account(_Strict):
+    usage_location: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "SE"
+    department_from: Literal["body", "category", "none"] = "body"
+    job_title_from: Literal["role", "category", "none"] = "role"
+    # Where the tool marks accounts it manages, so that a re-run (or another machine)
+    # recognises them: an onPremisesExtensionAttributes slot, writable on cloud-only users.
+    ownership_attribute: Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")] = (
+        "extensionAttribute15"
+    )
+
+
+class License(_Strict):
+    sku: str = Field(description="skuPartNumber, e.g. ENTERPRISEPACK")
+    disabled_plans: tuple[str, ...] = ()
+
+
+class MailboxSettings(_Strict):
+    language: str = "sv-SE"
+    time_zone: str = "W. Europe Standard Time"
+    date_format: str = "yyyy-MM-dd"
+    time_format: str = "HH:mm"
+    # A mailbox appears minutes (up to 24 h) after its licence: apply polls this long for it,
+    # then leaves the settings pending for the next apply.
+    wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 120
+
+
+class Playbook(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+    description: str = ""
+    tenant: Literal["sandbox"] | EntraTenant = "sandbox"
+    roster: Path
+    domain: str
+    naming: Naming = Naming()
+    account: Account = Account()
+    license: License | None = None
+    groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
+    mailbox_settings: MailboxSettings | None = None
+    steps: tuple[Literal["account", "license", "groups", "mailbox_settings"], ...]
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+    # Filled in by load_playbook, not by the file.
+    _source: Path = PrivateAttr(Path("playbook.yaml"))
+    _digest: str = PrivateAttr("")
+
+    @property
+    def source(self) -> Path:
+        return self._source
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the file's bytes: a saved plan is refused when it changes."""
+        return self._digest
+
+    @field_validator("groups")
+    @classmethod
+    def _group_fields(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for t in v:
+            _check_fields(t, GROUP_FIELDS)
+        return v
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Playbook:
+        if "@" in self.naming.upn and self.naming.upn.rsplit("@", 1)[1].lower() != self.domain.lower():
+            raise ValueError("naming.upn: its domain differs from `domain`")
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError("steps: a step is listed twice")
+        if self.steps and self.steps[0] != "account":
+            raise ValueError("steps: `account` must come first (later steps need the account)")
+        needs = {"license": self.license, "mailbox_settings": self.mailbox_settings}
+        for step, section in needs.items():
+            if step in self.steps and section is None:
+                raise ValueError(f"steps: `{step}` is listed but the `{step}` section is missing")
+        if "groups" in self.steps and not self.groups:
+            raise ValueError("steps: `groups` is listed but `groups` is empty")
+        if "mailbox_settings" in self.steps and "license" not in self.steps:
+            raise ValueError("steps: `mailbox_settings` needs `license` (the licence makes the mailbox)")
+        return self
+
+    @property
+    def naming_policy(self) -> NamingPolicy:
+        local = self.naming.upn.split("@")[0]
+        return NamingPolicy(
+            upn_template=f"{local}@{self.domain.lower()}",
+            display_name_template=self.naming.display_name,
+            mail_nickname_template=self.naming.mail_nickname,
+        )
+
+    @property
+    def roster_path(self) -> Path:
+        return self.roster if self.roster.is_absolute() else self.source.parent / self.roster
+
+
+def _check_fields(template: str, allowed: tuple[str, ...]) -> str:
+    try:
+        fields = template_fields(template)
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from None
+    unknown = [f for f in fields if f not in allowed]
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(allowed)})")
+    return template
+
+
+def load_playbook(path: Path) -> Playbook:
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise PlaybookError([f"{path}: cannot read playbook: {exc.strerror}"]) from None
+    try:
+        data = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise PlaybookError([f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise PlaybookError([f"{path}: a playbook is a mapping of keys, found {type(data).__name__}"])
+    digest = hashlib.sha256(raw_bytes).hexdigest()
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        raise PlaybookError([f"{path}: {_describe(e)}" for e in errors if not _shadowed(e, errors)]) from None
+    playbook._source = path
+    playbook._digest = digest
+    return playbook
+
+
+def _shadowed(err: Any, errors: list[Any]) -> bool:
+    """`tenant: Input should be 'sandbox'` is noise when the mapping form has real errors."""
+    return err["type"] == "literal_error" and err["loc"][0] == "tenant" and any(
+        len(e["loc"]) > 2 and e["loc"][0] == "tenant" for e in errors
+    )
+
+
+def _describe(err: Any) -> str:
+    # pydantic names union branches in the location ("tenant.function-after[...].x"): drop them.
+    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "literal["))]
+    where = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        hint = ""
+        if loc and loc[-1] in {"client_secret", "secret", "password"}:
+            hint = " (secrets are never read from the playbook: use client_secret_env)"
+        return f"{where}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}"

@@ -1,0 +1,166 @@
+"""Roster file (CSV from the committee secretariat or HR) → validated Persons.
+
+Every problem is collected and reported together as ``file:line: column: what is wrong``;
+an invalid roster yields no Persons at all, so nothing is applied from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import RosterError
+from .identity import normalise_mobile, normalise_personal_number
+
+REQUIRED = ("person_id", "given_name", "surname")
+OPTIONAL = (
+    "role",
+    "body",
+    "category",
+    "personal_number",
+    "mobile",
+    "private_email",
+    "employee_id",
+    "device_model",
+    "device_serial",
+)
+COLUMNS = REQUIRED + OPTIONAL
+
+_PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    person_id: str
+    given_name: str
+    surname: str
+    role: str = ""
+    body: str = ""
+    category: str = ""
+    # Normalised 12 digits; kept out of repr so it never reaches a log by accident.
+    personal_number: str = field(default="", repr=False)
+    mobile: str = ""
+    private_email: str = ""
+    employee_id: str = ""
+    device_model: str = ""
+    device_serial: str = ""
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Roster:
+    path: Path
+    persons: tuple[Person, ...]
+    digest: str  # sha256 of the file's bytes: a saved plan is refused when it changes
+
+    def __iter__(self) -> Iterator[Person]:
+        return iter(self.persons)
+
+    def __len__(self) -> int:
+        return len(self.persons)
+
+
+def load_roster(path: Path) -> Roster:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RosterError([f"{path}: cannot read roster: {exc.strerror}"]) from None
+    persons = parse_roster(data, str(path))
+    return Roster(path, tuple(persons), hashlib.sha256(data).hexdigest())
+
+
+def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RosterError([f"{name}:{line}: not UTF-8 (save the file as CSV UTF-8)"]) from None
+    first_line = text.split("\n", 1)[0]
+    delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    problems: list[str] = []
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+    except StopIteration:
+        raise RosterError([f"{name}:1: the roster is empty (a header row is required)"]) from None
+    problems += _check_header(header, name)
+    if problems:
+        raise RosterError(problems)
+
+    persons: list[Person] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            problems.append(
+                f"{name}:{line}: -: expected {len(header)} columns, found {len(row)}"
+                f" (is the separator {delimiter!r} inside an unquoted value?)"
+            )
+            continue
+        values = {col: cell.strip() for col, cell in zip(header, row, strict=True)}
+        person, row_problems = _person(values, line)
+        problems += [f"{name}:{line}: {p}" for p in row_problems]
+        if person is None:
+            continue
+        if person.person_id in seen:
+            problems.append(
+                f"{name}:{line}: person_id: {person.person_id!r} already used on line"
+                f" {seen[person.person_id]}"
+            )
+            continue
+        seen[person.person_id] = line
+        persons.append(person)
+    if problems:
+        raise RosterError(problems)
+    return persons
+
+
+def _check_header(header: list[str], name: str) -> list[str]:
+    problems = []
+    for col in header:
+        if col not in COLUMNS:
+            problems.append(f"{name}:1: {col or '(empty)'}: unknown column (known: {', '.join(COLUMNS)})")
+    for col in REQUIRED:
+        if col not in header:
+            problems.append(f"{name}:1: {col}: required column is missing")
+    dupes = {c for c in header if header.count(c) > 1}
+    problems += [f"{name}:1: {c}: column appears more than once" for c in sorted(dupes)]
+    return problems
+
+
+def _person(values: dict[str, str], line: int) -> tuple[Person | None, list[str]]:
+    problems: list[str] = []
+    for col in REQUIRED:
+        if not values.get(col):
+            problems.append(f"{col}: required value is empty")
+    pid = values.get("person_id", "")
+    if pid and not _PERSON_ID.match(pid):
+        problems.append(f"person_id: {pid!r} may hold only letters, digits, '.', '_' and '-'")
+    for col in ("given_name", "surname"):
+        if any(ch in values.get(col, "") for ch in "\"<>@;\\"):
+            problems.append(f"{col}: contains a character not allowed in a name")
+    fields: dict[str, str] = {c: values.get(c, "") for c in COLUMNS}
+    if values.get("personal_number"):
+        try:
+            fields["personal_number"] = normalise_personal_number(values["personal_number"])
+        except ValueError as exc:
+            problems.append(f"personal_number: {exc}")  # the message never holds the digits
+    if values.get("mobile"):
+        try:
+            fields["mobile"] = normalise_mobile(values["mobile"])
+        except ValueError as exc:
+            problems.append(f"mobile: {exc}")
+    email = values.get("private_email", "")
+    if email and not _EMAIL.match(email):
+        problems.append(f"private_email: {email!r} is not an e-mail address")
+    if problems:
+        return None, problems
+    return Person(**fields, line=line), []

@@ -1,0 +1,351 @@
+"""HTTP face of the sandbox tenant: a Starlette app speaking the Graph v1.0 subset we use.
+
+Every request is authenticated (any bearer token; each token is one app + tenant pair for
+throttling), delayed by the configured latency, may fail with the configured 5xx fault
+rate, is charged against Entra's resource-unit and write quotas (429 with Retry-After and
+Graph's error body when over), and is counted by method so tests can prove plan purity.
+``$batch`` runs each item through the same path, so items are throttled one by one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .odata_filter import FilterError, compile_filter
+from .tenant import (
+    GROUP_FILTERABLE,
+    USER_DEFAULT_SELECT,
+    USER_FILTERABLE,
+    USER_READONLY,
+    USER_WRITABLE,
+    ApiError,
+    Tenant,
+    bad_request,
+)
+from .throttle import WRITE_LIMIT, Limiter, request_cost, ru_limit_for
+
+MUTATING = ("POST", "PATCH", "PUT", "DELETE")
+USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
+GROUP_PROPERTIES = {"id", "displayName", "description", "mailNickname", "mailEnabled",
+                    "securityEnabled", "groupTypes"}
+MAX_BATCH = 20
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    method: str
+    path: str  # relative to /v1.0, e.g. "/users/abc"
+    query: dict[str, str]
+    headers: dict[str, str]  # lower-case names
+    body: Any
+    base: str  # absolute ".../v1.0" for @odata.nextLink
+
+
+Handler = Callable[[Call, re.Match[str]], Reply]
+
+
+class Sandbox:
+    """The ASGI app plus the routing table; ``tenant`` holds the state."""
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.tenant = tenant
+        self._limiters: dict[str, Limiter] = {}
+        self._rng = random.Random(tenant.config.get("seed", 0))
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
+            (m, re.compile(f"^{p}/?$"), h) for m, p, h in self._table()
+        ]
+        self.app = Starlette(routes=[Route("/{path:path}", self._endpoint,
+                                           methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _endpoint(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        path = "/" + request.path_params["path"]
+        if not path.startswith("/v1.0/") and path != "/v1.0":
+            return self._render(Reply(404, ApiError(404, "BadRequest", "Invalid version.").body(
+                request_id)), request_id)
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or len(auth) < 8:
+            err = ApiError(401, "InvalidAuthenticationToken", "Access token is empty.")
+            return self._render(Reply(401, err.body(request_id)), request_id)
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            err = bad_request("Unable to read JSON request payload. Please ensure Content-Type"
+                              " header is set and payload is of valid JSON format.")
+            return self._render(Reply(400, err.body(request_id)), request_id)
+        base = f"{request.url.scheme}://{request.url.netloc}/v1.0"
+        call = Call(request.method, path[len("/v1.0"):] or "/", dict(request.query_params),
+                    {k.lower(): v for k, v in request.headers.items()}, body, base)
+        latency = float(self.tenant.config.get("latency_ms", 0)) / 1000
+        if latency:
+            await asyncio.sleep(latency)
+        if call.path.rstrip("/") == "/$batch" and call.method == "POST":
+            self.tenant.store.count("BATCH")
+            reply = await self._batch(call, auth)
+        else:
+            reply = self.handle(call, auth)
+        return self._render(reply, request_id)
+
+    def _render(self, reply: Reply, request_id: str) -> Response:
+        headers = {"request-id": request_id, "client-request-id": request_id, **reply.headers}
+        if reply.body is None:
+            return Response(status_code=reply.status, headers=headers)
+        if isinstance(reply.body, dict) and "error" in reply.body:
+            reply.body["error"]["innerError"].update({"request-id": request_id, "client-request-id": request_id})
+        return Response(json.dumps(reply.body, ensure_ascii=False), status_code=reply.status,
+                        headers=headers,
+                        media_type="application/json;odata.metadata=minimal;charset=utf-8")
+
+    # -- one request (also one $batch item) ----------------------------------------------
+    def handle(self, call: Call, token: str) -> Reply:
+        store = self.tenant.store
+        fault_rate = float(self.tenant.config.get("fault_rate", 0))
+        if fault_rate and self._rng.random() < fault_rate:
+            store.count("faults")
+            err = ApiError(503, "serviceNotAvailable", "The service is temporarily unavailable.")
+            return Reply(503, err.body(""), {"Retry-After": self._seconds(1)})
+        cost, is_write = request_cost(call.method, call.path, call.query)
+        verdict = self._limiter(token).admit(cost, is_write)
+        if verdict.retry_after is not None:
+            store.count("throttled")
+            err = ApiError(429, "TooManyRequests", "Please retry again later.")
+            headers = {**verdict.headers, "Retry-After": _num(verdict.retry_after),
+                       "x-ms-throttle-scope": "Tenant_Application/ReadWrite/sandbox/provisioner"}
+            return Reply(429, err.body(""), headers)
+        store.count(call.method)
+        try:
+            reply = self._route(call)
+        except ApiError as err:
+            reply = Reply(err.status, err.body(""), dict(err.headers))
+        except FilterError as err:
+            reply = Reply(400, ApiError(400, "Request_UnsupportedQuery", str(err)).body(""))
+        reply.headers.update(verdict.headers)
+        if call.method in MUTATING:
+            store.count("mutating")
+        return reply
+
+    def _limiter(self, token: str) -> Limiter:
+        limiter = self._limiters.get(token)
+        if limiter is None:
+            cfg = self.tenant.config
+            limiter = Limiter(
+                int(cfg.get("ru_limit") or ru_limit_for(len(self.tenant.users))),
+                int(cfg.get("write_limit") or WRITE_LIMIT),
+                float(cfg.get("time_scale", 1.0)),
+            )
+            self._limiters[token] = limiter
+        return limiter
+
+    def _seconds(self, seconds: float) -> str:
+        return _num(self.tenant.scaled(seconds))
+
+    def _route(self, call: Call) -> Reply:
+        matched_path = False
+        for method, pattern, handler in self._routes:
+            m = pattern.match(call.path)
+            if m:
+                matched_path = True
+                if method == call.method:
+                    return handler(call, m)
+        if matched_path:
+            raise ApiError(405, "Request_BadRequest",
+                           f"The HTTP method '{call.method}' is not supported for this resource.")
+        raise ApiError(400, "BadRequest",
+                       f"Resource not found for the segment '{call.path.strip('/').split('/')[0]}'.")
+
+    async def _batch(self, call: Call, token: str) -> Reply:
+        requests = (call.body or {}).get("requests") if isinstance(call.body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            return Reply(400, bad_request("Invalid batch payload format.").body(""))
+        if len(requests) > MAX_BATCH:
+            err = ApiError(400, "BadRequest",
+                           f"Number of batch requests exceeds the maximum of {MAX_BATCH}.")
+            return Reply(400, err.body(""))
+        ids = [str(r.get("id")) for r in requests]
+        if len(set(ids)) != len(ids):
+            err = ApiError(400, "BadRequest", "Batch request contains duplicate ids.")
+            return Reply(400, err.body(""))
+        statuses: dict[str, int] = {}
+        responses = []
+        for item in requests:
+            iid = str(item.get("id"))
+            deps = [str(d) for d in item.get("dependsOn") or []]
+            if any(d not in ids for d in deps):
+                err = ApiError(400, "BadRequest", f"Request {iid} depends on an unknown id.")
+                return Reply(400, err.body(""))
+            if any(statuses.get(d, 0) >= 400 for d in deps):
+                status, body, headers = 424, ApiError(424, "FailedDependency",
+                                                      "Failed dependency.").body(""), {}
+            else:
+                url = urlsplit(str(item.get("url", "")))
+                rel = "/" + url.path.lstrip("/").removeprefix("v1.0/")
+                inner = Call(str(item.get("method", "GET")).upper(), rel, dict(parse_qsl(url.query)),
+                             {k.lower(): v for k, v in (item.get("headers") or {}).items()},
+                             item.get("body"), call.base)
+                reply = self.handle(inner, token)
+                status, body, headers = reply.status, reply.body, reply.headers
+            statuses[iid] = status
+            entry: dict[str, Any] = {"id": iid, "status": status,
+                                     "headers": {k: v for k, v in headers.items()}}
+            if body is not None:
+                entry["body"] = body
+                entry["headers"].setdefault("Content-Type", "application/json")
+            responses.append(entry)
+        return Reply(200, {"responses": responses})
+
+    # -- routes --------------------------------------------------------------------------
+    def _table(self) -> list[tuple[str, str, Handler]]:
+        t = self.tenant
+        seg = r"(?P<id>[^/]+)"
+        return [
+            ("GET", "/users", lambda c, m: self._collection(
+                c, [t.view_user(u) for u in t.users.values()], USER_FILTERABLE, "User",
+                USER_DEFAULT_SELECT)),
+            ("POST", "/users", lambda c, m: Reply(201, _ctx(t.create_user(_obj(c)), "users"))),
+            ("GET", f"/users/{seg}", lambda c, m: Reply(
+                200, _select(t.view_user(t.find_user(m["id"])), c.query, USER_DEFAULT_SELECT))),
+            ("PATCH", f"/users/{seg}", lambda c, m: _no_content(t.update_user(m["id"], _obj(c)))),
+            ("DELETE", f"/users/{seg}", lambda c, m: _no_content(t.delete_user(m["id"]))),
+            ("POST", f"/users/{seg}/assignLicense",
+             lambda c, m: Reply(200, t.assign_license(m["id"], _obj(c)))),
+            ("GET", f"/users/{seg}/mailboxSettings",
+             lambda c, m: Reply(200, t.get_mailbox_settings(m["id"]))),
+            ("PATCH", f"/users/{seg}/mailboxSettings",
+             lambda c, m: Reply(200, t.update_mailbox_settings(m["id"], _obj(c)))),
+            ("GET", f"/users/{seg}/memberOf", lambda c, m: self._collection(
+                c, t.member_of(m["id"]), GROUP_FILTERABLE, "Group", None)),
+            ("GET", "/subscribedSkus", lambda c, m: Reply(200, {"value": t.skus()})),
+            ("GET", "/groups", lambda c, m: self._collection(
+                c, [t.view_group(g) for g in t.store.values("groups")], GROUP_FILTERABLE,
+                "Group", None)),
+            ("GET", f"/groups/{seg}", lambda c, m: Reply(
+                200, _select(t.view_group(t.find_group(m["id"])), c.query, None))),
+            ("GET", f"/groups/{seg}/members", lambda c, m: self._collection(
+                c, t.members(m["id"]), USER_FILTERABLE, "User", USER_DEFAULT_SELECT)),
+            ("POST", rf"/groups/{seg}/members/\$ref",
+             lambda c, m: _no_content(t.add_member(m["id"], _obj(c)))),
+            ("DELETE", rf"/groups/{seg}/members/(?P<member>[^/]+)/\$ref",
+             lambda c, m: _no_content(t.remove_member(m["id"], m["member"]))),
+            # Graph deletes the *user* for DELETE .../members/{id} without /$ref when the app
+            # also holds User.ReadWrite.All; the sandbox does the same so tests catch it.
+            ("DELETE", rf"/groups/{seg}/members/(?P<member>[^/$]+)",
+             lambda c, m: _no_content(t.delete_user(m["member"]))),
+            ("GET", "/directory/deletedItems/microsoft.graph.user", lambda c, m: self._collection(
+                c, t.deleted_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT)),
+            ("POST", f"/directory/deletedItems/{seg}/restore",
+             lambda c, m: Reply(200, t.restore(m["id"]))),
+            ("DELETE", f"/directory/deletedItems/{seg}", lambda c, m: _no_content(t.purge(m["id"]))),
+            ("GET", "/domains", lambda c, m: Reply(200, {"value": list(t.store.values("domains"))})),
+            ("GET", "/organization", lambda c, m: Reply(
+                200, {"value": list(t.store.values("organization"))})),
+        ]
+
+    def _collection(self, call: Call, items: list[dict[str, Any]], filterable: set[str],
+                    resource: str, default_select: tuple[str, ...] | None) -> Reply:
+        q = call.query
+        advanced = call.headers.get("consistencylevel", "").lower() == "eventual"
+        if "$filter" in q:
+            pred = compile_filter(q["$filter"], filterable, advanced=advanced, resource=resource)
+            items = [i for i in items if pred(i)]
+        top = _top(q.get("$top"))
+        offset = _decode_skiptoken(q.get("$skiptoken"))
+        page = items[offset: offset + top]
+        body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{call.path.strip('/')}"}
+        if q.get("$count", "").lower() == "true":
+            if not advanced:
+                raise bad_request("$count is not currently supported.")
+            body["@odata.count"] = len(items)
+        body["value"] = [_select(i, q, default_select) for i in page]
+        if offset + top < len(items):
+            rest = {k: v for k, v in q.items() if k != "$skiptoken"}
+            rest["$skiptoken"] = _encode_skiptoken(offset + top)
+            body["@odata.nextLink"] = f"{call.base}{call.path}?{urlencode(rest)}"
+        return Reply(200, body)
+
+
+def _obj(call: Call) -> dict[str, Any]:
+    if not isinstance(call.body, dict):
+        raise bad_request("Empty Payload. JSON content expected.")
+    return call.body
+
+
+def _ctx(doc: dict[str, Any], set_name: str) -> dict[str, Any]:
+    return {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{set_name}/$entity", **doc}
+
+
+def _no_content(_: None) -> Reply:
+    return Reply(204)
+
+
+def _select(doc: dict[str, Any], query: dict[str, str],
+            default: tuple[str, ...] | None) -> dict[str, Any]:
+    raw = query.get("$select")
+    if raw:
+        fields = [f.strip() for f in raw.split(",") if f.strip()]
+    elif default is not None:
+        fields = list(default)
+    else:
+        return doc
+    is_user = default is not None
+    known = USER_PROPERTIES if is_user else GROUP_PROPERTIES
+    out = {}
+    for f in fields:
+        if f not in known:
+            kind = "user" if is_user else "group"
+            raise bad_request(f"Could not find a property named '{f}' on type 'microsoft.graph.{kind}'.")
+        out[f] = doc.get(f)
+    if "@odata.type" in doc:
+        out = {"@odata.type": doc["@odata.type"], **out}
+    return out
+
+
+def _top(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    if not raw.isdigit() or not 1 <= int(raw) <= 999:
+        raise bad_request(f"Invalid page size specified: '{raw}'. Must be between 1 and 999 inclusive.")
+    return int(raw)
+
+
+def _encode_skiptoken(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode()
+
+
+def _decode_skiptoken(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["o"])
+    except (ValueError, KeyError, TypeError):
+        raise bad_request("Invalid $skiptoken.") from None
+
+
+def _num(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:.3f}"
+

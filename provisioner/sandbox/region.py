@@ -1,0 +1,119 @@
+"""A fictional Swedish region: names, committees, employees, officials. Deterministic by seed.
+
+Both the sandbox seed (employees) and the example roster (officials) come from here, so
+that the dual-role people of the example roster really exist as employees in the sandbox.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+GIVEN = (
+    "Anna", "Åsa", "Björn", "Göran", "Märta", "Örjan", "Jöns", "Lars", "Karin", "Ingrid",
+    "Sören", "Håkan", "Maja", "Elsa", "Linnéa", "Mikael", "Per", "Eva", "Ulla", "Bo",
+    "Agneta", "Kjell", "Lena", "Mats", "Ebba", "Hugo", "Nils", "Sven", "Sofia", "Emma",
+    "Anders", "Johan", "Kerstin", "Birgitta", "Gunnel", "Tove", "Åke", "Jörgen", "Pär", "Noor",
+    "Amir", "Fatima", "Leila", "Ali", "Siv", "Britt-Marie", "Jan-Erik", "Anna-Karin", "Zoë", "René",
+)
+SURNAMES = (
+    "Andersson", "Johansson", "Karlsson", "Nilsson", "Eriksson", "Larsson", "Olsson", "Persson",
+    "Svensson", "Gustafsson", "Pettersson", "Jonsson", "Jansson", "Hansson", "Bengtsson",
+    "Jönsson", "Lindberg", "Lindström", "Lindqvist", "Lindgren", "Berg", "Bergström", "Åberg",
+    "Öberg", "Ström", "Sjöberg", "Holm", "Ekström", "Söderberg", "Nyström", "Hedlund",
+    "Håkansson", "Sandberg", "Björk", "Wikström", "Forsberg", "Lundgren", "Mattsson", "Falk",
+    "Dahl", "Berg-Nilsson", "Svensson Lind", "Ali", "Haddad", "Yilmaz", "Nordström",
+)
+BODIES = (
+    "Regionfullmäktige", "Regionstyrelsen", "Hälso- och sjukvårdsnämnden",
+    "Regionala utvecklingsnämnden", "Kulturnämnden", "Patientnämnden", "Servicenämnden",
+)
+ROLES = ("ledamot", "ersättare")
+DEPARTMENTS = (
+    "Akutmottagningen", "Rehabiliteringsenheten", "Regionkansliet", "IT-avdelningen",
+    "Ekonomiavdelningen", "Vårdcentral Norr", "Vårdcentral Söder", "Kollektivtrafik",
+)
+JOB_TITLES = (
+    "undersköterska", "sjuksköterska", "läkare", "fysioterapeut", "arbetsterapeut",
+    "handläggare", "controller", "systemförvaltare",
+)
+DEVICE_MODELS = ("iPhone 12", "Samsung XCover 5", "iPad mini", "iPad")
+
+# Employees who also sit on a committee: the example roster carries their employee_id.
+DUAL_ROLE_EMPLOYEES = (
+    ("E10001", "Karin", "Lindqvist", "+46701110001"),
+    ("E10002", "Håkan", "Öberg", "+46701110002"),
+    ("E10003", "Leila", "Haddad", "+46701110003"),
+    ("E10004", "Per", "Svensson Lind", "+46701110004"),
+    ("E10005", "Märta", "Åberg", "+46701110005"),
+    ("E10006", "Jan-Erik", "Nyström", "+46701110006"),
+)
+
+# Officials whose names exercise the naming policy.
+HARD_NAMES = (
+    ("Anna-Karin", "Berg-Nilsson"), ("Sören", "Svensson Lind"), ("Ebba", "af Klint"),
+    ("Carl", "von Essen"), ("Siobhán", "O'Brien"), ("René", "Müller"), ("Zoë", "Ødegård"),
+    ("Björn", "Æbelø"), ("Linnéa", "Sjöström"), ("Anna", "Svensson"), ("Anna", "Svensson"),
+    ("Märta", "D'Souza"), ("Jöns", "Ångström-Éclair"), ("Örjan", "Öhman"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Employee:
+    employee_id: str
+    given: str
+    surname: str
+    mobile: str
+    department: str
+    job_title: str
+    enabled: bool = True
+
+
+def employees(count: int, seed: int) -> list[Employee]:
+    rng = random.Random(seed)
+    out = [Employee(eid, g, s, m, "Regionkansliet", "handläggare")
+           for eid, g, s, m in DUAL_ROLE_EMPLOYEES][:count]
+    for i in range(len(out), count):
+        out.append(Employee(
+            f"E{20000 + i}", rng.choice(GIVEN), rng.choice(SURNAMES),
+            f"+4670{2000000 + i:07d}", rng.choice(DEPARTMENTS), rng.choice(JOB_TITLES),
+            enabled=rng.random() > 0.02,
+        ))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Official:
+    person_id: str
+    given: str
+    surname: str
+    role: str
+    body: str
+    mobile: str = ""
+    employee_id: str = ""
+    private_email: str = ""
+
+
+def officials(count: int, seed: int) -> list[Official]:
+    rng = random.Random(seed)
+    out: list[Official] = []
+
+    def body_for(i: int) -> str:
+        return BODIES[i % len(BODIES)]
+
+    for eid, given, surname, mobile in DUAL_ROLE_EMPLOYEES:
+        i = len(out)
+        out.append(Official(f"P{i + 1:05d}", given, surname, ROLES[i % 2], body_for(i),
+                            mobile, eid))
+    for given, surname in HARD_NAMES:
+        i = len(out)
+        out.append(Official(f"P{i + 1:05d}", given, surname, ROLES[i % 2], body_for(i)))
+    while len(out) < count:
+        i = len(out)
+        given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
+        mobile = f"070-{3000000 + i:07d}" if rng.random() < 0.6 else ""
+        email = f"{given.lower()[:3]}{i}@example.org" if rng.random() < 0.4 else ""
+        out.append(Official(f"P{i + 1:05d}", given, surname,
+                            "ledamot" if rng.random() < 0.55 else "ersättare",
+                            body_for(rng.randrange(len(BODIES))), mobile, "", email))
+    return out[:count]

@@ -1,0 +1,101 @@
+"""``sandbox reset``: a fictional Swedish region, the same for the same seed."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from typing import Any
+
+from ..naming import name_token
+from .region import BODIES, employees
+from .store import Doc, Store
+
+DOMAIN = "example-region.se"
+OFFICIALS_DOMAIN = f"politiker.{DOMAIN}"
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "time_scale": 1.0,     # every delay and quota window is multiplied by this
+    "latency_ms": 0,       # added to every HTTP request
+    "fault_rate": 0.0,     # share of requests answered 503
+    "mailbox_delay": 5.0,  # seconds between an Exchange licence and a usable mailbox
+    "ru_limit": 0,         # resource units per 10 s; 0 = Graph's default for the tenant size
+    "write_limit": 0,      # writes per 150 s; 0 = Graph's 3,000
+}
+
+SKUS = (
+    # skuPartNumber, display, seats beyond employees, service plans
+    ("ENTERPRISEPACK", "Office 365 E3", 400, ("EXCHANGE_S_ENTERPRISE", "TEAMS1", "SHAREPOINTSTANDARD")),
+    ("EXCHANGESTANDARD", "Exchange Online (Plan 1)", 50, ("EXCHANGE_S_STANDARD",)),
+    ("SPE_F1", "Microsoft 365 F3", 100, ("EXCHANGE_S_DESKLESS", "TEAMS1")),
+)
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[str, Any]) -> None:
+    rng = random.Random(seed)
+    store.clear()
+    store.set_config({**DEFAULT_CONFIG, **config, "seed": seed})
+    org_id = _uuid(rng)
+    store.bulk_load("organization", [{"id": org_id, "displayName": "Region Exempel",
+                                      "countryLetterCode": "SE"}])
+    store.bulk_load("domains", [
+        {"id": DOMAIN, "isDefault": True, "isVerified": True, "isInitial": False},
+        {"id": OFFICIALS_DOMAIN, "isDefault": False, "isVerified": True, "isInitial": False},
+        {"id": "exampleregion.onmicrosoft.com", "isDefault": False, "isVerified": True,
+         "isInitial": True},
+    ])
+    skus = []
+    for part, _display, extra, plans in SKUS:
+        sku_id = _uuid(rng)
+        skus.append({
+            "id": f"{org_id}_{sku_id}", "skuId": sku_id, "skuPartNumber": part,
+            "capabilityStatus": "Enabled", "appliesTo": "User",
+            "prepaidUnits": {"enabled": (employees_count if part == "ENTERPRISEPACK" else 0) + extra,
+                             "suspended": 0, "warning": 0},
+            "servicePlans": [{"servicePlanId": _uuid(rng), "servicePlanName": p,
+                              "provisioningStatus": "Success", "appliesTo": "User"} for p in plans],
+        })
+    store.bulk_load("skus", skus)
+    e3 = skus[0]["skuId"]
+    users = _employees(rng, employees_count, seed, e3)
+    store.bulk_load("users", users)
+    everyone = [u["id"] for u in users]
+    groups = [_group(rng, "Alla anställda", everyone), _group(rng, "Förtroendevalda", [])]
+    groups += [_group(rng, f"Politiker {body}", []) for body in BODIES]
+    store.bulk_load("groups", groups)
+
+
+def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
+    taken: set[str] = set()
+    docs = []
+    for e in employees(count, seed):
+        base = f"{name_token(e.given)}.{name_token(e.surname)}"
+        local, n = base, 1
+        while local in taken:
+            n += 1
+            local = f"{base}{n}"
+        taken.add(local)
+        docs.append({
+            "id": _uuid(rng), "createdDateTime": "2020-01-01T08:00:00Z",
+            "userPrincipalName": f"{local}@{DOMAIN}", "mailNickname": local,
+            "displayName": f"{e.given} {e.surname}", "givenName": e.given, "surname": e.surname,
+            "accountEnabled": e.enabled, "employeeId": e.employee_id, "employeeType": "Employee",
+            "department": e.department, "jobTitle": e.job_title, "mobilePhone": e.mobile,
+            "usageLocation": "SE", "otherMails": [], "businessPhones": [],
+            "companyName": "Region Exempel",
+            "onPremisesExtensionAttributes": {f"extensionAttribute{i}": None for i in range(1, 16)},
+            "assignedLicenses": [{"skuId": e3, "disabledPlans": []}],
+            "passwordProfile": {"forceChangePasswordNextSignIn": False},
+            "_mailboxRequestedAt": 0,
+        })
+    return docs
+
+
+def _group(rng: random.Random, name: str, members: list[str]) -> Doc:
+    return {"id": _uuid(rng), "displayName": name, "description": name,
+            "mailNickname": name_token(name.replace(" ", "-"))[:64] or "group",
+            "mailEnabled": False, "securityEnabled": True, "groupTypes": [],
+            "_members": members}

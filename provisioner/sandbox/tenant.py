@@ -1,0 +1,442 @@
+"""The sandbox tenant's directory: users, groups, licences, mailboxes, soft delete.
+
+Pure state and rules, no HTTP: every operation either returns Graph's JSON or raises
+``ApiError`` carrying Graph's status, code and message. ``app.py`` puts HTTP around it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import time
+import uuid
+from typing import Any
+
+from .store import Doc, Store
+
+GRAPH = "https://graph.microsoft.com/v1.0"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str,
+                 details: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "innerError": {"date": _now_iso(), "request-id": request_id,
+                           "client-request-id": request_id},
+        }
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+def bad_request(message: str, details: list[dict[str, str]] | None = None) -> ApiError:
+    return ApiError(400, "Request_BadRequest", message, details)
+
+
+def not_found(oid: str) -> ApiError:
+    return ApiError(404, "Request_ResourceNotFound",
+                    f"Resource '{oid}' does not exist or one of its queried reference-property"
+                    " objects are not present.")
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+USER_WRITABLE = {
+    "accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile",
+    "givenName", "surname", "usageLocation", "employeeId", "employeeType", "mobilePhone",
+    "businessPhones", "otherMails", "department", "jobTitle", "companyName", "officeLocation",
+    "preferredLanguage", "onPremisesExtensionAttributes", "mail", "city", "country",
+    "passwordPolicies", "streetAddress", "postalCode", "state", "ageGroup",
+}
+USER_READONLY = {"id", "createdDateTime", "assignedLicenses", "proxyAddresses", "deletedDateTime"}
+USER_REQUIRED = ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
+USER_FILTERABLE = {
+    "id", "userPrincipalName", "mail", "mailNickname", "employeeId", "displayName", "givenName",
+    "surname", "accountEnabled", "mobilePhone", "otherMails", "department", "jobTitle",
+    "usageLocation", *(f"onPremisesExtensionAttributes/extensionAttribute{i}" for i in range(1, 16)),
+}
+USER_DEFAULT_SELECT = (
+    "businessPhones", "displayName", "givenName", "jobTitle", "mail", "mobilePhone",
+    "officeLocation", "preferredLanguage", "surname", "userPrincipalName", "id",
+)
+GROUP_FILTERABLE = {"id", "displayName", "mailNickname", "securityEnabled", "mailEnabled"}
+
+_UPN_LOCAL = re.compile(r"^[A-Za-z0-9'.\-_!#^~]+$")
+_NICK = re.compile(r"^[\x21-\x7e]+$")
+_NICK_BAD = set('@()\\[]";:<>, ')
+MAILBOX_SETTINGS_KEYS = {
+    "automaticRepliesSetting", "archiveFolder", "timeZone", "language", "workingHours",
+    "dateFormat", "timeFormat", "delegateMeetingMessageDeliveryOptions", "userPurpose",
+}
+# A small, real subset of the Windows and IANA time zone names Exchange accepts.
+TIME_ZONES = {
+    "W. Europe Standard Time", "Central Europe Standard Time", "GMT Standard Time", "UTC",
+    "FLE Standard Time", "Romance Standard Time", "Central European Standard Time",
+    "Pacific Standard Time", "Eastern Standard Time", "Europe/Stockholm", "Europe/Oslo",
+    "Europe/Helsinki", "Europe/Copenhagen", "Europe/Berlin", "Europe/London", "Etc/UTC",
+}
+EXCHANGE_PLANS = {"EXCHANGE_S_ENTERPRISE", "EXCHANGE_S_STANDARD", "EXCHANGE_S_FOUNDATION"}
+
+
+class Tenant:
+    """The directory. ``clock`` returns wall seconds; ``time_scale`` shrinks every delay."""
+
+    def __init__(self, store: Store, clock: Any = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Unique-name and seat-count indexes, so that a 50,000-user tenant stays fast."""
+        self._unique: dict[str, dict[str, str]] = {"userPrincipalName": {}, "mailNickname": {}}
+        self._consumed: dict[str, int] = {}
+        for u in (*self.users.values(), *self.store.values("deletedUsers")):
+            self._index(u, +1)
+
+    def _index(self, doc: Doc, sign: int) -> None:
+        for prop, index in self._unique.items():
+            if doc.get(prop):
+                key = str(doc[prop]).lower()
+                if sign > 0:
+                    index[key] = doc["id"]
+                elif index.get(key) == doc["id"]:
+                    del index[key]
+        if "deletedDateTime" not in doc:
+            for lic in doc.get("assignedLicenses", []):
+                self._consumed[lic["skuId"]] = self._consumed.get(lic["skuId"], 0) + sign
+
+    def _save(self, kind: str, new: Doc, old: Doc | None) -> None:
+        if old is not None:
+            self._index(old, -1)
+        self._index(new, +1)
+        self.store.put(kind, new)
+
+    # -- configuration -------------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.store.config
+
+    def scaled(self, seconds: float) -> float:
+        return seconds * float(self.config.get("time_scale", 1.0))
+
+    # -- users ---------------------------------------------------------------------------
+    @property
+    def users(self) -> dict[str, Doc]:
+        return self.store.all("users")
+
+    def find_user(self, key: str) -> Doc:
+        doc = self.users.get(key)
+        if doc is None:
+            oid = self._unique["userPrincipalName"].get(key.lower())
+            doc = self.users.get(oid) if oid else None
+        if doc is None:
+            raise not_found(key)
+        return doc
+
+    def view_user(self, doc: Doc) -> Doc:
+        """The user as Graph shows it: private fields dropped, mail once the mailbox exists."""
+        out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
+        if self.mailbox_ready(doc):
+            out.setdefault("mail", doc["userPrincipalName"])
+            out["proxyAddresses"] = [f"SMTP:{out['mail']}"]
+        else:
+            out.setdefault("mail", None)
+            out["proxyAddresses"] = []
+        return out
+
+    def create_user(self, body: Doc) -> Doc:
+        self._check_properties(body, "Microsoft.DirectoryServices.User")
+        missing = [p for p in USER_REQUIRED if p not in body or body[p] in (None, "")]
+        if missing:
+            raise bad_request(f"Property '{missing[0]}' is required when creating the resource.")
+        self._check_password(body["passwordProfile"])
+        self._check_names(body)
+        self._check_unique(body, None)
+        doc: Doc = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(),
+                    "assignedLicenses": [], **body}
+        doc["passwordProfile"] = {"forceChangePasswordNextSignIn":
+                                  body["passwordProfile"].get("forceChangePasswordNextSignIn", True)}
+        doc.setdefault("otherMails", [])
+        doc.setdefault("businessPhones", [])
+        doc.setdefault("onPremisesExtensionAttributes", {})
+        doc["onPremisesExtensionAttributes"] = _ext_attrs(doc["onPremisesExtensionAttributes"])
+        self._save("users", doc, None)
+        return self.view_user(doc)
+
+    def update_user(self, key: str, body: Doc) -> None:
+        doc = self.find_user(key)
+        self._check_properties(body, "Microsoft.DirectoryServices.User")
+        if "passwordProfile" in body:
+            self._check_password(body["passwordProfile"])
+        self._check_names(body)
+        self._check_unique(body, doc["id"])
+        new = {**doc, **body}
+        if "onPremisesExtensionAttributes" in body:
+            new["onPremisesExtensionAttributes"] = _ext_attrs(
+                {**doc.get("onPremisesExtensionAttributes", {}), **body["onPremisesExtensionAttributes"]}
+            )
+        if "passwordProfile" in body:
+            new["passwordProfile"] = {"forceChangePasswordNextSignIn":
+                                      body["passwordProfile"].get("forceChangePasswordNextSignIn", True)}
+        self._save("users", new, doc)
+
+    def delete_user(self, key: str) -> None:
+        doc = self.find_user(key)
+        groups = [g for g in self.store.values("groups") if doc["id"] in g["_members"]]
+        for g in groups:
+            self.store.put("groups", {**g, "_members": [m for m in g["_members"] if m != doc["id"]]})
+        deleted = {**doc, "deletedDateTime": _now_iso(), "_memberOf": [g["id"] for g in groups]}
+        self.store.remove("users", doc["id"])
+        self._save("deletedUsers", deleted, doc)
+
+    def deleted_users(self) -> list[Doc]:
+        return [self.view_user(d) for d in self.store.values("deletedUsers")]
+
+    def restore(self, oid: str) -> Doc:
+        doc = self.store.all("deletedUsers").get(oid)
+        if doc is None:
+            raise not_found(oid)
+        self._check_unique({"userPrincipalName": doc["userPrincipalName"],
+                            "mailNickname": doc["mailNickname"]}, oid)
+        restored = {k: v for k, v in doc.items() if k not in {"_memberOf", "deletedDateTime"}}
+        self.store.remove("deletedUsers", oid)
+        self._save("users", restored, doc)
+        for gid in doc.get("_memberOf", []):
+            g = self.store.all("groups").get(gid)
+            if g and oid not in g["_members"]:
+                self.store.put("groups", {**g, "_members": [*g["_members"], oid]})
+        return self.view_user(restored)
+
+    def purge(self, oid: str) -> None:
+        doc = self.store.all("deletedUsers").get(oid)
+        if doc is None:
+            raise not_found(oid)
+        self._index(doc, -1)
+        self.store.remove("deletedUsers", oid)
+
+    def _check_properties(self, body: Doc, type_name: str) -> None:
+        for key in body:
+            if key in USER_READONLY:
+                raise bad_request(f"Property '{key}' is read-only and cannot be set.")
+            if key not in USER_WRITABLE:
+                raise bad_request(f"Property '{key}' does not exist on type '{type_name}'.")
+
+    def _check_password(self, profile: Any) -> None:
+        password = profile.get("password") if isinstance(profile, dict) else None
+        if not password:
+            raise bad_request("Property 'passwordProfile.password' is required.")
+        classes = sum(bool(re.search(p, password)) for p in ("[a-z]", "[A-Z]", "[0-9]", "[^A-Za-z0-9]"))
+        if len(password) < 8 or len(password) > 256 or classes < 3:
+            raise bad_request(
+                "The specified password does not comply with password complexity requirements."
+                " Please provide a different password.",
+                [{"target": "passwordProfile.password", "code": "PasswordComplexity"}],
+            )
+
+    def _check_names(self, body: Doc) -> None:
+        upn = body.get("userPrincipalName")
+        if upn is not None:
+            local, _, domain = str(upn).partition("@")
+            if not local or not domain or not _UPN_LOCAL.match(local) or len(local) > 64 \
+                    or local.startswith(".") or local.endswith(".") or ".." in local:
+                raise bad_request("Invalid value specified for property 'userPrincipalName' of"
+                                  " resource 'User'.")
+            verified = {d["id"].lower() for d in self.store.values("domains")}
+            if domain.lower() not in verified:
+                raise bad_request(
+                    "The domain portion of the userPrincipalName property is invalid. You must"
+                    " use one of the verified domain names in your organization.",
+                    [{"target": "userPrincipalName", "code": "InvalidValue"}],
+                )
+        nick = body.get("mailNickname")
+        if nick is not None:
+            nick = str(nick)
+            if (not nick or len(nick) > 64 or not _NICK.match(nick) or set(nick) & _NICK_BAD
+                    or nick.startswith(".") or nick.endswith(".")):
+                raise bad_request("Invalid value specified for property 'mailNickname' of"
+                                  " resource 'User'.")
+        if "usageLocation" in body and body["usageLocation"] is not None \
+                and not re.fullmatch(r"[A-Z]{2}", str(body["usageLocation"])):
+            raise bad_request("Invalid value specified for property 'usageLocation' of resource 'User'.")
+
+    def _check_unique(self, body: Doc, own_id: str | None) -> None:
+        for prop, index in self._unique.items():
+            value = body.get(prop)
+            if value is None:
+                continue
+            holder = index.get(str(value).lower())
+            if holder is not None and holder != own_id:
+                raise bad_request(
+                    f"Another object with the same value for property {prop} already exists.",
+                    [{"target": prop, "code": "ObjectConflict"}],
+                )
+
+    # -- licences and mailboxes --------------------------------------------------------------
+    def skus(self) -> list[Doc]:
+        return [{**sku, "consumedUnits": self._consumed.get(sku["skuId"], 0)}
+                for sku in self.store.values("skus")]
+
+    def assign_license(self, key: str, body: Doc) -> Doc:
+        doc = self.find_user(key)
+        if set(body) - {"addLicenses", "removeLicenses"} or "addLicenses" not in body \
+                or "removeLicenses" not in body:
+            raise bad_request("Invalid request body: addLicenses and removeLicenses are required.")
+        skus = {s["skuId"]: s for s in self.skus()}
+        current = {lic["skuId"]: lic for lic in doc.get("assignedLicenses", [])}
+        for add in body["addLicenses"] or []:
+            sku = skus.get(add.get("skuId"))
+            if sku is None:
+                raise bad_request(f"License {add.get('skuId')} does not correspond to a valid"
+                                  " company License.")
+            if not doc.get("usageLocation"):
+                raise bad_request("License assignment cannot be done for user with invalid usage"
+                                  " location.")
+            if add["skuId"] not in current and sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"]:
+                raise bad_request(f"Subscription {sku['skuPartNumber']} does not have any licenses"
+                                  " available.")
+            plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
+            for plan in add.get("disabledPlans") or []:
+                if plan not in plan_ids:
+                    raise bad_request(f"Service plan {plan} is not part of license {add['skuId']}.")
+            current[add["skuId"]] = {"skuId": add["skuId"],
+                                     "disabledPlans": list(add.get("disabledPlans") or [])}
+        for sku_id in body["removeLicenses"] or []:
+            if sku_id not in current:
+                raise bad_request(f"User does not have a corresponding license {sku_id}.")
+            current.pop(sku_id)
+        new = {**doc, "assignedLicenses": list(current.values())}
+        if self._has_exchange(new) and not doc.get("_mailboxRequestedAt"):
+            new["_mailboxRequestedAt"] = self.clock()
+        self._save("users", new, doc)
+        return self.view_user(new)
+
+    def _has_exchange(self, doc: Doc) -> bool:
+        skus = {s["skuId"]: s for s in self.store.values("skus")}
+        for lic in doc.get("assignedLicenses", []):
+            sku = skus.get(lic["skuId"])
+            if sku is None:
+                continue
+            for plan in sku["servicePlans"]:
+                if plan["servicePlanName"] in EXCHANGE_PLANS and \
+                        plan["servicePlanId"] not in lic.get("disabledPlans", []):
+                    return True
+        return False
+
+    def mailbox_ready(self, doc: Doc) -> bool:
+        requested = doc.get("_mailboxRequestedAt")
+        if requested is None or not self._has_exchange(doc):
+            return False
+        return self.clock() >= requested + self.scaled(float(self.config.get("mailbox_delay", 0)))
+
+    def _mailbox(self, key: str) -> Doc:
+        doc = self.find_user(key)
+        if not self.mailbox_ready(doc):
+            raise ApiError(404, "MailboxNotEnabledForRESTAPI",
+                           "REST API is not yet supported for this mailbox.")
+        return doc
+
+    def get_mailbox_settings(self, key: str) -> Doc:
+        doc = self._mailbox(key)
+        return {**default_mailbox_settings(), **doc.get("_mailboxSettings", {})}
+
+    def update_mailbox_settings(self, key: str, body: Doc) -> Doc:
+        doc = self._mailbox(key)
+        for k in body:
+            if k not in MAILBOX_SETTINGS_KEYS and not k.startswith("@odata"):
+                raise ApiError(400, "RequestBodyRead",
+                               f"The property '{k}' does not exist on type"
+                               " 'Microsoft.OutlookServices.MailboxSettings'. Make sure to only use"
+                               " property names that are defined by the type or mark the type as"
+                               " open type.")
+        if "timeZone" in body and body["timeZone"] not in TIME_ZONES:
+            raise ApiError(400, "InvalidTimeZone",
+                           f"The specified time zone '{body['timeZone']}' is not valid.")
+        locale = (body.get("language") or {}).get("locale") if "language" in body else None
+        if "language" in body and not (isinstance(locale, str)
+                                       and re.fullmatch(r"[a-z]{2}-[A-Z]{2}", locale)):
+            raise ApiError(400, "ErrorInvalidArgument", "The language locale is not valid.")
+        settings = {**doc.get("_mailboxSettings", {}), **{k: v for k, v in body.items()
+                                                           if not k.startswith("@odata")}}
+        self.store.put("users", {**doc, "_mailboxSettings": settings})
+        return {**default_mailbox_settings(), **settings}
+
+    # -- groups ----------------------------------------------------------------------------
+    def find_group(self, gid: str) -> Doc:
+        group = self.store.all("groups").get(gid)
+        if group is None:
+            raise not_found(gid)
+        return group
+
+    @staticmethod
+    def view_group(doc: Doc) -> Doc:
+        return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+    def members(self, gid: str) -> list[Doc]:
+        group = self.find_group(gid)
+        users = self.users
+        return [{"@odata.type": "#microsoft.graph.user", **self.view_user(users[m])}
+                for m in group["_members"] if m in users]
+
+    def add_member(self, gid: str, body: Doc) -> None:
+        group = self.find_group(gid)
+        ref = body.get("@odata.id") if isinstance(body, dict) else None
+        if not isinstance(ref, str) or set(body) != {"@odata.id"}:
+            raise bad_request("Invalid request body: '@odata.id' is required.")
+        oid = ref.rstrip("/").rsplit("/", 1)[-1]
+        if oid not in self.users:
+            raise not_found(oid)
+        if oid in group["_members"]:
+            raise bad_request("One or more added object references already exist for the"
+                              " following modified properties: 'members'.")
+        self.store.put("groups", {**group, "_members": [*group["_members"], oid]})
+
+    def remove_member(self, gid: str, oid: str) -> None:
+        group = self.find_group(gid)
+        if oid not in group["_members"]:
+            raise not_found(oid)
+        self.store.put("groups", {**group, "_members": [m for m in group["_members"] if m != oid]})
+
+    def member_of(self, key: str) -> list[Doc]:
+        uid = self.find_user(key)["id"]
+        return [{"@odata.type": "#microsoft.graph.group", **self.view_group(g)}
+                for g in self.store.values("groups") if uid in g["_members"]]
+
+
+def default_mailbox_settings() -> Doc:
+    return {
+        "@odata.context": f"{GRAPH}/$metadata#users('id')/mailboxSettings",
+        "archiveFolder": None,
+        "timeZone": "UTC",
+        "language": {"locale": "en-US", "displayName": "English (United States)"},
+        "dateFormat": "M/d/yyyy",
+        "timeFormat": "h:mm tt",
+        "userPurpose": "user",
+        "automaticRepliesSetting": {"status": "disabled", "externalAudience": "all",
+                                    "internalReplyMessage": "", "externalReplyMessage": ""},
+        "workingHours": {"daysOfWeek": ["monday", "tuesday", "wednesday", "thursday", "friday"],
+                         "startTime": "08:00:00.0000000", "endTime": "17:00:00.0000000",
+                         "timeZone": {"name": "UTC"}},
+    }
+
+
+def _ext_attrs(values: Doc) -> Doc:
+    out: Doc = {f"extensionAttribute{i}": None for i in range(1, 16)}
+    for k, v in values.items():
+        if k not in out:
+            raise bad_request(f"Property '{k}' does not exist on type"
+                              " 'Microsoft.DirectoryServices.OnPremisesExtensionAttributes'.")
+        out[k] = v
+    return out
