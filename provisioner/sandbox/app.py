@@ -117,7 +117,8 @@ class Sandbox:
         if reply.body is None:
             return Response(status_code=reply.status, headers=headers)
         if isinstance(reply.body, dict) and "error" in reply.body:
-            reply.body["error"]["innerError"].update({"request-id": request_id, "client-request-id": request_id})
+            ids = {"request-id": request_id, "client-request-id": request_id}
+            reply.body["error"]["innerError"].update(ids)
         return Response(json.dumps(reply.body, ensure_ascii=False), status_code=reply.status,
                         headers=headers,
                         media_type="application/json;odata.metadata=minimal;charset=utf-8")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ..naming import name_token
+
 GIVEN = (
     "Anna", "Åsa", "Björn", "Göran", "Märta", "Örjan", "Jöns", "Lars", "Karin", "Ingrid",
     "Sören", "Håkan", "Maja", "Elsa", "Linnéa", "Mikael", "Per", "Eva", "Ulla", "Bo",
@@ -112,8 +114,23 @@ def officials(count: int, seed: int) -> list[Official]:
         i = len(out)
         given, surname = rng.choice(GIVEN), rng.choice(SURNAMES)
         mobile = f"070-{3000000 + i:07d}" if rng.random() < 0.6 else ""
-        email = f"{given.lower()[:3]}{i}@example.org" if rng.random() < 0.4 else ""
+        email = f"{name_token(given)[:3]}{i}@example.org" if rng.random() < 0.4 else ""
         out.append(Official(f"P{i + 1:05d}", given, surname,
                             "ledamot" if rng.random() < 0.55 else "ersättare",
                             body_for(rng.randrange(len(BODIES))), mobile, "", email))
     return out[:count]
+
+
+def roster_csv(people: list[Official], delimiter: str = ";") -> str:
+    """A roster as the committee secretariat's Excel exports it (Swedish locale: ';')."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
+    writer.writerow(["person_id", "given_name", "surname", "role", "body", "mobile",
+                     "private_email", "employee_id"])
+    for p in people:
+        writer.writerow([p.person_id, p.given, p.surname, p.role, p.body, p.mobile,
+                         p.private_email, p.employee_id])
+    return buf.getvalue()

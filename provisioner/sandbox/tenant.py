@@ -103,10 +103,14 @@ class Tenant:
         """Unique-name and seat-count indexes, so that a 50,000-user tenant stays fast."""
         self._unique: dict[str, dict[str, str]] = {"userPrincipalName": {}, "mailNickname": {}}
         self._consumed: dict[str, int] = {}
-        for u in (*self.users.values(), *self.store.values("deletedUsers")):
+        for u in self.users.values():
             self._index(u, +1)
 
     def _index(self, doc: Doc, sign: int) -> None:
+        # Only live objects hold their names and seats; a soft-deleted user frees both
+        # (restoring it fails with a conflict if its name was taken meanwhile).
+        if "deletedDateTime" in doc:
+            return
         for prop, index in self._unique.items():
             if doc.get(prop):
                 key = str(doc[prop]).lower()
@@ -114,9 +118,8 @@ class Tenant:
                     index[key] = doc["id"]
                 elif index.get(key) == doc["id"]:
                     del index[key]
-        if "deletedDateTime" not in doc:
-            for lic in doc.get("assignedLicenses", []):
-                self._consumed[lic["skuId"]] = self._consumed.get(lic["skuId"], 0) + sign
+        for lic in doc.get("assignedLicenses", []):
+            self._consumed[lic["skuId"]] = self._consumed.get(lic["skuId"], 0) + sign
 
     def _save(self, kind: str, new: Doc, old: Doc | None) -> None:
         if old is not None:
@@ -224,10 +227,12 @@ class Tenant:
         doc = self.store.all("deletedUsers").get(oid)
         if doc is None:
             raise not_found(oid)
-        self._index(doc, -1)
         self.store.remove("deletedUsers", oid)
 
     def _check_properties(self, body: Doc, type_name: str) -> None:
+        # Clients (msgraph-sdk among them) send "@odata.type"; Graph accepts it.
+        if body.pop("@odata.type", "#microsoft.graph.user") != "#microsoft.graph.user":
+            raise bad_request("Invalid @odata.type for a user.")
         for key in body:
             if key in USER_READONLY:
                 raise bad_request(f"Property '{key}' is read-only and cannot be set.")

@@ -1,0 +1,123 @@
+"""Access tokens for the request adapter: a static one for the sandbox, MSAL for a tenant.
+
+Only this module and ``client.py`` know about MSAL. Tokens and secrets never leave here:
+they are neither logged nor put in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
+
+from ..errors import ConfigurationError
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_HOSTS = ["graph.microsoft.com"]
+
+
+class StaticTokenProvider(AccessTokenProvider):
+    """The sandbox accepts any bearer token; each distinct token is one app for throttling."""
+
+    def __init__(self, token: str = "sandbox-token") -> None:
+        self._token = token
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: dict[str, Any] = {}) -> str:  # noqa: B006, E501
+        return self._token
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return AllowedHostsValidator([])
+
+
+class MsalTokenProvider(AccessTokenProvider):
+    """Client credentials (certificate preferred, or a secret from the environment), or
+    device code for an admin at a terminal. MSAL's cache means one token per hour, not per call."""
+
+    def __init__(self, app: Any, *, device_code: bool = False,
+                 persist: Callable[[], None] = lambda: None) -> None:
+        self._app = app
+        self._device_code = device_code
+        self._persist = persist
+        self._lock = asyncio.Lock()
+
+    async def get_authorization_token(self, uri: str, additional_authentication_context: dict[str, Any] = {}) -> str:  # noqa: B006, E501
+        if urlparse(uri).scheme != "https" or urlparse(uri).hostname not in GRAPH_HOSTS:
+            raise ConfigurationError("refusing to send a Graph token to a host other than Graph")
+        async with self._lock:
+            result = await asyncio.to_thread(self._acquire)
+            self._persist()
+        if "access_token" not in result:
+            # error_description names the problem (AADSTS code) and holds no secret.
+            first_line = (result.get("error_description") or "").split("\n")[0]
+            raise ConfigurationError(
+                f"sign-in to Microsoft Entra failed: {result.get('error')}: {first_line}")
+        return str(result["access_token"])
+
+    def _acquire(self) -> dict[str, Any]:
+        if not self._device_code:
+            return dict(self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE]))
+        accounts = self._app.get_accounts()
+        if accounts:
+            cached = self._app.acquire_token_silent([GRAPH_SCOPE], account=accounts[0])
+            if cached:
+                return dict(cached)
+        flow = self._app.initiate_device_flow(scopes=[GRAPH_SCOPE])
+        if "message" not in flow:
+            return dict(flow)
+        print(flow["message"], flush=True)  # the admin must see the code at the terminal
+        return dict(self._app.acquire_token_by_device_flow(flow))
+
+    def get_allowed_hosts_validator(self) -> AllowedHostsValidator:
+        return AllowedHostsValidator(GRAPH_HOSTS)
+
+
+def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -> MsalTokenProvider:
+    """Build the MSAL application for an ``EntraTenant`` playbook section."""
+    import msal  # imported here: the sandbox never needs it
+
+    cache = msal.SerializableTokenCache()
+    if cache_path.exists():
+        cache.deserialize(cache_path.read_text())
+
+    def persist() -> None:
+        if cache.has_state_changed:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(cache_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(cache.serialize())
+
+    authority = f"https://login.microsoftonline.com/{tenant.tenant_id}"
+    if device_code:
+        app: Any = msal.PublicClientApplication(tenant.client_id, authority=authority,
+                                                token_cache=cache)
+    else:
+        app = msal.ConfidentialClientApplication(
+            tenant.client_id, authority=authority, client_credential=_credential(tenant),
+            token_cache=cache,
+        )
+    return MsalTokenProvider(app, device_code=device_code, persist=persist)
+
+
+def _credential(tenant: Any) -> Any:
+    if tenant.certificate is not None:
+        cert = tenant.certificate
+        if not Path(cert.path).exists():
+            raise ConfigurationError(f"tenant.certificate.path: {cert.path} does not exist")
+        credential: dict[str, Any] = {"private_key_pfx_path": str(cert.path),
+                                      "public_certificate": True}
+        if cert.password_env:
+            credential["passphrase"] = _env(cert.password_env, "tenant.certificate.password_env")
+        return credential
+    return _env(tenant.client_secret_env, "tenant.client_secret_env")
+
+
+def _env(name: str, key: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigurationError(f"{key}: environment variable {name} is not set")
+    return value

@@ -1,0 +1,275 @@
+"""Graph operations the steps need, as plain JSON in and out.
+
+Requests are built by msgraph-sdk's request builders and sent through its request adapter
+(auth, middleware); responses come back raw through a NativeResponseHandler and are parsed
+as JSON (DESIGN.md decision 6: typed deserialisation costs ~8 ms an object). Writes carry
+their JSON as the typed model's ``additional_data``, so what is sent is exactly what the
+plan shows; the sandbox, like Graph, rejects a property name it does not know.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import structlog
+
+from ..errors import GraphError, ThrottledError, TransportError
+from .client import Target, build_adapter
+from .retry import RetryPolicy
+
+log = structlog.get_logger("provisioner.graph")
+Json = dict[str, Any]
+RETRYABLE = {429, 503, 504}
+PAGE = 999
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class Graph:
+    def __init__(self, target: Target, *, retry: RetryPolicy | None = None,
+                 timeout: float = 60.0) -> None:
+        from msgraph import GraphServiceClient
+
+        self.adapter = build_adapter(target, timeout=timeout)
+        self.client = GraphServiceClient(request_adapter=self.adapter)
+        self.retry = retry or RetryPolicy()
+        self.stats: Counter[str] = Counter()
+
+    async def __aenter__(self) -> Graph:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.adapter._http_client.aclose()
+
+    # -- sending ---------------------------------------------------------------------------
+    async def send(self, request_info: Any) -> httpx.Response:
+        """Send one request with retries; raise GraphError for an error answer."""
+        from kiota_abstractions.native_response_handler import NativeResponseHandler
+        from kiota_http.middleware.options import ResponseHandlerOption
+
+        request_info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
+        method = request_info.http_method.name
+
+        async def attempt() -> httpx.Response:
+            self.stats["requests"] += 1
+            try:
+                response: httpx.Response = await self.adapter.send_primitive_async(
+                    request_info, "bytes", {})
+            except httpx.TransportError as exc:
+                self.stats["transport_errors"] += 1
+                raise TransportError(f"{method} {_path(request_info)}: {type(exc).__name__}:"
+                                     f" {exc}") from exc
+            if response.status_code >= 400:
+                raise _error(response, method, _path(request_info))
+            return response
+
+        def on_retry(exc: BaseException, wait: float) -> None:
+            self.stats["retries"] += 1
+            if isinstance(exc, ThrottledError) and exc.status == 429:
+                self.stats["throttled"] += 1
+            log.debug("graph.retry", method=method, path=_path(request_info),
+                      error=getattr(exc, "code", type(exc).__name__), wait=round(wait, 3))
+
+        return await self.retry.run(attempt, on_retry)
+
+    async def json(self, request_info: Any) -> Any:
+        response = await self.send(request_info)
+        return response.json() if response.content else None
+
+    async def pages(self, request_info: Any, builder: Any) -> AsyncIterator[list[Json]]:
+        """Follow @odata.nextLink whole until it is absent."""
+        body = await self.json(request_info)
+        while True:
+            yield list(body.get("value", []))
+            next_link = body.get("@odata.nextLink")
+            if not next_link:
+                return
+            body = await self.json(builder.with_url(next_link).to_get_request_information())
+
+    async def batch(self, requests: Sequence[Any]) -> list[BatchResult]:
+        """Independent requests in $batch (20 a time); throttled items are sent again in a
+        new batch after the longest Retry-After, as Graph asks."""
+        from msgraph_core.requests.batch_request_builder import BatchRequestBuilder
+        from msgraph_core.requests.batch_request_content import BatchRequestContent
+        from msgraph_core.requests.batch_request_item import BatchRequestItem
+
+        results: dict[int, BatchResult] = {}
+        pending = list(range(len(requests)))
+        for _round in range(self.retry.attempts):
+            if not pending:
+                break
+            retry_wait = 0.0
+            for start in range(0, len(pending), 20):
+                chunk = pending[start:start + 20]
+                content = BatchRequestContent()
+                for index in chunk:
+                    content.add_request(str(index), BatchRequestItem(requests[index], id=str(index)))
+                request_info = await BatchRequestBuilder(self.adapter).to_post_request_information(content)
+                self.stats["batches"] += 1
+                body = await self.json(request_info)
+                for item in body.get("responses", []):
+                    headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
+                    results[int(item["id"])] = BatchResult(item["status"], item.get("body"), headers)
+                    if item["status"] in RETRYABLE:
+                        self.stats["throttled" if item["status"] == 429 else "retries"] += 1
+                        retry_wait = max(retry_wait, _retry_after(headers) or self.retry.initial)
+            pending = [i for i in pending if results[i].status in RETRYABLE]
+            if pending:
+                await asyncio.sleep(min(retry_wait, self.retry.maximum))
+        return [results[i] for i in range(len(requests))]
+
+    # -- users -----------------------------------------------------------------------------
+    def _user(self, key: str) -> Any:
+        return self.client.users.by_user_id(key)
+
+    async def list_users(self, select: Sequence[str], filter: str | None = None) -> list[Json]:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.users_request_builder import UsersRequestBuilder
+
+        params = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
+            select=list(select), filter=filter, top=PAGE)
+        request_info = self.client.users.to_get_request_information(
+            RequestConfiguration(query_parameters=params))
+        users: list[Json] = []
+        async for page in self.pages(request_info, self.client.users):
+            users.extend(page)
+        return users
+
+    async def create_user(self, body: Json) -> Json:
+        from msgraph.generated.models.user import User
+
+        return dict(await self.json(self.client.users.to_post_request_information(
+            User(additional_data=dict(body)))))
+
+    async def get_user(self, key: str, select: Sequence[str]) -> Json | None:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+        params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=list(select))
+        try:
+            return dict(await self.json(self._user(key).to_get_request_information(
+                RequestConfiguration(query_parameters=params))))
+        except GraphError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def update_user(self, user_id: str, body: Json) -> None:
+        from msgraph.generated.models.user import User
+
+        await self.send(self._user(user_id).to_patch_request_information(
+            User(additional_data=dict(body))))
+
+    async def delete_user(self, user_id: str) -> None:
+        await self.send(self._user(user_id).to_delete_request_information())
+
+    async def restore_user(self, user_id: str) -> Json:
+        builder = self.client.directory.deleted_items.by_directory_object_id(user_id).restore
+        return dict(await self.json(builder.to_post_request_information()))
+
+    # -- licences and mailboxes --------------------------------------------------------------
+    async def subscribed_skus(self) -> list[Json]:
+        return list((await self.json(self.client.subscribed_skus.to_get_request_information()))["value"])
+
+    async def assign_license(self, user_id: str, add: Sequence[Json], remove: Sequence[str]) -> None:
+        from msgraph.generated.users.item.assign_license.assign_license_post_request_body import (
+            AssignLicensePostRequestBody,
+        )
+
+        body = AssignLicensePostRequestBody(
+            additional_data={"addLicenses": list(add), "removeLicenses": list(remove)})
+        await self.send(self._user(user_id).assign_license.to_post_request_information(body))
+
+    def mailbox_settings_request(self, user_id: str) -> Any:
+        return self._user(user_id).mailbox_settings.to_get_request_information()
+
+    async def get_mailbox_settings(self, user_id: str) -> Json:
+        return dict(await self.json(self.mailbox_settings_request(user_id)))
+
+    async def update_mailbox_settings(self, user_id: str, body: Json) -> None:
+        from msgraph.generated.models.mailbox_settings import MailboxSettings
+
+        await self.send(self._user(user_id).mailbox_settings.to_patch_request_information(
+            MailboxSettings(additional_data=dict(body))))
+
+    # -- groups ----------------------------------------------------------------------------
+    async def list_groups(self, select: Sequence[str]) -> list[Json]:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.groups.groups_request_builder import GroupsRequestBuilder
+
+        params = GroupsRequestBuilder.GroupsRequestBuilderGetQueryParameters(
+            select=list(select), top=PAGE)
+        request_info = self.client.groups.to_get_request_information(
+            RequestConfiguration(query_parameters=params))
+        groups: list[Json] = []
+        async for page in self.pages(request_info, self.client.groups):
+            groups.extend(page)
+        return groups
+
+    async def group_member_ids(self, group_id: str) -> list[str]:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.groups.item.members.members_request_builder import (
+            MembersRequestBuilder,
+        )
+
+        builder = self.client.groups.by_group_id(group_id).members
+        params = MembersRequestBuilder.MembersRequestBuilderGetQueryParameters(select=["id"], top=PAGE)
+        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        ids: list[str] = []
+        async for page in self.pages(request_info, builder):
+            ids.extend(m["id"] for m in page)
+        return ids
+
+    async def add_member(self, group_id: str, member_id: str) -> None:
+        from msgraph.generated.models.reference_create import ReferenceCreate
+
+        ref = ReferenceCreate(odata_id=f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}")
+        await self.send(self.client.groups.by_group_id(group_id).members.ref
+                        .to_post_request_information(ref))
+
+    async def remove_member(self, group_id: str, member_id: str) -> None:
+        # Always through /$ref: without it Graph deletes the user itself.
+        builder = self.client.groups.by_group_id(group_id).members.by_directory_object_id(member_id)
+        await self.send(builder.ref.to_delete_request_information())
+
+
+def _path(request_info: Any) -> str:
+    template = request_info.url_template or ""
+    return template.replace("{+baseurl}", "").split("{")[0] or "/"
+
+
+def _retry_after(headers: Any) -> float | None:
+    raw = headers.get("retry-after") if headers else None
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _error(response: httpx.Response, method: str, path: str) -> GraphError:
+    try:
+        error = response.json().get("error", {})
+    except (json.JSONDecodeError, AttributeError):
+        error = {}
+    code = str(error.get("code") or f"HTTP{response.status_code}")
+    message = str(error.get("message") or response.reason_phrase)
+    request_id = response.headers.get("request-id")
+    kwargs: dict[str, Any] = {"request_id": request_id, "details": error.get("details") or [],
+                              "method": method, "path": path}
+    if response.status_code in RETRYABLE:
+        return ThrottledError(response.status_code, code, message,
+                              retry_after=_retry_after(response.headers), **kwargs)
+    return GraphError(response.status_code, code, message, **kwargs)
+
+

@@ -1,0 +1,37 @@
+"""structlog set-up: console or JSON event dicts on stderr, with secrets dropped on the way."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+# Keys that must never reach a log line, whatever a caller binds by mistake.
+SECRET_KEYS = frozenset({"password", "passwordprofile", "token", "access_token", "secret",
+                         "client_secret", "personal_number", "temporaryaccesspass", "authorization"})
+
+
+def drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key in [k for k in event if k.lower() in SECRET_KEYS]:
+        event[key] = "[redacted]"
+    return event
+
+
+def configure(fmt: str = "console", verbosity: int = 0) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)  # -v info, -vv debug
+    renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            drop_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,122 @@
+"""Plans are data: a closed set of Actions, Changes with before and after, and the Plan.
+
+A Change's id is a hash of what it does (step, person, action, target, after), so the same
+inputs give the same plan, and a saved plan can be compared with a fresh one.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+Json = dict[str, Any]
+PLAN_FORMAT = "provisioner-plan/1"
+
+
+class Action(enum.Enum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+    @property
+    def symbol(self) -> str:
+        return {"create": "+", "update": "~", "delete": "-"}[self.value]
+
+
+class Outcome(enum.Enum):
+    APPLIED = "applied"      # the write was made
+    UNCHANGED = "unchanged"  # found already done when applying (a retried or raced write)
+    PENDING = "pending"      # waiting on Graph (a mailbox not provisioned yet): next apply
+    FAILED = "failed"
+    SKIPPED = "skipped"      # not attempted: an earlier change for the person failed
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    step: str
+    person_id: str
+    action: Action
+    target: str
+    before: Json | None
+    after: Json | None
+
+    @property
+    def id(self) -> str:
+        digest = hashlib.sha256(canonical(
+            [self.step, self.person_id, self.action.value, self.target, self.after]).encode())
+        return digest.hexdigest()[:16]
+
+    def to_json(self) -> Json:
+        return {"id": self.id, "step": self.step, "person_id": self.person_id,
+                "action": self.action.value, "target": self.target,
+                "before": self.before, "after": self.after}
+
+    @classmethod
+    def from_json(cls, data: Json) -> Change:
+        return cls(data["step"], data["person_id"], Action(data["action"]), data["target"],
+                   data.get("before"), data.get("after"))
+
+
+@dataclass(frozen=True, slots=True)
+class PersonTarget:
+    """Who a person's changes are about: the address they get, and the account if it exists."""
+
+    upn: str
+    user_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    playbook_name: str
+    playbook_path: str
+    playbook_digest: str
+    roster_digest: str
+    people: dict[str, PersonTarget]
+    changes: tuple[Change, ...]
+    warnings: tuple[str, ...] = ()
+    steps: tuple[str, ...] = field(default=())
+
+    def summary(self) -> dict[str, int]:
+        counts = Counter(c.action.value for c in self.changes)
+        return {a.value: counts.get(a.value, 0) for a in Action}
+
+    def by_step(self) -> dict[str, list[Change]]:
+        out: dict[str, list[Change]] = {s: [] for s in self.steps}
+        for c in self.changes:
+            out.setdefault(c.step, []).append(c)
+        return {s: cs for s, cs in out.items() if cs}
+
+    def to_json(self) -> Json:
+        """The stable document of ``plan --json`` (and, with ``saved``, of ``plan --out``)."""
+        return {"changes": [c.to_json() for c in self.changes], "summary": self.summary(),
+                "warnings": list(self.warnings)}
+
+    def to_file(self) -> Json:
+        return {
+            "format": PLAN_FORMAT,
+            "playbook": {"name": self.playbook_name, "path": self.playbook_path,
+                         "digest": self.playbook_digest},
+            "roster_digest": self.roster_digest,
+            "steps": list(self.steps),
+            "people": {pid: {"upn": t.upn, "user_id": t.user_id} for pid, t in self.people.items()},
+            **self.to_json(),
+        }
+
+    @classmethod
+    def from_file(cls, data: Json) -> Plan:
+        return cls(
+            playbook_name=data["playbook"]["name"], playbook_path=data["playbook"]["path"],
+            playbook_digest=data["playbook"]["digest"], roster_digest=data["roster_digest"],
+            people={pid: PersonTarget(p["upn"], p.get("user_id"))
+                    for pid, p in data["people"].items()},
+            changes=tuple(Change.from_json(c) for c in data["changes"]),
+            warnings=tuple(data.get("warnings", ())), steps=tuple(data.get("steps", ())),
+        )

@@ -1,0 +1,76 @@
+"""snapshot + roster + playbook → Plan. Pure: it never talks to Graph."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .errors import RosterError
+from .model import Action, Change, PersonTarget, Plan
+from .naming import Names, NamingPolicy
+from .playbook import Playbook
+from .roster import Roster
+from .snapshot import DirectoryUser, Snapshot, owner_prefix
+from .steps import STEPS, PersonView, PlanContext
+from .steps.groups import check_groups
+from .steps.license import resolve_sku
+
+
+def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot) -> Plan:
+    ctx = PlanContext(playbook, snapshot, owner_prefix(playbook))
+    if "groups" in playbook.steps:
+        check_groups(ctx, roster)
+    managed = snapshot.managed(ctx.owner_prefix)
+    names = assign_names(playbook.naming_policy, roster, snapshot, managed)
+    changes: list[Change] = []
+    people: dict[str, PersonTarget] = {}
+    for person in roster:
+        user = managed.get(person.person_id)
+        view = PersonView(person, names[person.person_id], user)
+        people[person.person_id] = PersonTarget(view.names.upn, user.id if user else None)
+        for step in playbook.steps:
+            changes.extend(STEPS[step].plan(ctx, view))
+    return Plan(
+        playbook_name=playbook.name, playbook_path=str(playbook.source),
+        playbook_digest=playbook.digest, roster_digest=roster.digest, people=people,
+        changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
+    )
+
+
+def assign_names(policy: NamingPolicy, roster: Roster, snapshot: Snapshot,
+                 managed: Mapping[str, DirectoryUser]) -> dict[str, Names]:
+    """Existing accounts keep their names; new people are named in person_id order, so the
+    same roster against the same directory always gives the same addresses."""
+    taken_upn, taken_nick = snapshot.names_taken()
+    out: dict[str, Names] = {}
+    problems: list[str] = []
+    for person in sorted(roster, key=lambda p: p.person_id):
+        user = managed.get(person.person_id)
+        if user is not None:
+            out[person.person_id] = Names(user.upn, user.mail_nickname, policy.display_name(person))
+            continue
+
+        def taken(n: Names) -> bool:
+            return n.upn.lower() in taken_upn or n.mail_nickname.lower() in taken_nick
+
+        try:
+            names = policy.assign(person, taken)
+        except ValueError as exc:
+            problems.append(f"{roster.path}:{person.line}: given_name/surname: {exc}")
+            continue
+        taken_upn.add(names.upn.lower())
+        taken_nick.add(names.mail_nickname.lower())
+        out[person.person_id] = names
+    if problems:
+        raise RosterError(problems)
+    return out
+
+
+def _warnings(ctx: PlanContext, changes: list[Change]) -> list[str]:
+    warnings = []
+    if "license" in ctx.playbook.steps:
+        sku = resolve_sku(ctx)
+        needed = sum(1 for c in changes if c.step == "license" and c.action is Action.CREATE)
+        if needed > sku.free:
+            warnings.append(f"license: {needed} {sku.part_number} licences needed but only"
+                            f" {sku.free} free ({sku.enabled} bought, {sku.consumed} in use)")
+    return warnings

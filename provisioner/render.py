@@ -1,0 +1,117 @@
+"""Text for people: plans, apply progress and summaries. No logic beyond layout."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from .model import Action, Change, Plan
+from .rollout import ChangeResult, Report
+
+_COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
+
+
+def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> Iterator[str]:
+    people = len(plan.people)
+    yield f"Plan for {plan.playbook_name}: {people} people in the roster"
+    for warning in plan.warnings:
+        yield click.style(f"warning: {warning}", fg="yellow") if color else f"warning: {warning}"
+    for step, changes in plan.by_step().items():
+        yield ""
+        yield f"{step} ({len(changes)})"
+        for change in changes:
+            yield "  " + _change_line(change, color)
+            if detailed:
+                yield from (f"      {line}" for line in _diff(change))
+    yield ""
+    yield summary_line(plan)
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary()
+    if not plan.changes:
+        return "No changes. The tenant matches the playbook."
+    return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete."
+
+
+def _change_line(change: Change, color: bool) -> str:
+    head = f"{change.action.symbol} {change.action.value:<6}"
+    if color:
+        head = click.style(head, fg=_COLOURS[change.action])
+    return f"{head} {change.target}  [{change.person_id}]"
+
+
+def _diff(change: Change) -> Iterator[str]:
+    before = change.before or {}
+    for key, value in (change.after or {}).items():
+        if key in before:
+            yield f"{key}: {_short(before[key])} -> {_short(value)}"
+        else:
+            yield f"{key}: {_short(value)}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def report_lines(report: Report) -> Iterator[str]:
+    counts = report.counts()
+    order = ("applied", "unchanged", "pending", "failed", "skipped")
+    for result in report.failed:
+        yield failure_line(result)
+    yield "Apply complete: " + ", ".join(f"{counts.get(k, 0)} {k}" for k in order) + "."
+    if counts.get("pending"):
+        yield ("Some mailboxes are not provisioned yet (Exchange takes minutes to hours);"
+               " run apply again later to finish their settings.")
+
+
+def failure_line(result: ChangeResult) -> str:
+    rid = f" (request-id {result.request_id})" if result.request_id else ""
+    return (f"failed: {result.change.person_id} {result.change.step} {result.change.target}:"
+            f" {result.code}: {result.message}{rid}")
+
+
+class LineProgress:
+    """Plain lines, one per finished change: for logs, pipes and CI."""
+
+    def begin(self, total: int) -> None:
+        click.echo(f"Applying {total} changes.")
+
+    def close(self) -> None:
+        pass
+
+    def started(self, change: Change) -> None:
+        pass
+
+    def finished(self, result: ChangeResult) -> None:
+        c = result.change
+        click.echo(f"{result.outcome.value:<9} {c.step:<16} {c.target}  [{c.person_id}]")
+
+
+class BarProgress:
+    """A progress bar on a terminal (rich), with failures printed as they happen."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), transient=False)
+        self.task = self.progress.add_task("applying", total=0)
+
+    def begin(self, total: int) -> None:
+        self.progress.update(self.task, total=total)
+        self.progress.start()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+    def started(self, change: Change) -> None:
+        pass
+
+    def finished(self, result: ChangeResult) -> None:
+        self.progress.advance(self.task)
+        if result.code and result.outcome.value == "failed":
+            self.progress.console.print(failure_line(result), markup=False)

@@ -1,0 +1,146 @@
+"""The apply loop: each person's Changes in step order, people concurrently (bounded).
+
+A failure stops that person's later steps (they depend on the account) but not other
+people. Mailbox settings that wait for Exchange are polled until ``mailbox_wait`` runs out,
+then left pending for the next apply. Journal, audit and progress display are hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import structlog
+
+from .errors import GraphFailure
+from .graph.gateway import Graph
+from .model import Change, Outcome, Plan
+from .steps import STEPS, PersonRun
+
+log = structlog.get_logger("provisioner.apply")
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    change: Change
+    outcome: Outcome
+    code: str | None = None
+    message: str | None = None
+    request_id: str | None = None
+
+
+class Hook(Protocol):
+    def started(self, change: Change) -> None: ...
+
+    def finished(self, result: ChangeResult) -> None: ...
+
+
+@dataclass
+class Report:
+    results: list[ChangeResult] = field(default_factory=list)
+
+    def counts(self) -> Counter[str]:
+        return Counter(r.outcome.value for r in self.results)
+
+    @property
+    def failed(self) -> list[ChangeResult]:
+        return [r for r in self.results if r.outcome is Outcome.FAILED]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+async def apply_plan(graph: Graph, plan: Plan, hooks: Sequence[Hook], *, concurrency: int,
+                     mailbox_wait: float) -> Report:
+    return await _Applier(graph, plan, hooks, concurrency).run(mailbox_wait)
+
+
+class _Applier:
+    def __init__(self, graph: Graph, plan: Plan, hooks: Sequence[Hook], concurrency: int) -> None:
+        self.graph = graph
+        self.hooks = hooks
+        self.report = Report()
+        self.by_person: dict[str, list[Change]] = {}
+        for change in plan.changes:
+            self.by_person.setdefault(change.person_id, []).append(change)
+        self.runs = {pid: PersonRun(pid, plan.people[pid].upn, plan.people[pid].user_id)
+                     for pid in self.by_person}
+        self.gate = asyncio.Semaphore(concurrency)
+        self.deferred: list[Change] = []
+
+    async def run(self, mailbox_wait: float) -> Report:
+        await asyncio.gather(*(self._person(pid) for pid in self.by_person))
+        await self._poll_pending(mailbox_wait)
+        return self.report
+
+    def _record(self, result: ChangeResult) -> None:
+        self.report.results.append(result)
+        for hook in self.hooks:
+            hook.finished(result)
+
+    async def _one(self, change: Change) -> ChangeResult:
+        for hook in self.hooks:
+            hook.started(change)
+        try:
+            outcome = await STEPS[change.step].apply(self.graph, change, self.runs[change.person_id])
+        except GraphFailure as exc:
+            log.warning("change.failed", person_id=change.person_id, step=change.step,
+                        code=exc.code, status=exc.status, request_id=exc.request_id)
+            return ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
+        return ChangeResult(change, outcome)
+
+    async def _person(self, pid: str) -> None:
+        async with self.gate:
+            failed = False
+            for change in self.by_person[pid]:
+                if failed:
+                    self._record(ChangeResult(change, Outcome.SKIPPED, None,
+                                              "not attempted: the account could not be made"))
+                    continue
+                result = await self._one(change)
+                if result.outcome is Outcome.PENDING:
+                    self.deferred.append(change)
+                    continue
+                failed = result.outcome is Outcome.FAILED and change.step == "account"
+                self._record(result)
+
+    async def _poll_pending(self, wait: float) -> None:
+        """Changes waiting on Graph (a mailbox) are tried again, less and less often, until
+        ``wait`` seconds have passed; what still waits is recorded as pending."""
+        deadline = time.monotonic() + wait
+        interval = 1.0
+        while self.deferred and time.monotonic() < deadline:
+            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+            interval = min(interval * 1.5, 15.0)
+            ready = await self._ready(self.deferred)
+            results = await asyncio.gather(*(self._gated(c) for c in ready))
+            still = {r.change.id for r in results if r.outcome is Outcome.PENDING}
+            self.deferred = [c for c in self.deferred if c not in ready or c.id in still]
+            for result in results:
+                if result.outcome is not Outcome.PENDING:
+                    self._record(result)
+        for change in self.deferred:
+            self._record(ChangeResult(change, Outcome.PENDING, "MailboxNotEnabledForRESTAPI",
+                                      "the mailbox is not provisioned yet; run apply again later"))
+
+    async def _ready(self, waiting: list[Change]) -> list[Change]:
+        """Ask each waiting step which of its changes can go now (cheap reads, batched)."""
+        ready: list[Change] = []
+        for step in {c.step for c in waiting}:
+            mine = [(c, self.runs[c.person_id]) for c in waiting if c.step == step]
+            probe = getattr(STEPS[step], "ready", None)
+            ready += await probe(self.graph, mine) if probe else [c for c, _ in mine]
+        return ready
+
+    async def _gated(self, change: Change) -> ChangeResult:
+        async with self.gate:
+            return await self._one(change)
+
+
+def _message(exc: GraphFailure) -> str:
+    return getattr(exc, "message", None) or str(exc)

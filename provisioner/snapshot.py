@@ -1,0 +1,129 @@
+"""The directory as the planner sees it: read once, in bulk, as small frozen records.
+
+Reading is the only thing here that talks to Graph; everything after it is pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import GraphError
+from .graph.gateway import Graph
+from .model import Json
+from .playbook import Playbook
+from .roster import Roster
+
+USER_SELECT = (
+    "id", "userPrincipalName", "mailNickname", "displayName", "givenName", "surname",
+    "accountEnabled", "employeeId", "department", "jobTitle", "usageLocation", "mobilePhone",
+    "otherMails", "assignedLicenses", "onPremisesExtensionAttributes",
+)
+MAILBOX_NOT_READY = "MailboxNotEnabledForRESTAPI"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryUser:
+    id: str
+    upn: str
+    mail_nickname: str
+    attributes: Json  # the selected properties, as Graph returned them
+    owner_tag: str | None
+
+    @classmethod
+    def from_graph(cls, doc: Json, ownership_attribute: str) -> DirectoryUser:
+        ext = doc.get("onPremisesExtensionAttributes") or {}
+        return cls(doc["id"], doc["userPrincipalName"], doc.get("mailNickname") or "",
+                   doc, ext.get(ownership_attribute))
+
+    @property
+    def license_ids(self) -> dict[str, list[str]]:
+        return {lic["skuId"]: list(lic.get("disabledPlans") or [])
+                for lic in self.attributes.get("assignedLicenses") or []}
+
+
+@dataclass(frozen=True, slots=True)
+class Sku:
+    sku_id: str
+    part_number: str
+    enabled: int
+    consumed: int
+    plans: dict[str, str]  # servicePlanName → servicePlanId
+
+    @property
+    def free(self) -> int:
+        return self.enabled - self.consumed
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    id: str
+    name: str
+    member_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    users: dict[str, DirectoryUser]
+    skus: dict[str, Sku] = field(default_factory=dict)           # by skuPartNumber
+    groups: dict[str, list[Group]] = field(default_factory=dict)  # by displayName (may repeat)
+    mailboxes: dict[str, Json | None] = field(default_factory=dict)  # user id → settings, None = not yet
+
+    def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
+        """person_id → the account this playbook made for them."""
+        return {u.owner_tag[len(tag_prefix):]: u for u in self.users.values()
+                if u.owner_tag and u.owner_tag.startswith(tag_prefix)}
+
+    def names_taken(self) -> tuple[set[str], set[str]]:
+        return ({u.upn.lower() for u in self.users.values()},
+                {u.mail_nickname.lower() for u in self.users.values() if u.mail_nickname})
+
+
+def owner_prefix(playbook: Playbook) -> str:
+    return f"provisioner:{playbook.name}:"
+
+
+async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
+                        group_names: set[str]) -> Snapshot:
+    attr = playbook.account.ownership_attribute
+    steps = set(playbook.steps)
+    users_doc, skus_doc, groups_doc = await asyncio.gather(
+        graph.list_users(USER_SELECT),
+        graph.subscribed_skus() if "license" in steps else _none(),
+        graph.list_groups(("id", "displayName")) if "groups" in steps else _none(),
+    )
+    users = {u["id"]: DirectoryUser.from_graph(u, attr) for u in users_doc}
+    skus = {s["skuPartNumber"]: Sku(
+        s["skuId"], s["skuPartNumber"], int(s["prepaidUnits"]["enabled"]),
+        int(s["consumedUnits"]), {p["servicePlanName"]: p["servicePlanId"] for p in s["servicePlans"]},
+    ) for s in skus_doc or []}
+    wanted = [g for g in groups_doc or [] if g["displayName"] in group_names]
+    members = await asyncio.gather(*(graph.group_member_ids(g["id"]) for g in wanted))
+    groups: dict[str, list[Group]] = {}
+    for g, ids in zip(wanted, members, strict=True):
+        groups.setdefault(g["displayName"], []).append(Group(g["id"], g["displayName"], frozenset(ids)))
+    mailboxes: dict[str, Json | None] = {}
+    if "mailbox_settings" in steps:
+        mine = list(Snapshot(users).managed(owner_prefix(playbook)).values())
+        mailboxes = await read_mailboxes(graph, [u.id for u in mine])
+    return Snapshot(users, skus, groups, mailboxes)
+
+
+async def read_mailboxes(graph: Graph, user_ids: list[str]) -> dict[str, Json | None]:
+    results = await graph.batch([graph.mailbox_settings_request(uid) for uid in user_ids])
+    out: dict[str, Json | None] = {}
+    for uid, res in zip(user_ids, results, strict=True):
+        if res.status == 200:
+            out[uid] = res.body
+        elif res.status == 404 and (res.body or {}).get("error", {}).get("code") == MAILBOX_NOT_READY:
+            out[uid] = None
+        else:
+            error = (res.body or {}).get("error", {})
+            raise GraphError(res.status, error.get("code", "unknown"), error.get("message", ""),
+                             method="GET", path=f"/users/{uid}/mailboxSettings")
+    return out
+
+
+async def _none() -> Any:
+    return None

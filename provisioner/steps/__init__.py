@@ -1,0 +1,15 @@
+"""One module per step kind; ``STEPS`` maps the playbook's step names to them."""
+
+from __future__ import annotations
+
+from .account import AccountStep
+from .base import PersonRun, PersonView, PlanContext, Step
+from .groups import GroupsStep
+from .license import LicenseStep
+from .mailbox_settings import MailboxSettingsStep
+
+STEPS: dict[str, Step] = {
+    s.name: s for s in (AccountStep(), LicenseStep(), GroupsStep(), MailboxSettingsStep())
+}
+
+__all__ = ["STEPS", "PersonRun", "PersonView", "PlanContext", "Step"]

@@ -1,0 +1,97 @@
+"""``account``: the official's own user account, created once and kept in line with the roster."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Any, ClassVar
+
+from ..errors import GraphError
+from ..graph.gateway import Graph
+from ..model import Action, Change, Json, Outcome
+from .base import PersonRun, PersonView, PlanContext
+
+# Attributes the tool keeps in line with the roster on accounts it manages.
+MANAGED = ("displayName", "givenName", "surname", "usageLocation", "department", "jobTitle",
+           "mobilePhone", "otherMails")
+
+
+def desired_attributes(ctx: PlanContext, view: PersonView) -> Json:
+    p, account = view.person, ctx.playbook.account
+    attrs: Json = {"displayName": view.names.display_name, "givenName": p.given_name,
+                   "surname": p.surname, "usageLocation": account.usage_location}
+    department = {"body": p.body, "category": p.category}.get(account.department_from)
+    job_title = {"role": p.role, "category": p.category}.get(account.job_title_from)
+    optional = {"department": department, "jobTitle": job_title, "mobilePhone": p.mobile}
+    attrs.update({k: v for k, v in optional.items() if v})
+    if p.private_email:
+        current = list(view.user.attributes.get("otherMails") or []) if view.user else []
+        if p.private_email.lower() not in (m.lower() for m in current):
+            current.append(p.private_email)
+        attrs["otherMails"] = current
+    return attrs
+
+
+class AccountStep:
+    name: ClassVar[str] = "account"
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        wanted = desired_attributes(ctx, view)
+        if view.user is None:
+            after = {
+                "accountEnabled": True,
+                "userPrincipalName": view.names.upn,
+                "mailNickname": view.names.mail_nickname,
+                **wanted,
+                "onPremisesExtensionAttributes": {
+                    ctx.playbook.account.ownership_attribute:
+                        f"{ctx.owner_prefix}{view.person.person_id}"},
+            }
+            return [Change(self.name, view.person.person_id, Action.CREATE,
+                           f"user:{view.names.upn}", None, after)]
+        current = view.user.attributes
+        changed = [k for k in MANAGED if k in wanted and current.get(k) != wanted[k]]
+        if not changed:
+            return []
+        return [Change(self.name, view.person.person_id, Action.UPDATE, f"user:{view.user.upn}",
+                       {k: current.get(k) for k in changed}, {k: wanted[k] for k in changed})]
+
+    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        assert change.after is not None
+        if change.action is Action.UPDATE:
+            assert run.user_id is not None
+            await graph.update_user(run.user_id, change.after)
+            return Outcome.APPLIED
+        body = {**change.after, "passwordProfile": {
+            "password": generate_password(), "forceChangePasswordNextSignIn": True}}
+        try:
+            created = await graph.create_user(body)
+        except GraphError as exc:
+            if not exc.has_detail("ObjectConflict", "userPrincipalName"):
+                raise
+            # A retried POST whose first attempt succeeded, or a run that died after the write:
+            # the account exists. It is ours only if it carries our ownership tag.
+            existing = await graph.get_user(run.upn, ("id", "onPremisesExtensionAttributes"))
+            if existing is None or not _same_owner(existing, change.after):
+                raise
+            run.user_id = existing["id"]
+            return Outcome.UNCHANGED
+        run.user_id = created["id"]
+        return Outcome.APPLIED
+
+
+def _same_owner(existing: Json, after: Json) -> bool:
+    wanted: dict[str, Any] = after["onPremisesExtensionAttributes"]
+    have = existing.get("onPremisesExtensionAttributes") or {}
+    return all(have.get(k) == v for k, v in wanted.items())
+
+
+def generate_password(length: int = 24) -> str:
+    """A strong initial password that nobody sees: first sign-in goes through a Temporary
+    Access Pass or self-service reset. It is sent once to Graph and never kept."""
+    alphabet = string.ascii_letters + string.digits + "!#%+-.:=?@_~"
+    while True:
+        pw = "".join(secrets.choice(alphabet) for _ in range(length))
+        if (any(c.islower() for c in pw) and any(c.isupper() for c in pw)
+                and any(c.isdigit() for c in pw) and any(not c.isalnum() for c in pw)):
+            return pw

@@ -1,0 +1,71 @@
+"""``groups``: membership of the playbook's groups, named by templates over roster fields
+(``Politiker {body}``). A template that uses an empty field gives no group for that person."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+from typing import ClassVar
+
+from ..errors import ConfigurationError, GraphError
+from ..graph.gateway import Graph
+from ..model import Action, Change, Outcome
+from ..roster import Person
+from .base import PersonRun, PersonView, PlanContext, settle
+
+ALREADY_MEMBER = "One or more added object references already exist"
+
+
+def group_names(templates: Iterable[str], person: Person) -> list[str]:
+    names = []
+    for template in templates:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+        values = {f: getattr(person, f) for f in fields}
+        if all(values.values()):
+            names.append(template.format_map(values))
+    return names
+
+
+def check_groups(ctx: PlanContext, persons: Iterable[Person]) -> None:
+    """Every group the roster needs exists exactly once, or one error lists them all."""
+    needed: dict[str, int] = {}
+    for p in persons:
+        for name in group_names(ctx.playbook.groups, p):
+            needed[name] = needed.get(name, 0) + 1
+    problems = []
+    for name, count in sorted(needed.items()):
+        found = ctx.snapshot.groups.get(name, [])
+        if not found:
+            problems.append(f"groups: no group named {name!r} in the tenant ({count} people need it)")
+        elif len(found) > 1:
+            problems.append(f"groups: {len(found)} groups are named {name!r}; rename all but one")
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
+class GroupsStep:
+    name: ClassVar[str] = "groups"
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        upn = view.user.upn if view.user else view.names.upn
+        changes = []
+        for name in group_names(ctx.playbook.groups, view.person):
+            group = ctx.snapshot.groups[name][0]
+            if view.user is not None and view.user.id in group.member_ids:
+                continue
+            changes.append(Change(self.name, view.person.person_id, Action.CREATE,
+                                  f"group:{name}:{upn}", None,
+                                  {"group": name, "groupId": group.id, "member": upn}))
+        return changes
+
+    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        assert change.after is not None and run.user_id is not None
+        user_id = run.user_id
+        try:
+            await settle(lambda: graph.add_member(change.after["groupId"], user_id),  # type: ignore[index]
+                         lambda exc: exc.status == 404)
+        except GraphError as exc:
+            if exc.status == 400 and ALREADY_MEMBER in exc.message:
+                return Outcome.UNCHANGED
+            raise
+        return Outcome.APPLIED

@@ -1,0 +1,75 @@
+"""``mailbox_settings``: language, time zone, date and time formats of the new mailbox.
+
+Exchange creates the mailbox minutes (up to 24 h) after the licence; until then Graph
+answers 404 MailboxNotEnabledForRESTAPI. That is not a failure: the change stays pending
+and the apply loop polls for it, then leaves it for the next apply.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..errors import GraphError
+from ..graph.gateway import Graph
+from ..model import Action, Change, Json, Outcome
+from ..snapshot import MAILBOX_NOT_READY, read_mailboxes
+from .base import PersonRun, PersonView, PlanContext
+
+
+def desired_settings(ctx: PlanContext) -> Json:
+    s = ctx.playbook.mailbox_settings
+    assert s is not None
+    return {"language": {"locale": s.language}, "timeZone": s.time_zone,
+            "dateFormat": s.date_format, "timeFormat": s.time_format}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "language" and isinstance(value, dict):
+        return {"locale": value.get("locale")}
+    return value
+
+
+class MailboxSettingsStep:
+    name: ClassVar[str] = "mailbox_settings"
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        wanted = desired_settings(ctx)
+        upn = view.user.upn if view.user else view.names.upn
+        current = ctx.snapshot.mailboxes.get(view.user.id) if view.user else None
+        if current is None:  # no account or no mailbox yet: everything is to be set
+            return [Change(self.name, view.person.person_id, Action.UPDATE, f"mailbox:{upn}",
+                           None, wanted)]
+        changed = [k for k in wanted if _comparable(k, current.get(k)) != wanted[k]]
+        if not changed:
+            return []
+        return [Change(self.name, view.person.person_id, Action.UPDATE, f"mailbox:{upn}",
+                       {k: _comparable(k, current.get(k)) for k in changed},
+                       {k: wanted[k] for k in changed})]
+
+    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        assert change.after is not None and run.user_id is not None
+        if change.before is None and not await self._exists(graph, run.user_id):
+            # A read, not a failed write: the write quota is what limits a rollout.
+            return Outcome.PENDING
+        try:
+            await graph.update_mailbox_settings(run.user_id, change.after)
+        except GraphError as exc:
+            if exc.status == 404 and exc.code == MAILBOX_NOT_READY:
+                return Outcome.PENDING
+            raise
+        return Outcome.APPLIED
+
+    async def ready(self, graph: Graph, waiting: list[tuple[Change, PersonRun]]) -> list[Change]:
+        """Which waiting changes have their mailbox now: one $batch of reads per 20."""
+        ids = [run.user_id for _, run in waiting if run.user_id]
+        found = await read_mailboxes(graph, ids)
+        return [c for c, run in waiting if found.get(run.user_id or "") is not None]
+
+    async def _exists(self, graph: Graph, user_id: str) -> bool:
+        try:
+            await graph.get_mailbox_settings(user_id)
+        except GraphError as exc:
+            if exc.status == 404 and exc.code == MAILBOX_NOT_READY:
+                return False
+            raise
+        return True
