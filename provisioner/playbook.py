@@ -57,7 +57,8 @@ class Naming(_Strict):
     @field_validator("upn")
     @classmethod
     def _upn_fields(cls, v: str) -> str:
-        return _check_fields(v.split("@")[0], NAME_FIELDS)
+        _check_fields(v.split("@")[0], NAME_FIELDS)
+        return v
 
     @field_validator("display_name")
     @classmethod

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.sandbox import Sandbox, Tenant, open_tenant, reset_tenant
+from provisioner.sandbox.region import officials, roster_csv
+
+PLAYBOOK = """\
+name: test-officials
+tenant: sandbox
+roster: roster.csv
+domain: politiker.example-region.se
+naming:
+  upn: "{{given}}.{{surname}}"
+  display_name: "{{given}} {{surname}}"
+  mail_nickname: "pol.{{upn_local}}"
+license:
+  sku: ENTERPRISEPACK
+groups: [Förtroendevalda, "Politiker {{body}}"]
+mailbox_settings:
+  wait_seconds: {wait}
+steps: [{steps}]
+concurrency: {concurrency}
+"""
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def make_sandbox(state_dir: Path) -> Callable[..., Tenant]:
+    """Seed the sandbox in the test's state dir; returns the tenant (close before CLI use)."""
+
+    def make(employees: int = 40, **config: Any) -> Tenant:
+        config.setdefault("mailbox_delay", 0)
+        tenant = reset_tenant(state_dir, employees=employees, seed=7, **config)
+        tenant.store.close()
+        return tenant
+
+    return make
+
+
+def reopen(state_dir: Path) -> Tenant:
+    return open_tenant(state_dir)
+
+
+@pytest.fixture
+def write_playbook(tmp_path: Path) -> Callable[..., Path]:
+    def write(people: int = 6, *, roster: str | None = None, wait: float = 5,
+              steps: str = "account, license, groups, mailbox_settings",
+              concurrency: int = 4) -> Path:
+        (tmp_path / "roster.csv").write_text(
+            roster if roster is not None else roster_csv(officials(people, 2026)), encoding="utf-8")
+        path = tmp_path / "playbook.yaml"
+        path.write_text(PLAYBOOK.format(wait=wait, steps=steps, concurrency=concurrency),
+                        encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def memory_sandbox() -> Sandbox:
+    return Sandbox(reset_tenant(None, employees=30, seed=3, mailbox_delay=0))
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text).lstrip("\n")

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.errors import PlaybookError
+from provisioner.playbook import load_playbook
+
+EXAMPLE = Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pb.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = "name: t\nroster: r.csv\ndomain: politiker.example.se\nsteps: [account]\n"
+
+
+def test_the_example_playbook_is_valid() -> None:
+    playbook = load_playbook(EXAMPLE)
+    assert playbook.steps == ("account", "license", "groups", "mailbox_settings")
+    assert playbook.naming_policy.domain == "politiker.example-region.se"
+    assert playbook.roster_path == EXAMPLE.parent / "fritidspolitiker-roster.csv"
+
+
+def test_unknown_keys_are_errors_naming_their_path(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "license: {sku: E3, disabled_plan: []}\nmailbox: {}\n")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert err.value.problems == [f"{path}: license.disabled_plan: unknown key",
+                                  f"{path}: mailbox: unknown key"]
+
+
+def test_a_secret_in_the_file_is_refused_with_the_way_to_do_it(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("steps", "tenant: {tenant_id: t, client_id: c,"
+                                               " client_secret: hunter2}\nsteps"))
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert "tenant.client_secret: unknown key (secrets are never read from the playbook:" \
+           " use client_secret_env)" in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_a_listed_step_needs_its_section(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("[account]", "[account, license]"))
+    with pytest.raises(PlaybookError, match="`license` is listed but the `license` section is missing"):
+        load_playbook(path)
+
+
+def test_account_must_come_first(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("[account]", "[groups, account]") + "groups: [G]\n")
+    with pytest.raises(PlaybookError, match="`account` must come first"):
+        load_playbook(path)
+
+
+def test_an_unknown_placeholder_in_a_template_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + 'naming: {upn: "{given}.{lastname}"}\n')
+    with pytest.raises(PlaybookError, match=r"naming.upn: unknown placeholder \{lastname\}"):
+        load_playbook(path)
+
+
+def test_a_upn_domain_that_differs_from_domain_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + 'naming: {upn: "{given}@other.se"}\n')
+    with pytest.raises(PlaybookError, match="its domain differs from `domain`"):
+        load_playbook(path)
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "groups: [a, b\n")
+    with pytest.raises(PlaybookError, match=rf"{path}:\d+: not valid YAML"):
+        load_playbook(path)
+
+
+def test_a_real_tenant_needs_exactly_one_credential(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("steps", "tenant: {tenant_id: t, client_id: c}\nsteps"))
+    with pytest.raises(PlaybookError, match="give exactly one of certificate or client_secret_env"):
+        load_playbook(path)
