@@ -27,12 +27,12 @@ def test_comma_separated_with_quoted_commas() -> None:
 
 def test_all_errors_are_reported_together_with_file_line_and_column() -> None:
     data = (
-        "person_id,given_name,surname,mobile,personal_number,private_email\n"
-        "P1,Anna,Berg,0701234567,,\n"
-        "P2,,Berg,12,,\n"
-        "P1,Bo,Ek,,,\n"
-        "P4,Bo,Ek,,19811218-9875,not-an-email\n"
-    ).encode()
+        b"person_id,given_name,surname,mobile,personal_number,private_email\n"
+        b"P1,Anna,Berg,0701234567,,\n"
+        b"P2,,Berg,12,,\n"
+        b"P1,Bo,Ek,,,\n"
+        b"P4,Bo,Ek,,19811218-9875,not-an-email\n"
+    )
     with pytest.raises(RosterError) as err:
         parse_roster(data, "r.csv")
     assert err.value.problems == [

@@ -3,6 +3,7 @@ out of the middleware (see client.py) so that retries never multiply."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -13,7 +14,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from ..errors import ThrottledError, TransportError
@@ -32,8 +32,9 @@ class RetryPolicy:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, ThrottledError) and exc.retry_after is not None:
             return min(exc.retry_after, self.maximum)
-        backoff = wait_exponential_jitter(initial=self.initial, max=self.maximum)
-        return float(backoff(state))
+        # Exponential backoff with full jitter (no Retry-After: a transport failure, a 5xx).
+        ceiling = min(self.maximum, self.initial * 2 ** (state.attempt_number - 1))
+        return random.uniform(ceiling / 2, ceiling)
 
     async def run(self, attempt: Callable[[], Awaitable[T]],
                   on_retry: Callable[[BaseException, float], None]) -> T:
