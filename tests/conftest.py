@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from click.testing import CliRunner
 
 from provisioner.sandbox import Sandbox, Tenant, open_tenant, reset_tenant
@@ -28,6 +29,13 @@ mailbox_settings:
 steps: [{steps}]
 concurrency: {concurrency}
 """
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """The CLI configures structlog globally; each test starts from the defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

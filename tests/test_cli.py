@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from provisioner.cli import main
+
+EXAMPLE = Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml"
+
+
+def test_validate_the_example(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["validate", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "valid. 200 people" in result.output
+
+
+def test_validate_reports_every_roster_problem_with_file_and_line(runner: CliRunner,
+                                                                   tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("person_id;given_name;surname;mobile\nP1;;Ek;\nP2;Bo;Ek;123\n",
+                                    encoding="utf-8")
+    pb = tmp_path / "pb.yaml"
+    pb.write_text("name: t\nroster: r.csv\ndomain: p.se\nsteps: [account]\n", encoding="utf-8")
+    result = runner.invoke(main, ["validate", str(pb)])
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'r.csv'}:2: given_name: required value is empty" in result.output
+    assert f"{tmp_path / 'r.csv'}:3: mobile: not a phone number: '123'" in result.output
+
+
+def test_a_missing_playbook_is_a_clear_error(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["validate", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1
+    assert "cannot read playbook: No such file or directory" in result.output
+
+
+def test_sandbox_reset_and_show(runner: CliRunner, tmp_path: Path) -> None:
+    state = str(tmp_path / "s")
+    result = runner.invoke(main, ["--state-dir", state, "sandbox", "reset", "--employees", "25",
+                                  "--seed", "3", "--time-scale", "0.5"])
+    assert result.exit_code == 0
+    assert "25 employees (seed 3)" in result.output
+    shown = json.loads(runner.invoke(main, ["--state-dir", state, "sandbox", "show", "--json"]).output)
+    assert shown["objects"]["users"] == 25
+    assert shown["settings"]["time_scale"] == 0.5
+    assert shown["requests"]["mutating"] == 0
+
+
+def test_state_dir_comes_from_the_environment(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["sandbox", "reset", "--employees", "2"],
+                           env={"PROVISIONER_STATE_DIR": str(tmp_path / "env-state")})
+    assert result.exit_code == 0
+    assert (tmp_path / "env-state" / "sandbox.sqlite").exists()
+
+
+def test_help_lists_the_commands(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["--help"])
+    for command in ("validate", "plan", "apply", "sandbox"):
+        assert command in result.output
