@@ -57,3 +57,33 @@ def test_help_lists_the_commands(runner: CliRunner) -> None:
     result = runner.invoke(main, ["--help"])
     for command in ("validate", "plan", "apply", "sandbox"):
         assert command in result.output
+
+
+def real_tenant_playbook(tmp_path: Path) -> Path:
+    (tmp_path / "r.csv").write_text("person_id,given_name,surname\nP1,Bo,Ek\n", encoding="utf-8")
+    pb = tmp_path / "pb.yaml"
+    pb.write_text("name: t\nroster: r.csv\ndomain: p.se\nsteps: [account]\ntenant:\n"
+                  "  tenant_id: 11111111-2222-3333-4444-555555555555\n"
+                  "  client_id: 66666666-7777-8888-9999-000000000000\n"
+                  "  client_secret_env: TEST_PROVISIONER_SECRET\n", encoding="utf-8")
+    return pb
+
+
+def test_a_missing_secret_variable_is_named(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(main, ["--state-dir", str(tmp_path / "s"), "plan",
+                                  str(real_tenant_playbook(tmp_path))],
+                           env={"TEST_PROVISIONER_SECRET": ""})
+    assert result.exit_code == 1
+    assert ("error: tenant.client_secret_env: environment variable TEST_PROVISIONER_SECRET is not"
+            " set") in result.output
+
+
+def test_an_unreachable_entra_is_a_clear_error_without_the_secret(runner: CliRunner,
+                                                                   tmp_path: Path) -> None:
+    # No machine here reaches Microsoft: sign-in fails at once, and must say so plainly.
+    result = runner.invoke(main, ["--state-dir", str(tmp_path / "s"), "plan",
+                                  str(real_tenant_playbook(tmp_path))],
+                           env={"TEST_PROVISIONER_SECRET": "s3cr3t-value"})
+    assert result.exit_code == 1
+    assert "error:" in result.output and "Microsoft Entra" in result.output
+    assert "s3cr3t-value" not in result.output

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, TransportError
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 GRAPH_HOSTS = ["graph.microsoft.com"]
@@ -92,14 +92,20 @@ def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -
                 fh.write(cache.serialize())
 
     authority = f"https://login.microsoftonline.com/{tenant.tenant_id}"
-    if device_code:
-        app: Any = msal.PublicClientApplication(tenant.client_id, authority=authority,
-                                                token_cache=cache)
-    else:
-        app = msal.ConfidentialClientApplication(
-            tenant.client_id, authority=authority, client_credential=_credential(tenant),
-            token_cache=cache,
-        )
+    credential = None if device_code else _credential(tenant)
+    try:  # MSAL reads the authority's OpenID configuration here, over the network
+        if device_code:
+            app: Any = msal.PublicClientApplication(tenant.client_id, authority=authority,
+                                                    token_cache=cache)
+        else:
+            app = msal.ConfidentialClientApplication(
+                tenant.client_id, authority=authority, client_credential=credential,
+                token_cache=cache,
+            )
+    except (OSError, ValueError) as exc:  # requests' ConnectionError is an OSError
+        raise TransportError(
+            f"cannot reach Microsoft Entra sign-in for tenant {tenant.tenant_id}:"
+            f" {type(exc).__name__}") from None
     return MsalTokenProvider(app, device_code=device_code, persist=persist)
 
 

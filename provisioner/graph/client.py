@@ -38,8 +38,11 @@ class Target:
         return SANDBOX_BASE if self.tenant is None else GRAPH_BASE
 
 
-def build_adapter(target: Target, *, timeout: float = 60.0, max_connections: int = 32) -> Any:
-    """A GraphRequestAdapter whose middleware has no RetryHandler (tenacity owns retries)."""
+def build_adapter(target: Target, *, timeout: float = 60.0,
+                  max_connections: int = 32) -> tuple[Any, httpx.AsyncBaseTransport]:
+    """A GraphRequestAdapter whose middleware has no RetryHandler (tenacity owns retries),
+    and the transport under it. msgraph-core's AsyncGraphTransport does not close the
+    transport it wraps, so the caller must close that one itself."""
     from kiota_abstractions.authentication import BaseBearerTokenAuthenticationProvider
     from kiota_http.kiota_client_factory import KiotaClientFactory
     from kiota_http.middleware import RetryHandler
@@ -49,14 +52,14 @@ def build_adapter(target: Target, *, timeout: float = 60.0, max_connections: int
 
     from .auth import StaticTokenProvider, msal_provider
 
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     transport = target.transport
     if transport is None and target.sandbox_app is not None and not target.graph_url:
         transport = httpx.ASGITransport(app=target.sandbox_app)
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    http = httpx.AsyncClient(
-        transport=transport, timeout=httpx.Timeout(timeout, connect=10.0), limits=limits,
-        follow_redirects=False,
-    )
+    if transport is None:
+        transport = httpx.AsyncHTTPTransport(limits=limits)
+    http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(timeout, connect=10.0),
+                             follow_redirects=False)
     middleware = [m for m in KiotaClientFactory.get_default_middleware(None)
                   if not isinstance(m, RetryHandler)]
     middleware.append(GraphTelemetryHandler())
@@ -69,4 +72,4 @@ def build_adapter(target: Target, *, timeout: float = 60.0, max_connections: int
         provider = StaticTokenProvider()
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(provider), client=http)
     adapter.base_url = target.base_url
-    return adapter
+    return adapter, transport

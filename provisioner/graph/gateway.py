@@ -41,7 +41,7 @@ class Graph:
                  timeout: float = 60.0) -> None:
         from msgraph import GraphServiceClient
 
-        self.adapter = build_adapter(target, timeout=timeout)
+        self.adapter, self._transport = build_adapter(target, timeout=timeout)
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self.retry = retry or RetryPolicy()
         self.stats: Counter[str] = Counter()
@@ -51,6 +51,7 @@ class Graph:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.adapter._http_client.aclose()
+        await self._transport.aclose()
 
     # -- sending ---------------------------------------------------------------------------
     async def send(self, request_info: Any) -> httpx.Response:

@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, n INTEGER NOT NULL);
 class Store:
     def __init__(self, path: Path | None) -> None:
         """``path=None`` keeps everything in memory (tests that need no persistence)."""
-        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None)
+        # One event loop uses it at a time, but `sandbox serve` and tests may run that loop
+        # on another thread than the one that opened the file.
+        self._db = sqlite3.connect(":memory:" if path is None else str(path), isolation_level=None,
+                                   check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
