@@ -11,21 +11,64 @@ from typing import Any
 import click
 
 from . import operations as ops
+from .audit import redact_argv
 from .errors import InputError, ProvisionerError
+from .journal import operator
 from .logs import configure
 
 EXIT_CHANGES = 2  # plan --detailed-exitcode, as terraform plan
 
 
+class Command(click.Command):
+    def invoke(self, ctx: click.Context) -> Any:
+        ctx.meta["command"] = ctx.command_path.partition(" ")[2]  # "audit verify"
+        return super().invoke(ctx)
+
+
 class Group(click.Group):
-    """Maps every ProvisionerError to a message on stderr and its class's exit code."""
+    """Maps every ProvisionerError to a message on stderr and its class's exit code, and
+    writes one audit record per operator command: who, what (secrets redacted), exit status."""
+
+    command_class = Command
+    group_class = type  # sub-groups are Groups too
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        argv = list(args)
+        ctx = super().make_context(info_name, args, parent=parent, **extra)
+        ctx.meta.setdefault("argv", argv)  # the root's: the whole command line
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
+        status = 0
         try:
             return super().invoke(ctx)
         except ProvisionerError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+            status = exc.exit_code
+            sys.exit(status)
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 1
+            raise
+        except BaseException:
+            status = 1
+            raise
+        finally:
+            if ctx.parent is None:
+                _audit_command(ctx, status)
+
+
+def _audit_command(ctx: click.Context, status: int) -> None:
+    session = ctx.obj
+    if not isinstance(session, ops.Session) or not ctx.invoked_subcommand:
+        return
+    try:
+        session.audit.event("command", command=ctx.meta.get("command", ctx.invoked_subcommand),
+                            argv=redact_argv(ctx.meta.get("argv", [])), os_user=operator(),
+                            graph_identity=session.graph_identity, run_ids=session.run_ids,
+                            exit_status=status)
+    except OSError as exc:  # the command's own result matters more; say it, don't hide it
+        click.echo(f"warning: could not write the audit log {session.audit_path}: {exc}", err=True)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,13 +81,15 @@ class Group(click.Group):
 @click.option("--graph-url", metavar="URL", help="A served sandbox, e.g. http://127.0.0.1:8765.")
 @click.option("--auth", type=click.Choice(["app", "device-code"]), default="app", show_default=True,
               help="Real tenant: app credentials from the playbook, or device code at a terminal.")
+@click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="PROVISIONER_AUDIT_LOG", help="Audit log path [default: STATE_DIR/audit.jsonl].")
 @click.version_option(package_name="provisioner")
 @click.pass_context
 def main(ctx: click.Context, state_dir: Path, log_format: str, verbose: int,
-         graph_url: str | None, auth: str) -> None:
+         graph_url: str | None, auth: str, audit_log: Path | None) -> None:
     """Plan and apply Microsoft 365 provisioning playbooks, cohort by cohort."""
     configure(log_format, verbose)
-    ctx.obj = ops.Settings(state_dir, graph_url, auth == "device-code")
+    ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log))
 
 
 playbook_arg = click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
@@ -69,11 +114,11 @@ def validate(playbook: Path) -> None:
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.")
 @click.pass_obj
-def plan(settings: ops.Settings, playbook: Path, as_json: bool, out: Path | None,
+def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
          detailed_exitcode: bool) -> None:
     """Show every change the playbook would make. Writes nothing to the tenant."""
     loaded = ops.load(playbook)
-    result = asyncio.run(ops.plan(settings, loaded))
+    result = asyncio.run(ops.plan(session, loaded))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -92,7 +137,7 @@ def plan(settings: ops.Settings, playbook: Path, as_json: bool, out: Path | None
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path), metavar="PLAYBOOK|PLAN")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @click.pass_obj
-def apply(settings: ops.Settings, source: Path, yes: bool) -> None:
+def apply(session: ops.Session, source: Path, yes: bool) -> None:
     """Apply a playbook (planned afresh), or exactly a plan saved with `plan --out`."""
     from .render import BarProgress, LineProgress, plan_lines, report_lines
 
@@ -104,29 +149,89 @@ def apply(settings: ops.Settings, source: Path, yes: bool) -> None:
     def confirm(plan: Any) -> bool:
         for line in plan_lines(plan, color=_color()):
             click.echo(line)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise InputError("apply asks for confirmation; in a pipeline give --yes")
-            if not click.confirm("Apply these changes?", default=False):
-                return False
+        if not _confirmed(yes, "Apply these changes?"):
+            return False
         progress.begin(len(plan.changes))
         return True
 
     try:
-        plan_done, report = asyncio.run(
-            ops.apply(settings, loaded, [progress], saved=saved, confirm=confirm))
+        done = asyncio.run(ops.apply(session, loaded, [progress], saved=saved, confirm=confirm))
     finally:
         progress.close()
-    if report is None:
-        if not plan_done.changes:
-            click.echo("No changes. The tenant matches the playbook.")
-        else:
-            click.echo("Nothing applied.")
+    if done.reconciled.made or done.reconciled.not_made:
+        click.echo(f"Resumed after an interrupted run: {done.reconciled.made} unfinished writes had"
+                   f" been made, {done.reconciled.not_made} had not (read from Graph).")
+    if done.report is None:
+        click.echo("No changes. The tenant matches the playbook." if not done.plan.changes
+                   else "Nothing applied.")
         return
-    for line in report_lines(report):
+    for line in report_lines(done.report):
         click.echo(line)
-    if not report.ok:
+    click.echo(f"Run {done.run_id} is in the journal; `provisioner rollback --run {done.run_id}"
+               f" {source}` undoes it.")
+    if not done.report.ok:
         sys.exit(1)
+
+
+def _confirmed(yes: bool, question: str) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise InputError("this command asks for confirmation; in a pipeline give --yes")
+    return click.confirm(question, default=False)
+
+
+@main.command()
+@playbook_arg
+@click.option("--run", "run_id", metavar="ID", help="Only the changes of this apply run.")
+@click.option("--cohort", metavar="NAME", help="Only the changes made for this cohort.")
+@click.option("--person", metavar="ID", help="Only the changes made for this person_id.")
+@click.option("--dry-run", is_flag=True, help="Show the rollback plan; change nothing.")
+@click.option("--force", is_flag=True, help="Undo objects that changed since the tool changed them.")
+@click.option("--yes", "-y", is_flag=True, help="Roll back without asking.")
+@click.pass_obj
+def rollback(session: ops.Session, playbook: Path, run_id: str | None, cohort: str | None,
+             person: str | None, dry_run: bool, force: bool, yes: bool) -> None:
+    """Undo applied changes from the journal, newest first (created users are soft-deleted)."""
+    from .render import LineProgress, report_lines, rollback_lines
+
+    loaded = ops.load(playbook)
+
+    def confirm(planned: Any) -> bool:
+        for line in rollback_lines(planned, color=_color()):
+            click.echo(line)
+        return _confirmed(yes, "Roll back these changes?")
+
+    done = asyncio.run(ops.rollback(session, loaded, [LineProgress()], run_id=run_id, cohort=cohort,
+                                    person=person, force=force, dry_run=dry_run, confirm=confirm))
+    if done.report is None:
+        if dry_run or not (done.rollback.plan.changes or done.rollback.already):
+            for line in rollback_lines(done.rollback, color=_color()):
+                click.echo(line)
+        if done.rollback.blocked and not dry_run:
+            sys.exit(1)
+        return
+    for line in report_lines(done.report):
+        click.echo(line.replace("Apply complete", "Rollback complete"))
+    if not done.report.ok or done.rollback.blocked:
+        sys.exit(1)
+
+
+@main.command()
+@playbook_arg
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def status(session: ops.Session, playbook: Path, as_json: bool) -> None:
+    """Runs, their outcomes, unfinished writes, and what a rollback would touch."""
+    from .render import status_lines
+
+    result = ops.status(session, ops.load(playbook))
+    if as_json:
+        click.echo(json.dumps({"runs": result.runs, "pending_intents": result.pending,
+                               "rollback_would_touch": result.rollback_would_touch}, indent=2))
+        return
+    for line in status_lines(result):
+        click.echo(line)
 
 
 def settings_verbose() -> bool:
@@ -159,24 +264,25 @@ def sandbox() -> None:
 @click.option("--write-limit", type=click.IntRange(0), default=0,
               help="Writes per 150 s (0: Graph's 3,000).")
 @click.pass_obj
-def sandbox_reset(settings: ops.Settings, employees: int, seed: int, **config: Any) -> None:
+def sandbox_reset(session: ops.Session, employees: int, seed: int, **config: Any) -> None:
     """Create a fresh fictional region: employees, licences, groups."""
     from .sandbox import reset_tenant
 
-    tenant = reset_tenant(settings.state_dir, employees=employees, seed=seed, **config)
+    state_dir = session.settings.state_dir
+    tenant = reset_tenant(state_dir, employees=employees, seed=seed, **config)
     n_users = len(tenant.users)
     tenant.store.close()
-    click.echo(f"Sandbox tenant reset in {settings.state_dir}: {n_users} employees (seed {seed}).")
+    click.echo(f"Sandbox tenant reset in {state_dir}: {n_users} employees (seed {seed}).")
 
 
 @sandbox.command("show")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def sandbox_show(settings: ops.Settings, as_json: bool) -> None:
+def sandbox_show(session: ops.Session, as_json: bool) -> None:
     """Counts of objects and of requests served, by method."""
     from .sandbox.report import describe
 
-    with ops.open_sandbox(settings.state_dir) as app:
+    with ops.open_sandbox(session.settings.state_dir) as app:
         facts = describe(app.tenant)
     if as_json:
         click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
@@ -191,10 +297,65 @@ def sandbox_show(settings: ops.Settings, as_json: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8765, show_default=True)
 @click.pass_obj
-def sandbox_serve(settings: ops.Settings, host: str, port: int) -> None:
+def sandbox_serve(session: ops.Session, host: str, port: int) -> None:
     """Serve the sandbox over HTTP (then use --graph-url http://HOST:PORT)."""
     import uvicorn
 
-    with ops.open_sandbox(settings.state_dir) as app:
-        click.echo(f"Sandbox Graph at http://{host}:{port}/v1.0 (state in {settings.state_dir})")
+    state_dir = session.settings.state_dir
+    with ops.open_sandbox(state_dir) as app:
+        click.echo(f"Sandbox Graph at http://{host}:{port}/v1.0 (state in {state_dir})", err=True)
         uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+# -- audit -------------------------------------------------------------------------------
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit log."""
+
+
+@audit.command("verify")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def audit_verify(session: ops.Session, path: Path | None) -> None:
+    """Check the hash chain; name the first broken record and exit 1 if there is one."""
+    from .audit import audit_key, verify
+    from .journal import Journal
+
+    target = path or session.audit_path
+    if not target.exists():
+        raise InputError(f"{target}: no audit log there")
+    head = None
+    if path is None or target.resolve() == session.audit_path.resolve():
+        with Journal(session.settings.state_dir) as journal:
+            head = journal.audit_head(str(target.resolve()))
+    verdict = verify(target, audit_key(), head)
+    click.echo(f"{target}: {verdict}")
+    if not verdict.ok:
+        sys.exit(1)
+
+
+@audit.command("export")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+              help="Only records from this date (UTC).")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.pass_obj
+def audit_export(session: ops.Session, since: Any, fmt: str) -> None:
+    """Records for information security, as JSON lines or CSV."""
+    import csv
+    import datetime as dt
+
+    from .audit import EXPORT_FIELDS, export
+
+    if not session.audit_path.exists():
+        raise InputError(f"{session.audit_path}: no audit log there")
+    since_utc = since.replace(tzinfo=dt.UTC) if since else None
+    records = export(session.audit_path, since_utc)
+    if fmt == "json":
+        for record in records:
+            click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))
+        return
+    writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=EXPORT_FIELDS,
+                            extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for record in records:
+        writer.writerow(record)

@@ -83,6 +83,8 @@ class Plan:
     changes: tuple[Change, ...]
     warnings: tuple[str, ...] = ()
     steps: tuple[str, ...] = field(default=())
+    # change id → reversible | compensable | one-way (how the journal can undo it)
+    reversibility: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, int]:
         counts = Counter(c.action.value for c in self.changes)
@@ -96,8 +98,9 @@ class Plan:
 
     def to_json(self) -> Json:
         """The stable document of ``plan --json`` (and, with ``saved``, of ``plan --out``)."""
-        return {"changes": [c.to_json() for c in self.changes], "summary": self.summary(),
-                "warnings": list(self.warnings)}
+        changes = [{**c.to_json(), "reversibility": self.reversibility.get(c.id, "reversible")}
+                   for c in self.changes]
+        return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings)}
 
     def to_file(self) -> Json:
         return {
@@ -119,4 +122,5 @@ class Plan:
                     for pid, p in data["people"].items()},
             changes=tuple(Change.from_json(c) for c in data["changes"]),
             warnings=tuple(data.get("warnings", ())), steps=tuple(data.get("steps", ())),
+            reversibility={c["id"]: c.get("reversibility", "reversible") for c in data["changes"]},
         )

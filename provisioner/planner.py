@@ -33,6 +33,7 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot) -> Plan:
         playbook_name=playbook.name, playbook_path=str(playbook.source),
         playbook_digest=playbook.digest, roster_digest=roster.digest, people=people,
         changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
+        reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .model import Action, Change, Plan
-from .rollout import ChangeResult, Report
+from .rollout import ChangeResult, Hook, Report
 
 _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
 
@@ -22,10 +22,16 @@ def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> It
         yield ""
         yield f"{step} ({len(changes)})"
         for change in changes:
-            yield "  " + _change_line(change, color)
+            label = plan.reversibility.get(change.id, "")
+            suffix = f"  ({label})" if label and label != "reversible" else ""
+            yield "  " + _change_line(change, color) + suffix
             if detailed:
                 yield from (f"      {line}" for line in _diff(change))
+    one_way = [c for c in plan.changes if plan.reversibility.get(c.id) == "one-way"]
     yield ""
+    if one_way:
+        yield (f"Note: {len(one_way)} one-way changes cannot be undone by rollback"
+               f" ({', '.join(sorted({c.step for c in one_way}))}).")
     yield summary_line(plan)
 
 
@@ -74,7 +80,7 @@ def failure_line(result: ChangeResult) -> str:
             f" {result.code}: {result.message}{rid}")
 
 
-class LineProgress:
+class LineProgress(Hook):
     """Plain lines, one per finished change: for logs, pipes and CI."""
 
     def begin(self, total: int) -> None:
@@ -83,15 +89,12 @@ class LineProgress:
     def close(self) -> None:
         pass
 
-    def started(self, change: Change) -> None:
-        pass
-
     def finished(self, result: ChangeResult) -> None:
         c = result.change
         click.echo(f"{result.outcome.value:<9} {c.step:<16} {c.target}  [{c.person_id}]")
 
 
-class BarProgress:
+class BarProgress(Hook):
     """A progress bar on a terminal (rich), with failures printed as they happen."""
 
     def __init__(self) -> None:
@@ -108,10 +111,59 @@ class BarProgress:
     def close(self) -> None:
         self.progress.stop()
 
-    def started(self, change: Change) -> None:
-        pass
-
     def finished(self, result: ChangeResult) -> None:
         self.progress.advance(self.task)
         if result.code and result.outcome.value == "failed":
             self.progress.console.print(failure_line(result), markup=False)
+
+
+def rollback_lines(planned: Any, *, color: bool = False) -> Iterator[str]:
+    """The rollback plan in the same format as ``plan``, then what stands in its way."""
+    plan = planned.plan
+    yield f"Rollback for {plan.playbook_name}: {len(plan.people)} people"
+    for step, changes in plan.by_step().items():
+        yield ""
+        yield f"{step} ({len(changes)})"
+        for change in changes:
+            yield "  " + _change_line(change, color)
+    if planned.already:
+        yield ""
+        yield f"Already undone (nothing to write): {len(planned.already)}"
+    if planned.blocked:
+        yield ""
+        yield f"Blocked ({len(planned.blocked)}):"
+        yield from (f"  {why}" for why in planned.blocked)
+    yield ""
+    s = plan.summary()
+    yield (f"Rollback: {s['create']} to create, {s['update']} to update, {s['delete']} to delete."
+           if plan.changes else "Rollback: nothing to undo.")
+
+
+def status_lines(status: Any) -> Iterator[str]:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Runs", show_lines=False)
+    for col in ("run", "kind", "operator", "started", "finished", "status", "outcomes"):
+        table.add_column(col)
+    for r in status.runs:
+        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(r["outcomes"].items()))
+        table.add_row(r["id"], r["kind"], r["operator"], r["started"][:19],
+                      (r["finished"] or "")[:19], r["status"], outcomes)
+    console = Console(width=160, record=True, file=_Discard())
+    console.print(table)
+    yield from console.export_text().rstrip().splitlines()
+    yield ""
+    yield f"Unfinished writes (pending intents): {len(status.pending)}"
+    yield from (f"  {p['run_id']} {p['step']} {p['action']} {p['target']} [{p['person_id']}]"
+                for p in status.pending)
+    touch = ", ".join(f"{n} {what}" for what, n in status.rollback_would_touch.items() if n)
+    yield f"A rollback of everything would touch: {touch or 'nothing'}"
+
+
+class _Discard:
+    def write(self, _: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        pass

@@ -12,12 +12,11 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import structlog
 
 from .errors import GraphFailure
-from .graph.gateway import Graph
+from .graph.gateway import REQUEST_IDS, Graph
 from .model import Change, Outcome, Plan
 from .steps import STEPS, PersonRun
 
@@ -33,10 +32,21 @@ class ChangeResult:
     request_id: str | None = None
 
 
-class Hook(Protocol):
-    def started(self, change: Change) -> None: ...
+class Hook:
+    """Observers of the apply loop; the base does nothing (terraform's NilHook).
 
-    def finished(self, result: ChangeResult) -> None: ...
+    ``started`` and ``attempted`` bracket every Graph attempt (the journal's intent and
+    outcome, the audit log's write event); ``finished`` sees each change's final result once
+    (progress display)."""
+
+    def started(self, change: Change, run: PersonRun) -> None:
+        pass
+
+    def attempted(self, result: ChangeResult, run: PersonRun) -> None:
+        pass
+
+    def finished(self, result: ChangeResult) -> None:
+        pass
 
 
 @dataclass
@@ -84,15 +94,21 @@ class _Applier:
             hook.finished(result)
 
     async def _one(self, change: Change) -> ChangeResult:
+        run = self.runs[change.person_id]
         for hook in self.hooks:
-            hook.started(change)
+            hook.started(change, run)
+        seen: list[str] = []
+        REQUEST_IDS.set(seen)
         try:
-            outcome = await STEPS[change.step].apply(self.graph, change, self.runs[change.person_id])
+            outcome = await STEPS[change.step].apply(self.graph, change, run)
+            result = ChangeResult(change, outcome, request_id=seen[-1] if seen else None)
         except GraphFailure as exc:
             log.warning("change.failed", person_id=change.person_id, step=change.step,
                         code=exc.code, status=exc.status, request_id=exc.request_id)
-            return ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
-        return ChangeResult(change, outcome)
+            result = ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
+        for hook in self.hooks:
+            hook.attempted(result, run)
+        return result
 
     async def _person(self, pid: str) -> None:
         async with self.gate:

@@ -70,7 +70,9 @@ def test_plan_json_is_a_stable_document(runner: CliRunner, state_dir: Path,
     assert first == second
     assert first["summary"] == {"create": 24, "update": 6, "delete": 0}
     change = first["changes"][0]
-    assert set(change) == {"id", "step", "person_id", "action", "target", "before", "after"}
+    assert set(change) == {"id", "step", "person_id", "action", "target", "before", "after",
+                           "reversibility"}
+    assert change["reversibility"] == "compensable"
     assert change["after"]["userPrincipalName"] == "karin.lindqvist@politiker.example-region.se"
     assert "passwordProfile" not in change["after"]
 
@@ -191,7 +193,7 @@ def test_apply_in_a_pipeline_needs_yes(runner: CliRunner, state_dir: Path,
     playbook = setup()
     result = cli(runner, state_dir, "apply", str(playbook))
     assert result.exit_code == 1
-    assert "error: apply asks for confirmation; in a pipeline give --yes" in result.output
+    assert "error: this command asks for confirmation; in a pipeline give --yes" in result.output
     assert reopen(state_dir).store.counters["mutating"] == 0
 
 

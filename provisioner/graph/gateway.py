@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,9 @@ from .client import Target, build_adapter
 from .retry import RetryPolicy
 
 log = structlog.get_logger("provisioner.graph")
+# Graph's request-ids of the responses seen in the current task (each person's changes run
+# in their own asyncio task, so concurrent people never see each other's ids).
+REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=None)
 Json = dict[str, Any]
 RETRYABLE = {429, 503, 504}
 PAGE = 999
@@ -71,6 +75,9 @@ class Graph:
                 self.stats["transport_errors"] += 1
                 raise TransportError(f"{method} {_path(request_info)}: {type(exc).__name__}:"
                                      f" {exc}") from exc
+            seen = REQUEST_IDS.get()
+            if seen is not None and response.headers.get("request-id"):
+                seen.append(response.headers["request-id"])
             if response.status_code >= 400:
                 raise _error(response, method, _path(request_info))
             return response
@@ -230,6 +237,20 @@ class Graph:
         ids: list[str] = []
         async for page in self.pages(request_info, builder):
             ids.extend(m["id"] for m in page)
+        return ids
+
+    async def member_of_ids(self, user_id: str) -> set[str]:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.member_of.member_of_request_builder import (
+            MemberOfRequestBuilder,
+        )
+
+        builder = self._user(user_id).member_of
+        params = MemberOfRequestBuilder.MemberOfRequestBuilderGetQueryParameters(select=["id"], top=PAGE)
+        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        ids: set[str] = set()
+        async for page in self.pages(request_info, builder):
+            ids.update(m["id"] for m in page)
         return ids
 
     async def add_member(self, group_id: str, member_id: str) -> None:

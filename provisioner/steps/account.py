@@ -9,7 +9,15 @@ from typing import Any, ClassVar
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from .base import PersonRun, PersonView, PlanContext
+from .base import (
+    COMPENSABLE,
+    REVERSIBLE,
+    PersonRun,
+    PersonView,
+    PlanContext,
+    inverse,
+    shape,
+)
 
 # Attributes the tool keeps in line with the roster on accounts it manages.
 MANAGED = ("displayName", "givenName", "surname", "usageLocation", "department", "jobTitle",
@@ -56,7 +64,39 @@ class AccountStep:
         return [Change(self.name, view.person.person_id, Action.UPDATE, f"user:{view.user.upn}",
                        {k: current.get(k) for k in changed}, {k: wanted[k] for k in changed})]
 
+    def reversibility(self, change: Change) -> str:
+        return REVERSIBLE if change.action is Action.UPDATE else COMPENSABLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        return inverse(change, before_image)
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
+        keys = shape(change) or {}
+        user = await graph.get_user(run.user_id or run.upn,
+                                    ("id", *(k for k in keys if k != "passwordProfile")))
+        if user is None:
+            return None
+        if change.action is Action.CREATE or change.action is Action.DELETE:
+            if not _same_owner(user, keys):
+                return None  # an account on that address that is not ours
+            run.user_id = user["id"]
+        state = {k: user.get(k) for k in keys}
+        if "onPremisesExtensionAttributes" in keys:
+            mine = keys["onPremisesExtensionAttributes"]
+            have = user.get("onPremisesExtensionAttributes") or {}
+            state["onPremisesExtensionAttributes"] = {k: have.get(k) for k in mine}
+        return state
+
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        if change.action is Action.DELETE:  # the undo of a create: a soft delete
+            assert run.user_id is not None
+            try:
+                await graph.delete_user(run.user_id)
+            except GraphError as exc:
+                if exc.status == 404:
+                    return Outcome.UNCHANGED
+                raise
+            return Outcome.APPLIED
         assert change.after is not None
         if change.action is Action.UPDATE:
             assert run.user_id is not None
@@ -81,7 +121,9 @@ class AccountStep:
 
 
 def _same_owner(existing: Json, after: Json) -> bool:
-    wanted: dict[str, Any] = after["onPremisesExtensionAttributes"]
+    wanted: dict[str, Any] = after.get("onPremisesExtensionAttributes") or {}
+    if not wanted:
+        return True
     have = existing.get("onPremisesExtensionAttributes") or {}
     return all(have.get(k) == v for k, v in wanted.items())
 

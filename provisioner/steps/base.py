@@ -1,4 +1,10 @@
-"""What a step is: plan (pure: desired state vs snapshot → Changes) and apply (one Change).
+"""What a step is: plan (pure: desired state vs snapshot → Changes), apply one Change,
+read the current state of a Change's target, and say how a Change is undone.
+
+``current`` returns the target's state in the shape of the Change's ``after`` (or, for a
+DELETE, its ``before``), or None when the object is not there. With it, resume asks "is
+this write already made?" and rollback asks "did someone change this since we did?", in
+one place (``is_done`` and ``drift`` below) for every step.
 
 Steps never call each other; the apply loop runs a person's Changes in step order and
 hands each step the person's account id through ``PersonRun``.
@@ -13,7 +19,7 @@ from typing import ClassVar, Protocol
 
 from ..errors import GraphError
 from ..graph.gateway import Graph
-from ..model import Change, Outcome
+from ..model import Action, Change, Json, Outcome
 from ..naming import Names
 from ..playbook import Playbook
 from ..roster import Person
@@ -43,7 +49,42 @@ class PersonRun:
     person_id: str
     upn: str
     user_id: str | None
-    notes: list[str] = field(default_factory=list)
+    # What a step saw just before its write, where the plan could not know it (a new
+    # mailbox's settings): the journal keeps it as the image to undo to.
+    observed: dict[str, Json] = field(default_factory=dict)
+
+
+REVERSIBLE = "reversible"    # an attribute, a membership, a licence
+COMPENSABLE = "compensable"  # a created user: soft-deleted on undo, restorable for 30 days
+ONE_WAY = "one-way"          # cannot be undone (an e-mail already sent)
+
+
+def shape(change: Change) -> Json | None:
+    return change.before if change.action is Action.DELETE else change.after
+
+
+def project(state: Json | None, keys: Json | None) -> Json | None:
+    if state is None or keys is None:
+        return state
+    return {k: state.get(k) for k in keys}
+
+
+def is_done(change: Change, current: Json | None) -> bool:
+    """Is the change's end state in place? (resume: reconcile an intent)"""
+    if change.action is Action.DELETE:
+        return current is None
+    return project(current, change.after) == change.after
+
+
+def drift(undo: Change, current: Json | None) -> str | None:
+    """Why an undo must not go ahead: the object is not as the tool left it. None: go."""
+    if undo.before is None or is_done(undo, current):
+        return None
+    if current is None:
+        return f"{undo.target} no longer exists"
+    diffs = [f"{k} is {current.get(k)!r}, the tool left {v!r}"
+             for k, v in undo.before.items() if current.get(k) != v]
+    return f"{undo.target} changed since the tool changed it: " + "; ".join(diffs) if diffs else None
 
 
 async def settle(write: Callable[[], Awaitable[None]], lagging: Callable[[GraphError], bool],
@@ -69,3 +110,19 @@ class Step(Protocol):
     def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]: ...
 
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome: ...
+
+    def reversibility(self, change: Change) -> str: ...
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None: ...
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None: ...
+
+
+def inverse(change: Change, before_image: Json | None) -> Change | None:
+    """The usual undo: a CREATE is deleted; an UPDATE gets its before-image back."""
+    if change.action is Action.CREATE:
+        return Change(change.step, change.person_id, Action.DELETE, change.target, change.after, None)
+    if change.action is Action.UPDATE and before_image is not None:
+        return Change(change.step, change.person_id, Action.UPDATE, change.target, change.after,
+                      before_image)
+    return None

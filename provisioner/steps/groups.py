@@ -9,9 +9,9 @@ from typing import ClassVar
 
 from ..errors import ConfigurationError, GraphError
 from ..graph.gateway import Graph
-from ..model import Action, Change, Outcome
+from ..model import Action, Change, Json, Outcome
 from ..roster import Person
-from .base import PersonRun, PersonView, PlanContext, settle
+from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, settle, shape
 
 ALREADY_MEMBER = "One or more added object references already exist"
 
@@ -58,9 +58,36 @@ class GroupsStep:
                                   {"group": name, "groupId": group.id, "member": upn}))
         return changes
 
+    def reversibility(self, change: Change) -> str:
+        return REVERSIBLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        return inverse(change, before_image)
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
+        wanted = shape(change)
+        assert wanted is not None
+        if run.user_id is None:
+            user = await graph.get_user(run.upn, ("id",))
+            if user is None:
+                return None
+            run.user_id = user["id"]
+        groups = await graph.member_of_ids(run.user_id)
+        return wanted if wanted["groupId"] in groups else None
+
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
-        assert change.after is not None and run.user_id is not None
+        assert run.user_id is not None
         user_id = run.user_id
+        if change.action is Action.DELETE:
+            assert change.before is not None
+            try:
+                await graph.remove_member(change.before["groupId"], user_id)
+            except GraphError as exc:
+                if exc.status == 404:
+                    return Outcome.UNCHANGED
+                raise
+            return Outcome.APPLIED
+        assert change.after is not None
         try:
             await settle(lambda: graph.add_member(change.after["groupId"], user_id),  # type: ignore[index]
                          lambda exc: exc.status == 404)

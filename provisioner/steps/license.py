@@ -6,9 +6,9 @@ from typing import ClassVar
 
 from ..errors import ConfigurationError, GraphError
 from ..graph.gateway import Graph
-from ..model import Action, Change, Outcome
+from ..model import Action, Change, Json, Outcome
 from ..snapshot import Sku
-from .base import PersonRun, PersonView, PlanContext, settle
+from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, settle, shape
 
 
 def resolve_sku(ctx: PlanContext) -> Sku:
@@ -43,8 +43,35 @@ class LicenseStep:
             return [Change(self.name, view.person.person_id, Action.UPDATE, target, before, after)]
         return []
 
+    def reversibility(self, change: Change) -> str:
+        return REVERSIBLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        if change.action is Action.UPDATE and before_image is None:
+            before_image = change.before
+        return inverse(change, before_image)
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
+        wanted = shape(change)
+        assert wanted is not None
+        user = await graph.get_user(run.user_id or run.upn, ("id", "assignedLicenses"))
+        for lic in (user or {}).get("assignedLicenses") or []:
+            if lic["skuId"] == wanted["skuId"]:
+                return {**wanted, "disabledPlans": sorted(lic.get("disabledPlans") or [])}
+        return None
+
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
-        assert change.after is not None and run.user_id is not None
+        assert run.user_id is not None
+        if change.action is Action.DELETE:
+            assert change.before is not None
+            try:
+                await graph.assign_license(run.user_id, [], [change.before["skuId"]])
+            except GraphError as exc:
+                if exc.status == 400 and "does not have a corresponding license" in exc.message:
+                    return Outcome.UNCHANGED
+                raise
+            return Outcome.APPLIED
+        assert change.after is not None
         add = [{"skuId": change.after["skuId"], "disabledPlans": change.after["disabledPlans"]}]
         # Right after a create, Graph may not know the user or its usageLocation yet.
         await settle(lambda: graph.assign_license(run.user_id, add, []), _replication_lag)

@@ -13,7 +13,7 @@ from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..snapshot import MAILBOX_NOT_READY, read_mailboxes
-from .base import PersonRun, PersonView, PlanContext
+from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, shape
 
 
 def desired_settings(ctx: PlanContext) -> Json:
@@ -46,11 +46,31 @@ class MailboxSettingsStep:
                        {k: _comparable(k, current.get(k)) for k in changed},
                        {k: wanted[k] for k in changed})]
 
+    def reversibility(self, change: Change) -> str:
+        return REVERSIBLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        return inverse(change, before_image or change.before)
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
+        keys = shape(change) or {}
+        try:
+            settings = await graph.get_mailbox_settings(run.user_id or run.upn)
+        except GraphError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {k: _comparable(k, settings.get(k)) for k in keys}
+
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
         assert change.after is not None and run.user_id is not None
-        if change.before is None and not await self._exists(graph, run.user_id):
-            # A read, not a failed write: the write quota is what limits a rollout.
-            return Outcome.PENDING
+        if change.before is None:
+            # Read first: a missing mailbox costs a read, not a failed write, and what is
+            # there now is the image an undo restores.
+            now = await self.current(graph, change, run)
+            if now is None:
+                return Outcome.PENDING
+            run.observed[change.id] = now
         try:
             await graph.update_mailbox_settings(run.user_id, change.after)
         except GraphError as exc:
@@ -64,12 +84,3 @@ class MailboxSettingsStep:
         ids = [run.user_id for _, run in waiting if run.user_id]
         found = await read_mailboxes(graph, ids)
         return [c for c, run in waiting if found.get(run.user_id or "") is not None]
-
-    async def _exists(self, graph: Graph, user_id: str) -> bool:
-        try:
-            await graph.get_mailbox_settings(user_id)
-        except GraphError as exc:
-            if exc.status == 404 and exc.code == MAILBOX_NOT_READY:
-                return False
-            raise
-        return True

@@ -1,0 +1,212 @@
+"""The audit log: JSON lines, hash-chained, for information security.
+
+Each record carries ``seq``, the hash of the record before it (``prev``) and its own
+``hash`` over its canonical JSON: SHA-256, or HMAC-SHA-256 when ``PROVISIONER_AUDIT_KEY`` is
+set, so that only a key holder can forge a chain. Appends take an exclusive ``flock`` on
+the file, read the last record and write the new one with a single ``write``, so concurrent
+commands never fork the chain and a killed process never leaves half a record. The
+journal keeps the last (seq, hash) as an anchor, so that cutting records off the end is
+detected too. ``verify`` names the first broken record: edited, deleted, reordered or truncated.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .logs import drop_secrets
+from .model import canonical
+
+GENESIS = "0" * 64
+KEY_ENV = "PROVISIONER_AUDIT_KEY"
+SECRET_FLAGS = ("secret", "password", "passphrase", "token", "key", "pass")
+
+
+def _hasher(key: bytes | None) -> tuple[str, Callable[[bytes], str]]:
+    if key:
+        return "hmac-sha256", lambda data: hmac.new(key, data, hashlib.sha256).hexdigest()
+    return "sha256", lambda data: hashlib.sha256(data).hexdigest()
+
+
+def audit_key() -> bytes | None:
+    value = os.environ.get(KEY_ENV)
+    return value.encode() if value else None
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """The command line with anything that looks like a secret replaced."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("[redacted]")
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        secretish = arg.startswith("-") and any(f in name.lower() for f in SECRET_FLAGS)
+        if secretish and eq:
+            out.append(f"{name}=[redacted]")
+        elif secretish:
+            out.append(arg)
+            hide_next = True
+        else:
+            out.append(arg)
+    return out
+
+
+class _Sink:
+    """structlog's final 'logger': chains and appends one record."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self._log = log
+
+    def msg(self, **event: Any) -> None:
+        self._log.append(event)
+
+
+class AuditLog:
+    def __init__(self, path: Path, key: bytes | None = None,
+                 anchor: Callable[[str, int, str], None] | None = None) -> None:
+        self.path = path
+        self.alg, self._hash = _hasher(key)
+        self._anchor = anchor
+        # A plain BoundLogger: the audit log never obeys the console's log level.
+        self.logger = structlog.wrap_logger(
+            _Sink(self),
+            wrapper_class=structlog.BoundLogger,
+            processors=[
+                structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+                drop_secrets,
+                lambda _l, _m, event: event,  # hand the dict to the sink as keyword arguments
+            ],
+        )
+
+    def event(self, name: str, **fields: Any) -> None:
+        self.logger.msg(name, **fields)
+
+    def append(self, event: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            seq, prev = _last(fd)
+            record = {**event, "seq": seq + 1, "prev": prev, "alg": self.alg}
+            record["hash"] = self._hash(canonical(record).encode())
+            os.write(fd, (canonical(record) + "\n").encode())
+            os.fsync(fd)
+            if self._anchor:
+                self._anchor(str(self.path.resolve()), record["seq"], record["hash"])
+        finally:
+            os.close(fd)
+
+
+def _last(fd: int) -> tuple[int, str]:
+    """(seq, hash) of the last complete record, reading backwards from the end."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return 0, GENESIS
+    chunk = min(size, 65536)
+    tail = os.pread(fd, chunk, size - chunk)
+    lines = [line for line in tail.split(b"\n") if line.strip()]
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+            return int(record["seq"]), str(record["hash"])
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged line: the chain is already broken there, verify will say so
+    return 0, GENESIS
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    records: int
+    line: int | None = None
+    reason: str = ""
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"ok: {self.records} records, chain intact"
+        return f"broken at line {self.line}: {self.reason}"
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield json.loads(raw)
+
+
+def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = None) -> Verdict:
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    complete = data.endswith(b"\n") or not data
+    if complete:
+        lines = lines[:-1]
+    parsed: list[dict[str, Any] | None] = []
+    for raw in lines:
+        try:
+            parsed.append(json.loads(raw))
+        except ValueError:
+            parsed.append(None)
+    seqs = [r.get("seq") if isinstance(r, dict) else None for r in parsed]
+    prev, expected = GENESIS, 1
+    for i, record in enumerate(parsed):
+        line = i + 1
+        if record is None:
+            last = i == len(parsed) - 1
+            reason = ("truncated: the last record is incomplete" if last and not complete
+                      else "not a JSON record (edited)")
+            return Verdict(False, i, line, reason)
+        alg = record.get("alg", "sha256")
+        if alg == "hmac-sha256" and not key:
+            return Verdict(False, i, line, f"the chain is keyed: set {KEY_ENV} to verify it")
+        _, digest = _hasher(key if alg == "hmac-sha256" else None)
+        body = {k: v for k, v in record.items() if k != "hash"}
+        if digest(canonical(body).encode()) != record.get("hash"):
+            return Verdict(False, i, line, f"record seq {record.get('seq')} was edited"
+                           " (its hash does not match its content)")
+        seq = record.get("seq")
+        if seq != expected:
+            if expected in seqs[i + 1:]:
+                return Verdict(False, i, line, f"records are out of order: seq {seq} stands where"
+                               f" seq {expected} should")
+            if isinstance(seq, int) and seq > expected:
+                return Verdict(False, i, line, f"record(s) deleted: seq {expected} to {seq - 1}"
+                               " are missing before this line")
+            return Verdict(False, i, line, f"seq {seq} repeats or goes back (expected {expected})")
+        if record.get("prev") != prev:
+            return Verdict(False, i, line, "the previous record's hash does not match (a record"
+                           " before this one was replaced)")
+        prev, expected = record["hash"], expected + 1
+    if not complete:
+        return Verdict(False, len(parsed), len(parsed), "truncated: the last record is incomplete")
+    if head is not None and head[0] > expected - 1:
+        return Verdict(False, expected - 1, len(parsed) + 1,
+                       f"truncated: records after seq {expected - 1} are missing (the journal"
+                       f" recorded seq {head[0]})")
+    return Verdict(True, expected - 1)
+
+
+EXPORT_FIELDS = ("seq", "ts", "event", "command", "os_user", "graph_identity", "exit_status",
+                 "run_id", "change_id", "step", "action", "target", "upn", "object_id",
+                 "outcome", "request_id", "error_code", "hash")
+
+
+def export(path: Path, since: dt.datetime | None) -> list[dict[str, Any]]:
+    out = []
+    for record in read_records(path):
+        ts = dt.datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
+        if since is None or ts >= since:
+            out.append(record)
+    return out

@@ -1,0 +1,219 @@
+"""The journal: the durable record of every run (SQLite, WAL, in the state dir).
+
+Intent is committed before each Graph write and the outcome after it, with the image
+needed to undo the change. A row left at ``intent`` is a write whose outcome nobody saw
+(the process died): the next apply reconciles it by reading Graph. Rollback reads the
+applied rows; resume and status read the rest. No secret is ever written here: Changes hold
+no password, and personal data stays in the roster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import socket
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import Action, Change, Json, canonical
+
+DB_NAME = "journal.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, playbook_name TEXT NOT NULL,
+    playbook_path TEXT NOT NULL, playbook_digest TEXT NOT NULL, operator TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL, finished TEXT,
+    status TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL REFERENCES runs(id), cohort TEXT, change_id TEXT NOT NULL,
+    step TEXT NOT NULL, person_id TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
+    reversibility TEXT NOT NULL, intent TEXT, before_image TEXT, upn TEXT, object_id TEXT,
+    state TEXT NOT NULL, request_id TEXT, error_code TEXT, message TEXT,
+    undo_of INTEGER REFERENCES changes(seq), undone_by INTEGER REFERENCES changes(seq),
+    started TEXT NOT NULL, finished TEXT
+);
+CREATE INDEX IF NOT EXISTS changes_state ON changes(state);
+CREATE INDEX IF NOT EXISTS changes_run ON changes(run_id);
+CREATE TABLE IF NOT EXISTS audit_head (path TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+                                       hash TEXT NOT NULL);
+"""
+
+INTENT = "intent"  # written before the Graph write; no outcome seen yet
+APPLIED_STATES = ("applied", "reconciled")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One journaled change, as rollback, resume and status read it."""
+
+    seq: int
+    run_id: str
+    cohort: str | None
+    change: Change
+    reversibility: str
+    before_image: Json | None
+    upn: str | None
+    object_id: str | None
+    state: str
+    undone_by: int | None
+    undo_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    kind: str
+    playbook_name: str
+    operator: str
+    host: str
+    pid: int
+    started: str
+    finished: str | None
+    status: str
+
+
+class Journal:
+    def __init__(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.path = state_dir / DB_NAME
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an intent must be on disk before the write it announces goes to Graph.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, kind: str, playbook_name: str, playbook_path: str, digest: str) -> str:
+        import os
+
+        run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        self._db.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, 'running')",
+            (run_id, kind, playbook_name, playbook_path, digest, operator(), socket.gethostname(),
+             os.getpid(), now()))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        self._db.execute("UPDATE runs SET finished = ?, status = ? WHERE id = ?",
+                         (now(), status, run_id))
+
+    def runs(self, playbook_name: str | None = None) -> list[Run]:
+        sql = "SELECT id, kind, playbook_name, operator, host, pid, started, finished, status FROM runs"
+        rows = (self._db.execute(sql + " WHERE playbook_name = ? ORDER BY started", (playbook_name,))
+                if playbook_name else self._db.execute(sql + " ORDER BY started"))
+        return [Run(*r) for r in rows]
+
+    def mark_interrupted(self, playbook_name: str) -> list[str]:
+        """Runs still 'running' whose process is gone (the caller holds the lock)."""
+        ids = [r.id for r in self.runs(playbook_name) if r.status == "running"]
+        for rid in ids:
+            self.finish_run(rid, "interrupted")
+        return ids
+
+    def outcome_counts(self, run_id: str) -> dict[str, int]:
+        return dict(self._db.execute(
+            "SELECT state, COUNT(*) FROM changes WHERE run_id = ? GROUP BY state", (run_id,)))
+
+    # -- changes ---------------------------------------------------------------------------
+    def intend(self, run_id: str, change: Change, *, reversibility: str, cohort: str | None,
+               upn: str | None, object_id: str | None, before_image: Json | None,
+               undo_of: int | None = None) -> int:
+        """Commit the intent of a change; returns its seq. Called before the Graph write."""
+        cur = self._db.execute(
+            "INSERT INTO changes (run_id, cohort, change_id, step, person_id, action, target,"
+            " reversibility, intent, before_image, upn, object_id, state, undo_of, started)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, cohort, change.id, change.step, change.person_id, change.action.value,
+             change.target, reversibility, _dump(change.after), _dump(before_image), upn,
+             object_id, INTENT, undo_of, now()))
+        return int(cur.lastrowid or 0)
+
+    def record(self, seq: int, state: str, *, object_id: str | None = None,
+               before_image: Json | None = None, request_id: str | None = None,
+               error_code: str | None = None, message: str | None = None) -> None:
+        self._db.execute("BEGIN")
+        self._db.execute(
+            "UPDATE changes SET state = ?, object_id = COALESCE(?, object_id),"
+            " before_image = COALESCE(?, before_image), request_id = ?, error_code = ?,"
+            " message = ?, finished = ? WHERE seq = ?",
+            (state, object_id, _dump(before_image), request_id, error_code, message, now(), seq))
+        if state in (*APPLIED_STATES, "unchanged"):
+            undo_of = self._db.execute("SELECT undo_of FROM changes WHERE seq = ?", (seq,)).fetchone()[0]
+            if undo_of is not None:
+                self._db.execute("UPDATE changes SET undone_by = ? WHERE seq = ?", (seq, undo_of))
+        self._db.execute("COMMIT")
+
+    def mark_undone(self, seqs: Sequence[int], by: int) -> None:
+        """Changes that went with an undone one (a deleted user's licence and groups)."""
+        self._db.executemany("UPDATE changes SET undone_by = ? WHERE seq = ?", [(by, s) for s in seqs])
+
+    def pending(self, playbook_name: str) -> list[Entry]:
+        return self._entries("c.state = ? AND r.playbook_name = ?", (INTENT, playbook_name))
+
+    def applied(self, playbook_name: str) -> list[Entry]:
+        """Applied changes not yet undone (undo changes themselves excluded), in order."""
+        return self._entries(
+            "c.state IN ('applied', 'reconciled', 'unchanged') AND c.undone_by IS NULL"
+            " AND c.undo_of IS NULL AND r.kind = 'apply' AND r.playbook_name = ?", (playbook_name,))
+
+    def entries(self, run_id: str) -> list[Entry]:
+        return self._entries("c.run_id = ?", (run_id,))
+
+    def _entries(self, where: str, args: tuple[Any, ...]) -> list[Entry]:
+        rows = self._db.execute(
+            "SELECT c.seq, c.run_id, c.cohort, c.step, c.person_id, c.action, c.target,"
+            " c.intent, c.reversibility, c.before_image, c.upn, c.object_id, c.state,"
+            " c.undone_by, c.undo_of FROM changes c JOIN runs r ON r.id = c.run_id"
+            f" WHERE {where} ORDER BY c.seq", args)
+        return [_entry(r) for r in rows]
+
+    # -- the audit log's anchor --------------------------------------------------------------
+    def set_audit_head(self, path: str, seq: int, digest: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO audit_head VALUES (?, ?, ?)", (path, seq, digest))
+
+    def audit_head(self, path: str) -> tuple[int, str] | None:
+        row = self._db.execute("SELECT seq, hash FROM audit_head WHERE path = ?", (path,)).fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    (seq, run_id, cohort, step, person_id, action, target, intent, reversibility, before,
+     upn, object_id, state, undone_by, undo_of) = row
+    after = json.loads(intent) if intent else None
+    change = Change(step, person_id, Action(action), target, None, after)
+    return Entry(seq, run_id, cohort, change, reversibility, json.loads(before) if before else None,
+                 upn, object_id, state, undone_by, undo_of)
+
+
+def _dump(value: Json | None) -> str | None:
+    return None if value is None else canonical(value)
+
+
+def operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+

@@ -1,0 +1,51 @@
+"""One apply or rollback at a time per state dir.
+
+An advisory ``flock`` on ``state_dir/apply.lock``: the kernel drops it when the holder dies,
+even by SIGKILL, so a crash never leaves a stale lock. The file names the holder, so that a
+second process can say who it is waiting for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ProvisionerError
+
+
+class LockedError(ProvisionerError):
+    exit_code = 3
+
+
+@contextmanager
+def state_lock(state_dir: Path, command: str) -> Iterator[None]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / "apply.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(f"another {_holder(path)} is running on the state dir {state_dir};"
+                              " wait for it to finish (or stop it) and try again") from None
+        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _holder(path: Path) -> str:
+    try:
+        h = json.loads(path.read_text())
+        return f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['since']})"
+    except (OSError, ValueError, KeyError):
+        return "process"

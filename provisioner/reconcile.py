@@ -1,0 +1,107 @@
+"""Resume and rollback both start from the journal and ask Graph what is really there.
+
+``reconcile``: every intent whose outcome nobody saw (the process died between the journal's
+intent and its outcome) is settled by reading Graph before anything is written again.
+
+``plan_rollback``: the undo of applied changes, newest first. A created user is soft-deleted
+and takes its licence, memberships and mailbox with it (a restore brings them back), so
+those are not undone one by one. Each undo is checked for drift: an object changed since
+the tool changed it stops its rollback with an explanation, unless forced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from .audit import AuditLog
+from .graph.gateway import Graph
+from .journal import Entry, Journal
+from .model import Action, Change, PersonTarget, Plan
+from .steps import STEPS, PersonRun
+from .steps.base import drift, is_done
+
+log = structlog.get_logger("provisioner.reconcile")
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    made: int = 0      # the write had happened: recorded as reconciled
+    not_made: int = 0  # it had not: abandoned; the fresh plan does it again if still needed
+
+
+async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: str) -> Reconciled:
+    made = not_made = 0
+    for entry in journal.pending(playbook):
+        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id)
+        current = await STEPS[entry.change.step].current(graph, entry.change, run)
+        done = is_done(entry.change, current)
+        state = "reconciled" if done else "abandoned"
+        journal.record(entry.seq, state, object_id=run.user_id,
+                       message="outcome read from Graph after an interrupted run")
+        audit.event("reconcile", run_id=entry.run_id, change_id=entry.change.id,
+                    step=entry.change.step, action=entry.change.action.value,
+                    target=entry.change.target, object_id=run.user_id, outcome=state)
+        made, not_made = made + done, not_made + (not done)
+    if made or not_made:
+        log.info("reconciled", made=made, not_made=not_made)
+    return Reconciled(made, not_made)
+
+
+def _upn(change: Change) -> str:
+    """The UPN inside a target such as ``user:a@b`` or ``group:G:a@b``."""
+    return change.target.rsplit(":", 1)[-1]
+
+
+@dataclass
+class RollbackPlan:
+    plan: Plan
+    undo_of: dict[str, int]                  # undo change id → journal seq it undoes
+    goes_with: dict[str, list[int]]          # user-delete change id → seqs that go with it
+    already: list[tuple[Change, int]] = field(default_factory=list)  # nothing left to undo
+    blocked: list[str] = field(default_factory=list)                 # drift, not forced
+
+
+def select(entries: Sequence[Entry], *, run_id: str | None, cohort: str | None,
+           person: str | None) -> list[Entry]:
+    return [e for e in entries
+            if (run_id is None or e.run_id == run_id) and (cohort is None or e.cohort == cohort)
+            and (person is None or e.change.person_id == person)]
+
+
+async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name: str,
+                        force: bool) -> RollbackPlan:
+    deleted_users = {e.object_id for e in entries
+                     if e.change.step == "account" and e.change.action is Action.CREATE}
+    result = RollbackPlan(Plan(playbook_name, "", "", "", {}, ()), {}, {})
+    changes: list[Change] = []
+    people: dict[str, PersonTarget] = {}
+    for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
+        step = STEPS[entry.change.step]
+        is_user_delete = entry.change.step == "account" and entry.change.action is Action.CREATE
+        if entry.object_id in deleted_users and not is_user_delete:
+            continue  # goes with the user (see below)
+        undo = step.undo(entry.change, entry.before_image)
+        if undo is None:
+            result.blocked.append(f"{entry.change.target}: {entry.reversibility}, cannot be undone")
+            continue
+        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id)
+        current = await step.current(graph, undo, run)
+        if is_done(undo, current):
+            result.already.append((undo, entry.seq))
+            continue
+        why = drift(undo, current)
+        if why and not force:
+            result.blocked.append(why + " (rollback --force restores it anyway)")
+            continue
+        changes.append(undo)
+        result.undo_of[undo.id] = entry.seq
+        people[undo.person_id] = PersonTarget(run.upn, run.user_id)
+        if is_user_delete:
+            result.goes_with[undo.id] = [
+                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq]
+    result.plan = Plan(playbook_name, "", "", "", people, tuple(changes),
+                       steps=("mailbox_settings", "groups", "license", "account"))
+    return result

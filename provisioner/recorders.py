@@ -1,0 +1,66 @@
+"""The journal and the audit log as hooks on the apply loop."""
+
+from __future__ import annotations
+
+from .audit import AuditLog
+from .journal import Journal
+from .model import Change, Outcome
+from .rollout import ChangeResult, Hook
+from .steps import STEPS, PersonRun
+
+# Outcomes after which Graph was asked to write (a PENDING mailbox was only read).
+WROTE = (Outcome.APPLIED, Outcome.UNCHANGED, Outcome.FAILED)
+
+
+class JournalHook(Hook):
+    """Intent before the write, outcome after, with the image an undo needs."""
+
+    def __init__(self, journal: Journal, run_id: str, cohort: str | None = None,
+                 undo_of: dict[str, int] | None = None) -> None:
+        self.journal = journal
+        self.run_id = run_id
+        self.cohort = cohort
+        self.undo_of = undo_of or {}
+        self._seq: dict[str, int] = {}
+        self.done: dict[str, int] = {}  # change id → seq of its applied (or unchanged) row
+
+    def started(self, change: Change, run: PersonRun) -> None:
+        self._seq[change.id] = self.journal.intend(
+            self.run_id, change, reversibility=STEPS[change.step].reversibility(change),
+            cohort=self.cohort, upn=run.upn, object_id=run.user_id, before_image=change.before,
+            undo_of=self.undo_of.get(change.id))
+
+    def attempted(self, result: ChangeResult, run: PersonRun) -> None:
+        seq = self._seq.pop(result.change.id)
+        if result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+            self.done[result.change.id] = seq
+        self.journal.record(seq, result.outcome.value, object_id=run.user_id,
+                            before_image=run.observed.get(result.change.id),
+                            request_id=result.request_id, error_code=result.code,
+                            message=result.message if result.outcome is not Outcome.APPLIED else None)
+
+    def finished(self, result: ChangeResult) -> None:
+        if result.outcome is Outcome.SKIPPED:  # never attempted: no intent was written
+            change = result.change
+            seq = self.journal.intend(self.run_id, change,
+                                      reversibility=STEPS[change.step].reversibility(change),
+                                      cohort=self.cohort, upn=None, object_id=None,
+                                      before_image=change.before)
+            self.journal.record(seq, Outcome.SKIPPED.value, message=result.message)
+
+
+class AuditHook(Hook):
+    """One audit record per Graph write: action, target object id and UPN, outcome, request-id."""
+
+    def __init__(self, audit: AuditLog, run_id: str) -> None:
+        self.audit = audit
+        self.run_id = run_id
+
+    def attempted(self, result: ChangeResult, run: PersonRun) -> None:
+        if result.outcome not in WROTE:
+            return
+        c = result.change
+        self.audit.event("graph_write", run_id=self.run_id, change_id=c.id, step=c.step,
+                         action=c.action.value, target=c.target, upn=run.upn,
+                         object_id=run.user_id, outcome=result.outcome.value,
+                         request_id=result.request_id, error_code=result.code)
