@@ -343,6 +343,7 @@ def audit_export(session: ops.Session, since: Any, fmt: str) -> None:
     """Records for information security, as JSON lines or CSV."""
     import csv
     import datetime as dt
+    import io
 
     from .audit import EXPORT_FIELDS, export
 
@@ -354,8 +355,9 @@ def audit_export(session: ops.Session, since: Any, fmt: str) -> None:
         for record in records:
             click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))
         return
-    writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=EXPORT_FIELDS,
-                            extrasaction="ignore", lineterminator="\n")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, extrasaction="ignore",
+                            lineterminator="\n")
     writer.writeheader()
-    for record in records:
-        writer.writerow(record)
+    writer.writerows(records)
+    click.echo(buf.getvalue(), nl=False)

@@ -1,0 +1,150 @@
+"""The audit log's hash chain: every kind of tampering is named by `audit verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner.audit import AuditLog, redact_argv, verify
+from provisioner.cli import main
+
+
+def write_log(path: Path, n: int = 6, key: bytes | None = None) -> list[bytes]:
+    log = AuditLog(path, key)
+    for i in range(n):
+        log.event("graph_write", step="account", target=f"user:u{i}@p.se", outcome="applied")
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_an_intact_chain_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    write_log(path)
+    verdict = verify(path)
+    assert verdict.ok and verdict.records == 6
+
+
+def test_an_edited_record_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path)
+    lines[2] = lines[2].replace(b'"applied"', b'"failed"')
+    path.write_bytes(b"".join(lines))
+    verdict = verify(path)
+    assert (verdict.ok, verdict.line) == (False, 3)
+    assert "seq 3 was edited" in verdict.reason
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path: Path) -> None:
+    import hashlib
+
+    from provisioner.model import canonical
+
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path)
+    record = json.loads(lines[2])
+    record["outcome"] = "failed"
+    record["hash"] = hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})
+                                    .encode()).hexdigest()
+    lines[2] = (canonical(record) + "\n").encode()
+    path.write_bytes(b"".join(lines))
+    verdict = verify(path)
+    assert verdict.line == 4 and "previous record's hash does not match" in verdict.reason
+
+
+def test_with_a_key_a_recomputed_hash_is_not_enough(tmp_path: Path) -> None:
+    import hashlib
+
+    from provisioner.model import canonical
+
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path, key=b"k3y")
+    record = json.loads(lines[1])
+    record["outcome"] = "failed"
+    record["hash"] = hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})
+                                    .encode()).hexdigest()
+    lines[1] = (canonical(record) + "\n").encode()
+    path.write_bytes(b"".join(lines))
+    assert verify(path, b"k3y").line == 2
+    assert "set PROVISIONER_AUDIT_KEY" in verify(path, None).reason
+
+
+def test_a_deleted_record_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path)
+    del lines[3]
+    path.write_bytes(b"".join(lines))
+    verdict = verify(path)
+    assert verdict.line == 4 and "deleted: seq 4 to 4 are missing" in verdict.reason
+
+
+def test_reordered_records_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path)
+    lines[1], lines[2] = lines[2], lines[1]
+    path.write_bytes(b"".join(lines))
+    verdict = verify(path)
+    assert verdict.line == 2 and "out of order: seq 3 stands where seq 2 should" in verdict.reason
+
+
+def test_a_cut_in_the_middle_of_a_record_is_truncation(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path)
+    path.write_bytes(b"".join(lines[:4]) + lines[4][:40])
+    verdict = verify(path)
+    assert verdict.line == 5 and verdict.reason == "truncated: the last record is incomplete"
+
+
+def test_records_cut_off_the_end_are_caught_by_the_journals_anchor(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    heads: list[tuple[int, str]] = []
+    log = AuditLog(path, None, lambda _p, seq, h: heads.append((seq, h)))
+    for i in range(5):
+        log.event("command", command=f"c{i}")
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:3]))
+    assert verify(path).ok  # on its own, a shorter chain is still a chain
+    verdict = verify(path, head=heads[-1])
+    assert not verdict.ok and "records after seq 3 are missing (the journal recorded seq 5)" \
+        in verdict.reason
+
+
+def test_audit_verify_command_exits_1_on_a_tampered_copy(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "copy.jsonl"
+    lines = write_log(path)
+    lines[0] = lines[0].replace(b"u0@p.se", b"x0@p.se")
+    path.write_bytes(b"".join(lines))
+    result = runner.invoke(main, ["--state-dir", str(tmp_path / "s"), "audit", "verify", str(path)])
+    assert result.exit_code == 1
+    assert f"{path}: broken at line 1: record seq 1 was edited" in result.output
+
+
+def test_every_command_is_audited_with_who_and_exit_status(runner: CliRunner, tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    runner.invoke(main, ["--state-dir", str(state), "validate", str(tmp_path / "missing.yaml")])
+    [record] = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert record["event"] == "command" and record["command"] == "validate"
+    assert record["exit_status"] == 1 and record["os_user"]
+    assert record["argv"] == ["--state-dir", str(state), "validate", str(tmp_path / "missing.yaml")]
+
+
+def test_export_filters_by_date_and_writes_csv(runner: CliRunner, tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    write_log(state / "audit.jsonl", n=3)
+    out = runner.invoke(main, ["--state-dir", str(state), "audit", "export", "--since", "2000-01-01",
+                               "--format", "csv"]).output.splitlines()
+    assert out[0].startswith("seq,ts,event,command")
+    assert len(out) == 4
+    future = runner.invoke(main, ["--state-dir", str(state), "audit", "export", "--since",
+                                  "2999-01-01"]).output
+    assert future == ""
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--client-secret", "abc", "plan"], ["--client-secret", "[redacted]", "plan"]),
+    (["--password=abc"], ["--password=[redacted]"]),
+    (["--state-dir", "x"], ["--state-dir", "x"]),
+])
+def test_secrets_are_redacted_from_the_command_line(argv: list[str], expected: list[str]) -> None:
+    assert redact_argv(argv) == expected
