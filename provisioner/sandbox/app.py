@@ -71,6 +71,9 @@ class Sandbox:
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self._limiters: dict[str, Limiter] = {}
+        # Every successful write, as (method, path, body without secrets): lets a test prove
+        # that no completed write was ever repeated. In memory only; cleared with the app.
+        self.writes: list[tuple[str, str, str]] = []
         self._rng = random.Random(tenant.config.get("seed", 0))
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (m, re.compile(f"^{p}/?$"), h) for m, p, h in self._table()
@@ -149,6 +152,10 @@ class Sandbox:
         reply.headers.update(verdict.headers)
         if call.method in MUTATING:
             store.count("mutating")
+            if reply.status < 300:
+                body = {k: v for k, v in (call.body or {}).items() if k != "passwordProfile"} \
+                    if isinstance(call.body, dict) else call.body
+                self.writes.append((call.method, call.path, json.dumps(body, sort_keys=True)))
         return reply
 
     def _limiter(self, token: str) -> Limiter:

@@ -1,0 +1,143 @@
+"""Crash test: apply is killed with SIGKILL at many points and resumed; every time the
+tenant ends exactly as after one clean run, with no write repeated.
+
+The sandbox is served over HTTP from this process (its state in SQLite, so it also survives
+restarts); the apply under test is a real `provisioner` process that we kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from provisioner.journal import Journal
+from provisioner.sandbox import Sandbox, reset_tenant
+from provisioner.sandbox.region import officials, roster_csv
+
+from .conftest import PLAYBOOK
+
+KILL_POINTS = 24
+PEOPLE = 4  # 20 changes: account, licence, two groups, mailbox settings each
+
+
+@contextmanager
+def served(state: Path) -> Iterator[tuple[str, Sandbox]]:
+    tenant = reset_tenant(state, employees=30, seed=5, mailbox_delay=0, latency_ms=8)
+    app = Sandbox(tenant)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        tenant.store.close()
+
+
+def provisioner(url: str, state: Path, playbook: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "--state-dir", str(state), "--graph-url", url,
+         "apply", "--yes", str(playbook)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def kill_after(proc: subprocess.Popen[str], lines: int, delay: float) -> bool:
+    """SIGKILL after the process printed ``lines`` change lines (plus ``delay``). False if it
+    finished first."""
+    assert proc.stdout is not None
+    with proc.stdout:
+        seen = 0
+        while seen < lines:
+            line = proc.stdout.readline()
+            if not line:
+                proc.wait()
+                return False
+            if line.startswith(("applied", "unchanged", "failed", "pending", "Applying")):
+                seen += 1
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    return proc.returncode == -signal.SIGKILL
+
+
+def tenant_state(app: Sandbox) -> dict[str, Any]:
+    t = app.tenant
+    users = {u["id"]: u for u in t.users.values()}
+    groups = {gid: g["displayName"] for gid, g in t.store.all("groups").items()}
+    skus = {s["skuId"]: s["skuPartNumber"] for s in t.store.values("skus")}
+    mine = [u for u in users.values() if u["userPrincipalName"].endswith("@politiker.example-region.se")]
+    return {
+        "people": sorted(
+            (u["userPrincipalName"], u["displayName"], u.get("department"), u.get("jobTitle"),
+             tuple(sorted(skus[lic["skuId"]] for lic in u["assignedLicenses"])),
+             tuple(sorted(groups[g["id"]] for g in t.store.values("groups") if u["id"] in g["_members"])),
+             json.dumps(u.get("_mailboxSettings"), sort_keys=True))
+            for u in mine),
+        "deleted": len(t.store.all("deletedUsers")),
+    }
+
+
+def repeated_writes(app: Sandbox) -> list[tuple[str, str, str]]:
+    return [w for w, n in Counter(app.writes).items() if n > 1]
+
+
+def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path) -> None:
+    (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(PLAYBOOK.format(wait=10, steps="account, license, groups, mailbox_settings",
+                                        concurrency=2), encoding="utf-8")
+    with served(tmp_path / "clean-tenant") as (url, app):
+        clean = provisioner(url, tmp_path / "clean", playbook)
+        out, _ = clean.communicate(timeout=120)
+        assert clean.returncode == 0, out
+        reference = tenant_state(app)
+        changes = len(app.writes)
+    assert len(reference["people"]) == PEOPLE and changes == PEOPLE * 5
+
+    killed = interrupted_writes = 0
+    for point in range(KILL_POINTS):
+        lines = point % (changes + 1)  # 0: killed while planning or on the first writes
+        delay = (point * 7 % 11) / 1000  # lands inside requests (8 ms of latency each)
+        state = tmp_path / f"client-{point}"
+        with served(tmp_path / f"tenant-{point}") as (url, app):
+            killed += kill_after(provisioner(url, state, playbook), lines, delay)
+            if (state / "journal.sqlite").exists():
+                with Journal(state) as journal:
+                    interrupted_writes += len(journal.pending("test-officials"))
+            resumed = provisioner(url, state, playbook)
+            out, _ = resumed.communicate(timeout=120)
+            assert resumed.returncode == 0, f"kill point {point}: {out}"
+            assert tenant_state(app) == reference, f"kill point {point}"
+            assert repeated_writes(app) == [], f"kill point {point}"
+        with Journal(state) as journal:
+            assert journal.pending("test-officials") == [], f"kill point {point}"
+        verify = subprocess.run([sys.executable, "-m", "provisioner", "--state-dir", str(state),
+                                 "audit", "verify"], capture_output=True, text=True)
+        assert verify.returncode == 0, f"kill point {point}: {verify.stdout}"
+    # Most kill points must really have killed a running apply, not found it finished.
+    assert killed >= KILL_POINTS - 2
+    # And some kills must have landed between a write's intent and its outcome.
+    assert interrupted_writes > 0
+    print(f"crash test: {KILL_POINTS} kill points, {killed} SIGKILLs landed, {KILL_POINTS} resumes,"
+          f" {interrupted_writes} writes interrupted between intent and outcome, duplicates found: 0,"
+          " repeated writes: 0")
