@@ -17,6 +17,7 @@ from .journal import operator
 from .logs import configure
 
 EXIT_CHANGES = 2  # plan --detailed-exitcode, as terraform plan
+EXIT_HALTED = 4   # a cohort failed its gates: the rollout is halted
 
 
 class Command(click.Command):
@@ -113,12 +114,17 @@ def validate(playbook: Path) -> None:
               help="Save the plan for `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.")
+@click.option("--cohort", metavar="NAME", help="Only this cohort's changes.")
 @click.pass_obj
 def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
-         detailed_exitcode: bool) -> None:
-    """Show every change the playbook would make. Writes nothing to the tenant."""
+         detailed_exitcode: bool, cohort: str | None) -> None:
+    """Show every change the playbook would make, cohort by cohort. Writes nothing."""
     loaded = ops.load(playbook)
     result = asyncio.run(ops.plan(session, loaded))
+    if cohort is not None:
+        if cohort not in result.cohort_order:
+            raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(result.cohort_order)})")
+        result = result.only(cohort)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -135,15 +141,19 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
 
 @main.command()
 @click.argument("source", type=click.Path(dir_okay=False, path_type=Path), metavar="PLAYBOOK|PLAN")
+@click.option("--cohort", metavar="NAME", help="Apply this cohort (its predecessors must have passed).")
+@click.option("--all", "all_cohorts", is_flag=True,
+              help="Go on to the next cohort while gates pass without a human.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @click.pass_obj
-def apply(session: ops.Session, source: Path, yes: bool) -> None:
-    """Apply a playbook (planned afresh), or exactly a plan saved with `plan --out`."""
-    from .render import BarProgress, LineProgress, plan_lines, report_lines
+def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: bool,
+          yes: bool) -> None:
+    """Apply the next cohort of a playbook (planned afresh), or exactly a plan saved with
+    `plan --out`, then check its gates."""
+    from .render import BarProgress, LineProgress, cohort_lines, plan_lines, report_lines
 
     saved = ops.read_saved_plan(source)
     loaded = ops.load(Path(saved.playbook_path) if saved else source)
-
     progress = BarProgress() if sys.stdout.isatty() else LineProgress()
 
     def confirm(plan: Any) -> bool:
@@ -154,23 +164,46 @@ def apply(session: ops.Session, source: Path, yes: bool) -> None:
         progress.begin(len(plan.changes))
         return True
 
+    def show(outcome: Any) -> None:
+        progress.close()
+        if outcome.report is not None:
+            for line in report_lines(outcome.report):
+                click.echo(line)
+            for run_id in outcome.run_ids:
+                click.echo(f"Run {run_id} is in the journal; `provisioner rollback --run {run_id}"
+                           f" {source}` undoes it.")
+        if loaded.playbook.cohorts:
+            for line in cohort_lines(outcome):
+                click.echo(line)
+
     try:
-        done = asyncio.run(ops.apply(session, loaded, [progress], saved=saved, confirm=confirm))
+        done = asyncio.run(ops.apply(session, loaded, [progress], saved=saved, cohort=cohort,
+                                     all_cohorts=all_cohorts, confirm=confirm, on_cohort=show))
     finally:
         progress.close()
     if done.reconciled.made or done.reconciled.not_made:
         click.echo(f"Resumed after an interrupted run: {done.reconciled.made} unfinished writes had"
                    f" been made, {done.reconciled.not_made} had not (read from Graph).")
-    if done.report is None:
+    if done.report is None and not any(c.gates for c in done.cohorts):
         click.echo("No changes. The tenant matches the playbook." if not done.plan.changes
                    else "Nothing applied.")
-        return
-    for line in report_lines(done.report):
-        click.echo(line)
-    click.echo(f"Run {done.run_id} is in the journal; `provisioner rollback --run {done.run_id}"
-               f" {source}` undoes it.")
-    if not done.report.ok:
+    if done.next_step:
+        click.echo(done.next_step)
+    if done.halted:
+        sys.exit(EXIT_HALTED)
+    if done.report is not None and not done.report.ok:
         sys.exit(1)
+
+
+@main.command()
+@playbook_arg
+@click.option("--cohort", metavar="NAME", required=True)
+@click.option("--note", help="Why, for the audit log.")
+@click.pass_obj
+def approve(session: ops.Session, playbook: Path, cohort: str, note: str | None) -> None:
+    """Record your approval of a cohort's gate (journal and audit log)."""
+    who = ops.approve(session, ops.load(playbook), cohort, note)
+    click.echo(f"Cohort {cohort} approved by {who}. `provisioner apply {playbook}` goes on.")
 
 
 def _confirmed(yes: bool, question: str) -> bool:
@@ -227,8 +260,7 @@ def status(session: ops.Session, playbook: Path, as_json: bool) -> None:
 
     result = ops.status(session, ops.load(playbook))
     if as_json:
-        click.echo(json.dumps({"runs": result.runs, "pending_intents": result.pending,
-                               "rollback_would_touch": result.rollback_would_touch}, indent=2))
+        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
         return
     for line in status_lines(result):
         click.echo(line)
@@ -263,6 +295,8 @@ def sandbox() -> None:
               help="Resource units per 10 s (0: Graph's limit for the tenant's size).")
 @click.option("--write-limit", type=click.IntRange(0), default=0,
               help="Writes per 150 s (0: Graph's 3,000).")
+@click.option("--fault-new-accounts-disabled", "new_accounts_disabled", is_flag=True,
+              help="A wrong setting: every account created from now on comes out disabled.")
 @click.pass_obj
 def sandbox_reset(session: ops.Session, employees: int, seed: int, **config: Any) -> None:
     """Create a fresh fictional region: employees, licences, groups."""
@@ -291,6 +325,33 @@ def sandbox_show(session: ops.Session, as_json: bool) -> None:
         click.echo(f"{section}:")
         for key, value in values.items():
             click.echo(f"  {key}: {value}")
+
+
+@sandbox.command("simulate-signins")
+@playbook_arg
+@click.option("--cohort", metavar="NAME", required=True)
+@click.option("--success-rate", type=click.FloatRange(0, 1), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def sandbox_simulate_signins(session: ops.Session, playbook: Path, cohort: str,
+                             success_rate: float, seed: int) -> None:
+    """Record one sign-in per person of a cohort (disabled accounts always fail)."""
+    from .cohorts import assign, is_canary
+    from .sandbox.signins import simulate
+    from .snapshot import owner_prefix
+
+    loaded = ops.load(playbook)
+    members = assign(loaded.playbook, loaded.roster).members
+    if cohort not in members:
+        raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(members)})")
+    prefix = owner_prefix(loaded.playbook)
+    attr = loaded.playbook.account.ownership_attribute
+    wanted = {f"{prefix}{p.person_id}" for p in members[cohort] if not is_canary(p.person_id)}
+    with ops.open_sandbox(session.settings.state_dir) as app:
+        upns = [u["userPrincipalName"] for u in app.tenant.users.values()
+                if (u.get("onPremisesExtensionAttributes") or {}).get(attr) in wanted]
+        counts = simulate(app.tenant, upns, success_rate, seed)
+    click.echo(f"Sign-ins for cohort {cohort}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 @sandbox.command("serve")

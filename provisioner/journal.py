@@ -42,6 +42,14 @@ CREATE TABLE IF NOT EXISTS changes (
 );
 CREATE INDEX IF NOT EXISTS changes_state ON changes(state);
 CREATE INDEX IF NOT EXISTS changes_run ON changes(run_id);
+CREATE TABLE IF NOT EXISTS cohorts (
+    playbook TEXT NOT NULL, cohort TEXT NOT NULL, state TEXT NOT NULL, updated TEXT NOT NULL,
+    applied_at TEXT, report TEXT, PRIMARY KEY (playbook, cohort)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    playbook TEXT NOT NULL, cohort TEXT NOT NULL, approved_by TEXT NOT NULL,
+    approved_at TEXT NOT NULL, note TEXT
+);
 CREATE TABLE IF NOT EXISTS audit_head (path TEXT PRIMARY KEY, seq INTEGER NOT NULL,
                                        hash TEXT NOT NULL);
 """
@@ -69,6 +77,15 @@ class Entry:
     state: str
     undone_by: int | None
     undo_of: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CohortState:
+    cohort: str
+    state: str  # pending, applying, verifying, soaking, awaiting approval, passed, failed, rolled back
+    updated: str | None
+    applied_at: str | None
+    report: Json | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +205,46 @@ class Journal:
             " c.undone_by, c.undo_of FROM changes c JOIN runs r ON r.id = c.run_id"
             f" WHERE {where} ORDER BY c.seq", args)
         return [_entry(r) for r in rows]
+
+    # -- cohorts -----------------------------------------------------------------------------
+    def cohort_state(self, playbook: str, cohort: str) -> CohortState:
+        row = self._db.execute("SELECT state, updated, applied_at, report FROM cohorts"
+                               " WHERE playbook = ? AND cohort = ?", (playbook, cohort)).fetchone()
+        if row is None:
+            return CohortState(cohort, "pending", None, None, None)
+        return CohortState(cohort, row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
+
+    def set_cohort_state(self, playbook: str, cohort: str, state: str, *,
+                         applied: bool = False, report: Json | None = None) -> None:
+        old = self.cohort_state(playbook, cohort)
+        self._db.execute(
+            "INSERT OR REPLACE INTO cohorts VALUES (?, ?, ?, ?, ?, ?)",
+            (playbook, cohort, state, now(), now() if applied else old.applied_at,
+             canonical(report) if report is not None else (canonical(old.report) if old.report else None)))
+
+    def approve(self, playbook: str, cohort: str, who: str, note: str | None) -> None:
+        self._db.execute("INSERT INTO approvals VALUES (?, ?, ?, ?, ?)",
+                         (playbook, cohort, who, now(), note))
+
+    def approval_since(self, playbook: str, cohort: str, since: str | None) -> tuple[str, str] | None:
+        row = self._db.execute(
+            "SELECT approved_by, approved_at FROM approvals WHERE playbook = ? AND cohort = ?"
+            " AND approved_at >= ? ORDER BY approved_at DESC", (playbook, cohort, since or "")).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def latest_run_outcomes(self, playbook: str, cohort: str) -> dict[str, int]:
+        """The latest outcome of each of the cohort's changes, over all its apply runs (a change
+        that failed once and was applied by a later run counts as applied)."""
+        last: dict[str, str] = {}
+        for change_id, state in self._db.execute(
+                "SELECT c.change_id, c.state FROM changes c JOIN runs r ON r.id = c.run_id"
+                " WHERE r.kind = 'apply' AND r.playbook_name = ? AND c.cohort = ?"
+                " AND c.state NOT IN ('intent', 'waiting') ORDER BY c.seq", (playbook, cohort)):
+            last[change_id] = state
+        counts: dict[str, int] = {}
+        for state in last.values():
+            counts[state] = counts.get(state, 0) + 1
+        return counts
 
     # -- the audit log's anchor --------------------------------------------------------------
     def set_audit_head(self, path: str, seq: int, digest: str) -> None:

@@ -10,7 +10,7 @@ import enum
 import hashlib
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 Json = dict[str, Any]
@@ -85,6 +85,25 @@ class Plan:
     steps: tuple[str, ...] = field(default=())
     # change id → reversible | compensable | one-way (how the journal can undo it)
     reversibility: dict[str, str] = field(default_factory=dict)
+    cohort_of: dict[str, str] = field(default_factory=dict)  # person_id → cohort
+    cohort_order: tuple[str, ...] = ()
+
+    def only(self, cohort: str | None = None, people: set[str] | None = None) -> Plan:
+        """The part of the plan for one cohort, or for some people."""
+        keep = [c for c in self.changes
+                if (cohort is None or self.cohort_of.get(c.person_id) == cohort)
+                and (people is None or c.person_id in people)]
+        pids = {c.person_id for c in keep} | {
+            pid for pid in self.people if cohort is not None and self.cohort_of.get(pid) == cohort}
+        return replace(self, changes=tuple(keep),
+                       people={pid: t for pid, t in self.people.items() if pid in pids})
+
+    def by_cohort(self) -> dict[str, list[Change]]:
+        present = {self.cohort_of.get(pid) for pid in self.people}
+        out: dict[str, list[Change]] = {name: [] for name in self.cohort_order if name in present}
+        for c in self.changes:
+            out.setdefault(self.cohort_of.get(c.person_id, ""), []).append(c)
+        return out
 
     def summary(self) -> dict[str, int]:
         counts = Counter(c.action.value for c in self.changes)
@@ -98,8 +117,8 @@ class Plan:
 
     def to_json(self) -> Json:
         """The stable document of ``plan --json`` (and, with ``saved``, of ``plan --out``)."""
-        changes = [{**c.to_json(), "reversibility": self.reversibility.get(c.id, "reversible")}
-                   for c in self.changes]
+        changes = [{**c.to_json(), "reversibility": self.reversibility.get(c.id, "reversible"),
+                    "cohort": self.cohort_of.get(c.person_id)} for c in self.changes]
         return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings)}
 
     def to_file(self) -> Json:
@@ -109,7 +128,9 @@ class Plan:
                          "digest": self.playbook_digest},
             "roster_digest": self.roster_digest,
             "steps": list(self.steps),
-            "people": {pid: {"upn": t.upn, "user_id": t.user_id} for pid, t in self.people.items()},
+            "people": {pid: {"upn": t.upn, "user_id": t.user_id, "cohort": self.cohort_of.get(pid)}
+                       for pid, t in self.people.items()},
+            "cohort_order": list(self.cohort_order),
             **self.to_json(),
         }
 
@@ -123,4 +144,6 @@ class Plan:
             changes=tuple(Change.from_json(c) for c in data["changes"]),
             warnings=tuple(data.get("warnings", ())), steps=tuple(data.get("steps", ())),
             reversibility={c["id"]: c.get("reversibility", "reversible") for c in data["changes"]},
+            cohort_of={pid: p["cohort"] for pid, p in data["people"].items() if p.get("cohort")},
+            cohort_order=tuple(data.get("cohort_order", ())),
         )

@@ -5,21 +5,23 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .audit import AuditLog, audit_key
+from .cohorts import Assignment, assign, is_canary
 from .errors import InputError, StalePlanError
+from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, verify
 from .graph.client import Target
 from .graph.gateway import Graph
-from .journal import Journal
+from .journal import Journal, operator
 from .lock import state_lock
-from .model import PLAN_FORMAT, Action, Outcome, Plan
+from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
 from .planner import make_plan
-from .playbook import Playbook, load_playbook
+from .playbook import Cohort, Playbook, VerifyGate, load_playbook
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
@@ -128,10 +130,12 @@ async def plan(session: Session, loaded: Loaded) -> Plan:
         return await _plan_with(graph, loaded)
 
 
-async def _plan_with(graph: Graph, loaded: Loaded) -> Plan:
-    needed = {n for p in loaded.roster for n in group_names(loaded.playbook.groups, p)}
+async def _plan_with(graph: Graph, loaded: Loaded, assignment: Assignment | None = None) -> Plan:
+    assignment = assignment or assign(loaded.playbook, loaded.roster)
+    needed = {n for people in assignment.members.values() for p in people
+              for n in group_names(loaded.playbook.groups, p)}
     snapshot = await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
-    return make_plan(loaded.playbook, loaded.roster, snapshot)
+    return make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -175,44 +179,196 @@ def check_fresh(saved: Plan, loaded: Loaded, fresh: Plan) -> None:
                              " --out`:\n  " + "\n  ".join(shown))
 
 
+@dataclass
+class CohortOutcome:
+    cohort: str
+    plan: Plan
+    report: Report | None = None      # what was applied now (None: nothing to apply)
+    gates: list[GateResult] = field(default_factory=list)
+    state: str = "pending"
+    run_ids: list[str] = field(default_factory=list)
+    rolled_back: RolledBack | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     plan: Plan
-    report: Report | None  # None: nothing was applied (no changes, or not confirmed)
-    run_id: str | None
+    cohorts: list[CohortOutcome]
     reconciled: Reconciled
+    next_step: str
+
+    @property
+    def report(self) -> Report | None:
+        """Everything applied by this command, across its cohorts."""
+        reports = [c.report for c in self.cohorts if c.report is not None]
+        if not reports:
+            return None
+        return Report([r for report in reports for r in report.results])
+
+    @property
+    def halted(self) -> bool:
+        return any(c.state in ("failed", "rolled back") for c in self.cohorts)
 
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
-                saved: Plan | None = None,
-                confirm: Callable[[Plan], bool] | None = None) -> Applied:
-    """Reconcile what an interrupted run left, plan afresh (refusing a stale saved plan), let
-    ``confirm(plan)`` say yes, then apply with the journal and the audit log watching."""
-    settings, name = session.settings, loaded.playbook.name
+                saved: Plan | None = None, cohort: str | None = None, all_cohorts: bool = False,
+                confirm: Callable[[Plan], bool] | None = None,
+                on_cohort: Callable[[CohortOutcome], None] | None = None) -> Applied:
+    """Reconcile what an interrupted run left, plan afresh, then apply the next cohort (or
+    ``cohort``) and check its gates; with ``all_cohorts``, go on while gates pass."""
+    settings, pb = session.settings, loaded.playbook
     with state_lock(settings.state_dir, "apply"), Journal(settings.state_dir) as journal:
-        async with connect(session, loaded.playbook) as graph:
-            journal.mark_interrupted(name)
-            reconciled = await reconcile(graph, journal, session.audit, name)
-            fresh = await _plan_with(graph, loaded)
-            if saved is not None:
-                check_fresh(saved, loaded, fresh)
-            # A saved plan that survived the check is carried out exactly as it was shown.
-            chosen = saved or fresh
-            if not chosen.changes or (confirm is not None and not confirm(chosen)):
-                return Applied(chosen, None, None, reconciled)
-            run_id = journal.start_run("apply", name, str(loaded.playbook.source),
-                                       loaded.playbook.digest)
-            session.run_ids.append(run_id)
-            recorders = [JournalHook(journal, run_id), AuditHook(session.audit, run_id)]
-            try:
-                report = await apply_plan(graph, chosen, [*recorders, *hooks],
-                                          concurrency=loaded.playbook.concurrency,
-                                          mailbox_wait=_mailbox_wait(loaded.playbook))
-            except BaseException:
-                journal.finish_run(run_id, "interrupted")
-                raise
-            journal.finish_run(run_id, "completed" if report.ok else "failed")
-            return Applied(chosen, report, run_id, reconciled)
+        async with connect(session, pb) as graph:
+            journal.mark_interrupted(pb.name)
+            reconciled = await reconcile(graph, journal, session.audit, pb.name)
+            assignment = assign(pb, loaded.roster)
+            fresh = await _plan_with(graph, loaded, assignment)
+            outcomes: list[CohortOutcome] = []
+            stage = _Stage(graph, journal, session, loaded, assignment, hooks)
+            current = _next_cohort(journal, pb.name, assignment, cohort, saved or fresh)
+            while current is not None:
+                if saved is not None:
+                    check_fresh(saved.only(current.name), loaded, fresh.only(current.name))
+                chosen = (saved or fresh).only(current.name)
+                outcome = await stage.run(current, chosen, confirm)
+                if outcome is None:  # not confirmed
+                    break
+                outcomes.append(outcome)
+                if on_cohort is not None:
+                    on_cohort(outcome)
+                if outcome.state != "passed" or not all_cohorts or cohort is not None:
+                    break
+                applied_now = {o.cohort for o in outcomes}
+                rest = replace(fresh, changes=tuple(
+                    c for c in fresh.changes if fresh.cohort_of.get(c.person_id) not in applied_now))
+                current = _next_cohort(journal, pb.name, assignment, None, rest)
+            return Applied(fresh, outcomes, reconciled,
+                           _next_step(journal, pb, assignment, outcomes))
+
+
+def _next_cohort(journal: Journal, playbook: str, assignment: Assignment,
+                 requested: str | None, plan: Plan) -> Cohort | None:
+    """The cohort to apply: the first that has not passed, or that has changes again (a
+    roster that grew, a mailbox still pending). Predecessors of a requested one must pass."""
+    if requested is not None:
+        wanted = assignment.cohort(requested)
+        for before in assignment.predecessors(requested):
+            state = journal.cohort_state(playbook, before.name).state
+            if state != "passed":
+                raise InputError(f"cohort {requested} comes after {before.name}, which has not"
+                                 f" passed its gates (it is {state})")
+        return wanted
+    pending = {plan.cohort_of.get(c.person_id) for c in plan.changes}
+    for c in assignment.order:
+        state = journal.cohort_state(playbook, c.name).state
+        if state == "passed" and c.name not in pending:
+            continue
+        if state == "rolled back":
+            raise InputError(f"cohort {c.name} failed its gates and was rolled back; fix the cause"
+                             f" (see `provisioner status`), then `apply --cohort {c.name}` to try again")
+        return c
+    return None
+
+
+def _next_step(journal: Journal, pb: Playbook, assignment: Assignment,
+               outcomes: list[CohortOutcome]) -> str:
+    if not pb.cohorts:
+        return ""
+    if outcomes and outcomes[-1].state != "passed":
+        last = outcomes[-1]
+        if last.state == "rolled back":
+            return (f"Cohort {last.cohort} failed its gates and was rolled back (on_failure:"
+                    " rollback). The rollout is halted.")
+        if last.state == "failed":
+            return (f"Cohort {last.cohort} failed its gates; the rollout is halted. Fix the cause,"
+                    f" then `provisioner apply {pb.source}` re-applies and re-checks it, or"
+                    f" `provisioner rollback {pb.source} --cohort {last.cohort}` undoes it.")
+        waiting = next((g for g in last.gates if g.status == "wait"), None)
+        why = f": {waiting.detail}" if waiting else ""
+        return f"Cohort {last.cohort} is {last.state}{why}. Run apply again to re-check its gates."
+    nxt = next((c for c in assignment.order
+                if journal.cohort_state(pb.name, c.name).state != "passed"), None)
+    if nxt is None:
+        return "Every cohort has passed its gates. The rollout is complete."
+    return (f"Next: cohort {nxt.name} ({len(assignment.members[nxt.name])} people):"
+            f" `provisioner apply {pb.source}` (or --all to go on while gates pass).")
+
+
+class _Stage:
+    """One cohort: canaries first (verified before any real person), then its people,
+    then its gates; on failure, halt or roll the cohort back."""
+
+    def __init__(self, graph: Graph, journal: Journal, session: Session, loaded: Loaded,
+                 assignment: Assignment, hooks: Sequence[Hook]) -> None:
+        self.graph, self.journal, self.session = graph, journal, session
+        self.loaded, self.assignment, self.hooks = loaded, assignment, hooks
+        self.pb = loaded.playbook
+
+    async def run(self, cohort: Cohort, plan: Plan,
+                  confirm: Callable[[Plan], bool] | None) -> CohortOutcome | None:
+        if plan.changes and confirm is not None and not confirm(plan):
+            return None
+        name, members = cohort.name, self.assignment.members[cohort.name]
+        outcome = CohortOutcome(name, plan)
+        self.journal.set_cohort_state(self.pb.name, name, "applying")
+        canaries = [p for p in members if is_canary(p.person_id)]
+        if canaries:
+            await self._apply(outcome, plan.only(people={p.person_id for p in canaries}))
+            check = await verify(self._ctx(name, canaries, plan), canaries,
+                                 cohort.gates.verify or VerifyGate(timeout=120, interval=5))
+            check = GateResult("canary", check.status, f"canary accounts: {check.detail}", check.people)
+            if check.status != PASS:
+                return await self._settle(cohort, outcome, [check])
+            outcome.gates.append(check)
+        real = {p.person_id for p in members if not is_canary(p.person_id)}
+        await self._apply(outcome, plan.only(people=real))
+        old = self.journal.cohort_state(self.pb.name, name)
+        self.journal.set_cohort_state(self.pb.name, name, "verifying",
+                                      applied=outcome.report is not None or old.applied_at is None)
+        applied_at = self.journal.cohort_state(self.pb.name, name).applied_at
+        results = await evaluate(self._ctx(name, members, plan, applied_at), cohort.gates)
+        return await self._settle(cohort, outcome, [*outcome.gates, *results])
+
+    def _ctx(self, name: str, people: Sequence[Any], plan: Plan,
+             applied_at: str | None = None) -> GateContext:
+        return GateContext(self.graph, self.pb, self.journal, name, people,
+                           {pid: t.upn for pid, t in plan.people.items()}, applied_at)
+
+    async def _apply(self, outcome: CohortOutcome, plan: Plan) -> None:
+        if not plan.changes:
+            return
+        run_id = self.journal.start_run("apply", self.pb.name, str(self.pb.source), self.pb.digest)
+        self.session.run_ids.append(run_id)
+        outcome.run_ids.append(run_id)
+        recorders = [JournalHook(self.journal, run_id, cohort=outcome.cohort),
+                     AuditHook(self.session.audit, run_id)]
+        try:
+            report = await apply_plan(self.graph, plan, [*recorders, *self.hooks],
+                                      concurrency=self.pb.concurrency,
+                                      mailbox_wait=_mailbox_wait(self.pb))
+        except BaseException:
+            self.journal.finish_run(run_id, "interrupted")
+            raise
+        self.journal.finish_run(run_id, "completed" if report.ok else "failed")
+        outcome.report = report if outcome.report is None else Report(
+            [*outcome.report.results, *report.results])
+
+    async def _settle(self, cohort: Cohort, outcome: CohortOutcome,
+                      results: list[GateResult]) -> CohortOutcome:
+        outcome.gates = results
+        outcome.state = cohort_state(results)
+        report = {"gates": [r.to_json() for r in results]}
+        self.journal.set_cohort_state(self.pb.name, cohort.name, outcome.state, report=report)
+        self.session.audit.event("gates", cohort=cohort.name, state=outcome.state,
+                                 run_ids=outcome.run_ids,
+                                 gates={r.gate: r.status for r in results})
+        if outcome.state == "failed" and cohort.on_failure == "rollback":
+            outcome.rolled_back = await _rollback_with(
+                self.graph, self.journal, self.session, self.loaded, self.hooks, cohort=cohort.name)
+            if outcome.rolled_back.report is None or outcome.rolled_back.report.ok:
+                outcome.state = "rolled back"
+                self.journal.set_cohort_state(self.pb.name, cohort.name, outcome.state)
+        return outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,64 +387,102 @@ async def rollback(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
         async with connect(session, loaded.playbook) as graph:
             journal.mark_interrupted(name)
             await reconcile(graph, journal, session.audit, name)
-            entries = select(journal.applied(name), run_id=run_id, cohort=cohort, person=person)
-            planned = await plan_rollback(graph, entries, playbook_name=name, force=force)
-            if dry_run or not (planned.plan.changes or planned.already):
-                return RolledBack(planned, None, None)
-            if confirm is not None and not confirm(planned):
-                return RolledBack(planned, None, None)
-            rid = journal.start_run("rollback", name, str(loaded.playbook.source),
-                                    loaded.playbook.digest)
-            session.run_ids.append(rid)
-            for undo, seq in planned.already:  # nothing to write: record that it is undone
-                journal.record(journal.intend(rid, undo, reversibility="reversible", cohort=None,
-                                              upn=None, object_id=None, before_image=undo.before,
-                                              undo_of=seq), "unchanged",
-                               message="already in the rolled-back state")
-            recorder = JournalHook(journal, rid, undo_of=planned.undo_of)
-            try:
-                report = await apply_plan(graph, planned.plan,
-                                          [recorder, AuditHook(session.audit, rid), *hooks],
-                                          concurrency=loaded.playbook.concurrency, mailbox_wait=0)
-            except BaseException:
-                journal.finish_run(rid, "interrupted")
-                raise
-            for result in report.results:
-                seqs = planned.goes_with.get(result.change.id)
-                if seqs and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
-                    journal.mark_undone(seqs, by=recorder.done[result.change.id])
-            journal.finish_run(rid, "completed" if report.ok else "failed")
-            return RolledBack(planned, report, rid)
+            done = await _rollback_with(graph, journal, session, loaded, hooks, run_id=run_id,
+                                        cohort=cohort, person=person, force=force,
+                                        dry_run=dry_run, confirm=confirm)
+            if cohort and done.run_id and done.report is not None and done.report.ok \
+                    and not done.rollback.blocked:
+                journal.set_cohort_state(name, cohort, "rolled back")
+            return done
+
+
+async def _rollback_with(graph: Graph, journal: Journal, session: Session, loaded: Loaded,
+                         hooks: Sequence[Hook], *, run_id: str | None = None,
+                         cohort: str | None = None, person: str | None = None,
+                         force: bool = False, dry_run: bool = False,
+                         confirm: Callable[[RollbackPlan], bool] | None = None) -> RolledBack:
+    name = loaded.playbook.name
+    entries = select(journal.applied(name), run_id=run_id, cohort=cohort, person=person)
+    planned = await plan_rollback(graph, entries, playbook_name=name, force=force)
+    if dry_run or not (planned.plan.changes or planned.already):
+        return RolledBack(planned, None, None)
+    if confirm is not None and not confirm(planned):
+        return RolledBack(planned, None, None)
+    rid = journal.start_run("rollback", name, str(loaded.playbook.source), loaded.playbook.digest)
+    session.run_ids.append(rid)
+    for undo, seq in planned.already:  # nothing to write: record that it is undone
+        journal.record(journal.intend(rid, undo, reversibility="reversible", cohort=cohort,
+                                      upn=None, object_id=None, before_image=undo.before,
+                                      undo_of=seq), "unchanged",
+                       message="already in the rolled-back state")
+    recorder = JournalHook(journal, rid, cohort=cohort, undo_of=planned.undo_of)
+    try:
+        report = await apply_plan(graph, planned.plan,
+                                  [recorder, AuditHook(session.audit, rid), *hooks],
+                                  concurrency=loaded.playbook.concurrency, mailbox_wait=0)
+    except BaseException:
+        journal.finish_run(rid, "interrupted")
+        raise
+    for result in report.results:
+        seqs = planned.goes_with.get(result.change.id)
+        if seqs and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+            journal.mark_undone(seqs, by=recorder.done[result.change.id])
+    journal.finish_run(rid, "completed" if report.ok else "failed")
+    return RolledBack(planned, report, rid)
+
+
+def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> str:
+    """Record a human's approval of a cohort's gate (journal and audit log)."""
+    assignment = assign(loaded.playbook, loaded.roster)
+    assignment.cohort(cohort)  # an unknown name is an error naming the cohorts
+    who = operator()
+    with Journal(session.settings.state_dir) as journal:
+        journal.approve(loaded.playbook.name, cohort, who, note)
+    session.audit.event("approval", cohort=cohort, approved_by=who, note=note)
+    return who
 
 
 @dataclass(frozen=True, slots=True)
 class Status:
-    runs: list[dict[str, object]]
-    pending: list[dict[str, object]]
+    cohorts: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    pending: list[dict[str, Any]]
     rollback_would_touch: dict[str, int]
+
+    def to_json(self) -> Json:
+        return {"cohorts": self.cohorts, "runs": self.runs, "pending_intents": self.pending,
+                "rollback_would_touch": self.rollback_would_touch}
 
 
 def status(session: Session, loaded: Loaded) -> Status:
-    name = loaded.playbook.name
+    pb = loaded.playbook
+    assignment = assign(pb, loaded.roster)
     with Journal(session.settings.state_dir) as journal:
+        cohorts = []
+        for c in assignment.order:
+            st = journal.cohort_state(pb.name, c.name)
+            people = assignment.members[c.name]
+            cohorts.append({
+                "name": c.name, "people": sum(1 for p in people if not is_canary(p.person_id)),
+                "canaries": sum(1 for p in people if is_canary(p.person_id)), "state": st.state,
+                "applied_at": st.applied_at, "outcomes": journal.latest_run_outcomes(pb.name, c.name),
+                "gates": (st.report or {}).get("gates", [])})
         runs = [{"id": r.id, "kind": r.kind, "operator": r.operator, "started": r.started,
                  "finished": r.finished, "status": r.status, "outcomes": journal.outcome_counts(r.id)}
-                for r in journal.runs(name)]
+                for r in journal.runs(pb.name)]
         pending = [{"run_id": e.run_id, "step": e.change.step, "action": e.change.action.value,
                     "target": e.change.target, "person_id": e.change.person_id}
-                   for e in journal.pending(name)]
-        applied = journal.applied(name)
+                   for e in journal.pending(pb.name)]
+        applied = journal.applied(pb.name)
     users = {e.object_id for e in applied if e.change.step == "account"
              and e.change.action is Action.CREATE}
     touch: dict[str, int] = {"accounts to soft-delete": len(users)}
     for e in applied:
-        if e.object_id in users and e.change.step != "account":
-            continue
-        if e.change.step == "account" and e.change.action is Action.CREATE:
+        if e.object_id in users:
             continue
         key = f"{e.change.step} changes to undo"
         touch[key] = touch.get(key, 0) + 1
-    return Status(runs, pending, touch)
+    return Status(cohorts, runs, pending, touch)
 
 
 def _mailbox_wait(playbook: Playbook) -> float:

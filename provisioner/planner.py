@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from .cohorts import Assignment, assign
 from .errors import RosterError
 from .model import Action, Change, PersonTarget, Plan
 from .naming import Names, NamingPolicy
 from .playbook import Playbook
-from .roster import Roster
+from .roster import Person, Roster
 from .snapshot import DirectoryUser, Snapshot, owner_prefix
 from .steps import STEPS, PersonView, PlanContext
 from .steps.groups import check_groups
 from .steps.license import resolve_sku
 
 
-def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot) -> Plan:
+def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
+              assignment: Assignment | None = None) -> Plan:
+    """The changes for every person, cohort by cohort (canary accounts first in theirs)."""
+    assignment = assignment or assign(playbook, roster)
+    persons = [p for name in (c.name for c in assignment.order) for p in assignment.members[name]]
     ctx = PlanContext(playbook, snapshot, owner_prefix(playbook))
     if "groups" in playbook.steps:
-        check_groups(ctx, roster)
+        check_groups(ctx, persons)
     managed = snapshot.managed(ctx.owner_prefix)
-    names = assign_names(playbook.naming_policy, roster, snapshot, managed)
+    names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
     changes: list[Change] = []
     people: dict[str, PersonTarget] = {}
-    for person in roster:
+    for person in persons:
         user = managed.get(person.person_id)
         view = PersonView(person, names[person.person_id], user)
         people[person.person_id] = PersonTarget(view.names.upn, user.id if user else None)
@@ -34,17 +40,18 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot) -> Plan:
         playbook_digest=playbook.digest, roster_digest=roster.digest, people=people,
         changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
         reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
+        cohort_of=dict(assignment.cohort_of), cohort_order=tuple(c.name for c in assignment.order),
     )
 
 
-def assign_names(policy: NamingPolicy, roster: Roster, snapshot: Snapshot,
-                 managed: Mapping[str, DirectoryUser]) -> dict[str, Names]:
+def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Person],
+                 snapshot: Snapshot, managed: Mapping[str, DirectoryUser]) -> dict[str, Names]:
     """Existing accounts keep their names; new people are named in person_id order, so the
     same roster against the same directory always gives the same addresses."""
     taken_upn, taken_nick = snapshot.names_taken()
     out: dict[str, Names] = {}
     problems: list[str] = []
-    for person in sorted(roster, key=lambda p: p.person_id):
+    for person in sorted(persons, key=lambda p: p.person_id):
         user = managed.get(person.person_id)
         if user is not None:
             out[person.person_id] = Names(user.upn, user.mail_nickname, policy.display_name(person))
@@ -56,7 +63,7 @@ def assign_names(policy: NamingPolicy, roster: Roster, snapshot: Snapshot,
         try:
             names = policy.assign(person, taken)
         except ValueError as exc:
-            problems.append(f"{roster.path}:{person.line}: given_name/surname: {exc}")
+            problems.append(f"{roster_path}:{person.line}: given_name/surname: {exc}")
             continue
         taken_upn.add(names.upn.lower())
         taken_nick.add(names.mail_nickname.lower())

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -97,6 +99,90 @@ class MailboxSettings(_Strict):
     wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 120
 
 
+def parse_duration(value: Any) -> Any:
+    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` → seconds."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 2h, 7d)")
+        return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+    return value
+
+
+def _share(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().endswith("%"):
+        return float(value.strip()[:-1]) / 100
+    return value
+
+
+def _listify(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Ratio = Annotated[float, Field(ge=0, le=1)]
+Values = Annotated[tuple[str, ...], BeforeValidator(_listify)]
+CHECKS = ("account_enabled", "license", "mailbox", "groups")
+
+
+class Selector(_Strict):
+    """Roster fields a person must match (all given fields, any of each field's values)."""
+
+    body: Values = ()
+    role: Values = ()
+    category: Values = ()
+    device_model: Values = ()
+    person_id: Values = ()
+    rest: bool = False
+
+    @model_validator(mode="after")
+    def _something(self) -> Selector:
+        given = [f for f in ("body", "role", "category", "device_model", "person_id") if getattr(self, f)]
+        if self.rest and given:
+            raise ValueError("`rest` takes everyone not in another cohort: give no other field")
+        if not self.rest and not given:
+            raise ValueError("give at least one of body, role, category, device_model, person_id, or rest")
+        return self
+
+
+class VerifyGate(_Strict):
+    checks: tuple[Literal["account_enabled", "license", "mailbox", "groups"], ...] = CHECKS
+    timeout: Duration = 300
+    interval: Duration = 10
+
+
+class SigninGate(_Strict):
+    min_success: Ratio = Field(description="share of the cohort with a successful sign-in")
+    window: Duration = 7 * 86400
+
+
+class FeedbackGate(_Strict):
+    file: Path
+    min_responses: Ratio = 0.5
+    benefit_at_least: Annotated[int, Field(ge=1, le=5)] = 4
+    min_benefit_share: Ratio = 0.7
+    max_stressed_share: Ratio = 0.1
+
+
+class Gates(_Strict):
+    max_failure_ratio: Ratio | None = 0.0
+    verify: VerifyGate | None = None
+    signin: SigninGate | None = None
+    feedback: FeedbackGate | None = None
+    soak: Duration | None = None
+    approval: bool = False
+
+
+class Cohort(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    select: Selector
+    share: Annotated[Ratio | None, BeforeValidator(_share)] = None
+    limit: Annotated[int | None, Field(ge=1)] = None
+    canary: bool = False
+    gates: Gates = Gates()
+    on_failure: Literal["halt", "rollback"] = "halt"
+
+
 class Playbook(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     description: str = ""
@@ -109,6 +195,7 @@ class Playbook(_Strict):
     groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
     mailbox_settings: MailboxSettings | None = None
     steps: tuple[Literal["account", "license", "groups", "mailbox_settings"], ...]
+    cohorts: tuple[Cohort, ...] = ()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
 
     # Filled in by load_playbook, not by the file.
@@ -147,6 +234,12 @@ class Playbook(_Strict):
             raise ValueError("steps: `groups` is listed but `groups` is empty")
         if "mailbox_settings" in self.steps and "license" not in self.steps:
             raise ValueError("steps: `mailbox_settings` needs `license` (the licence makes the mailbox)")
+        names = [c.name for c in self.cohorts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cohorts: the name {dupes[0]!r} is used twice")
+        if sum(c.select.rest for c in self.cohorts) > 1:
+            raise ValueError("cohorts: only one cohort can select `rest`")
         return self
 
     @property

@@ -34,7 +34,9 @@ class JournalHook(Hook):
         seq = self._seq.pop(result.change.id)
         if result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
             self.done[result.change.id] = seq
-        self.journal.record(seq, result.outcome.value, object_id=run.user_id,
+        # A change still waiting on Graph (a mailbox) is tried again: this attempt only waited.
+        state = "waiting" if result.outcome is Outcome.PENDING else result.outcome.value
+        self.journal.record(seq, state, object_id=run.user_id,
                             before_image=run.observed.get(result.change.id),
                             request_id=result.request_id, error_code=result.code,
                             message=result.message if result.outcome is not Outcome.APPLIED else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -15,18 +16,27 @@ _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red
 
 def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> Iterator[str]:
     people = len(plan.people)
-    yield f"Plan for {plan.playbook_name}: {people} people in the roster"
+    yield f"Plan for {plan.playbook_name}: {people} people"
     for warning in plan.warnings:
         yield click.style(f"warning: {warning}", fg="yellow") if color else f"warning: {warning}"
-    for step, changes in plan.by_step().items():
-        yield ""
-        yield f"{step} ({len(changes)})"
-        for change in changes:
-            label = plan.reversibility.get(change.id, "")
-            suffix = f"  ({label})" if label and label != "reversible" else ""
-            yield "  " + _change_line(change, color) + suffix
-            if detailed:
-                yield from (f"      {line}" for line in _diff(change))
+    cohorts = plan.by_cohort()
+    staged = len(plan.cohort_order) > 1 or (plan.cohort_order and plan.cohort_order[0] != "all")
+    for cohort, cohort_changes in cohorts.items():
+        indent = "  " if staged else ""
+        if staged:
+            size = sum(1 for pid in plan.people if plan.cohort_of.get(pid) == cohort)
+            yield ""
+            yield f"Cohort {cohort} ({size} people, {len(cohort_changes)} changes)"
+        part = replace(plan, changes=tuple(cohort_changes))
+        for step, changes in part.by_step().items():
+            yield ""
+            yield f"{indent}{step} ({len(changes)})"
+            for change in changes:
+                label = plan.reversibility.get(change.id, "")
+                suffix = f"  ({label})" if label and label != "reversible" else ""
+                yield f"{indent}  " + _change_line(change, color) + suffix
+                if detailed:
+                    yield from (f"{indent}      {line}" for line in _diff(change))
     one_way = [c for c in plan.changes if plan.reversibility.get(c.id) == "one-way"]
     yield ""
     if one_way:
@@ -105,11 +115,11 @@ class BarProgress(Hook):
         self.task = self.progress.add_task("applying", total=0)
 
     def begin(self, total: int) -> None:
-        self.progress.update(self.task, total=total)
+        self.progress.reset(self.task, total=total)
         self.progress.start()
 
     def close(self) -> None:
-        self.progress.stop()
+        self.progress.stop()  # safe to call twice
 
     def finished(self, result: ChangeResult) -> None:
         self.progress.advance(self.task)
@@ -139,7 +149,45 @@ def rollback_lines(planned: Any, *, color: bool = False) -> Iterator[str]:
            if plan.changes else "Rollback: nothing to undo.")
 
 
+def cohort_lines(outcome: Any) -> Iterator[str]:
+    yield f"Cohort {outcome.cohort}: {outcome.state}"
+    for gate in outcome.gates:
+        yield f"  {gate.gate:<18} {gate.status:<5} {gate.detail}"
+        for pid, problems in sorted(gate.people.items())[:50]:
+            yield f"    {pid}: {'; '.join(problems)}"
+        if len(gate.people) > 50:
+            yield f"    ... and {len(gate.people) - 50} more people"
+
+
+def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(width=160, record=True, file=_Discard())
+    console.print(table)
+    return console.export_text().rstrip().splitlines()
+
+
 def status_lines(status: Any) -> Iterator[str]:
+    rows = []
+    for c in status.cohorts:
+        gates = ", ".join(f"{g['gate']} {g['status']}" for g in c["gates"])
+        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(c["outcomes"].items()))
+        people = f"{c['people']}" + (f" +{c['canaries']} canary" if c["canaries"] else "")
+        rows.append((c["name"], people, c["state"], (c["applied_at"] or "")[:19], outcomes, gates))
+    yield from _table("Cohorts", ("cohort", "people", "state", "applied", "changes", "gates"), rows)
+    for c in status.cohorts:
+        for g in c["gates"]:
+            if g["status"] != "pass":
+                yield f"  {c['name']}: {g['gate']} {g['status']}: {g['detail']}"
+                for pid, problems in sorted(g["people"].items())[:20]:
+                    yield f"    {pid}: {'; '.join(problems)}"
+    yield ""
     from rich.console import Console
     from rich.table import Table
 

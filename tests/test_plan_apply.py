@@ -71,7 +71,7 @@ def test_plan_json_is_a_stable_document(runner: CliRunner, state_dir: Path,
     assert first["summary"] == {"create": 24, "update": 6, "delete": 0}
     change = first["changes"][0]
     assert set(change) == {"id", "step", "person_id", "action", "target", "before", "after",
-                           "reversibility"}
+                           "reversibility", "cohort"}
     assert change["reversibility"] == "compensable"
     assert change["after"]["userPrincipalName"] == "karin.lindqvist@politiker.example-region.se"
     assert "passwordProfile" not in change["after"]
@@ -211,14 +211,27 @@ def test_the_initial_password_never_reaches_output_logs_or_state(
         assert secret.encode() not in path.read_bytes()
 
 
-def test_the_example_playbook_with_its_hard_names_applies_cleanly(
+def test_the_example_rollout_with_its_hard_names_completes_cohort_by_cohort(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant]) -> None:
     make_sandbox(employees=300)
-    example = Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml"
-    result = cli(runner, state_dir, "apply", "--yes", str(example))
-    assert result.exit_code == 0, result.output[-2000:]
-    assert "Apply complete: 1000 applied, 0 unchanged, 0 pending, 0 failed, 0 skipped." in result.output
+    example = str(Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml")
+    first = cli(runner, state_dir, "apply", "--yes", example)
+    assert first.exit_code == 0, first.output[-2000:]
+    assert "Cohort presidium is verifying: 0 of 5 people signed in" in first.output
+    cli(runner, state_dir, "sandbox", "simulate-signins", example, "--cohort", "presidium",
+        "--success-rate", "1")
+    cli(runner, state_dir, "approve", example, "--cohort", "presidium")
+    second = cli(runner, state_dir, "apply", "--yes", "--all", example)
+    assert "Cohort presidium: passed" in second.output
+    assert "Cohort patientnamnden is awaiting approval" in second.output
+    cli(runner, state_dir, "approve", example, "--cohort", "patientnamnden")
+    third = cli(runner, state_dir, "apply", "--yes", "--all", example)
+    assert third.exit_code == 0, third.output[-2000:]
+    assert "Every cohort has passed its gates. The rollout is complete." in third.output
+    assert ": failed" not in third.output and " 0 failed, " in third.output
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", example).exit_code == 0
     upns = {u["userPrincipalName"] for u in reopen(state_dir).users.values()}
     assert {"anna.svensson@politiker.example-region.se", "anna.svensson.2@politiker.example-region.se",
             "siobhan.obrien@politiker.example-region.se", "ebba.afklint@politiker.example-region.se",
-            "zoe.odegard@politiker.example-region.se"} <= upns
+            "zoe.odegard@politiker.example-region.se", "canary.official@politiker.example-region.se"} <= upns
+    assert sum(u.endswith("@politiker.example-region.se") for u in upns) == 202  # 200 + 2 canaries

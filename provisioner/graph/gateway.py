@@ -160,14 +160,16 @@ class Graph:
         return dict(await self.json(self.client.users.to_post_request_information(
             User(additional_data=dict(body)))))
 
-    async def get_user(self, key: str, select: Sequence[str]) -> Json | None:
+    def user_request(self, key: str, select: Sequence[str]) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
 
         params = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=list(select))
+        return self._user(key).to_get_request_information(RequestConfiguration(query_parameters=params))
+
+    async def get_user(self, key: str, select: Sequence[str]) -> Json | None:
         try:
-            return dict(await self.json(self._user(key).to_get_request_information(
-                RequestConfiguration(query_parameters=params))))
+            return dict(await self.json(self.user_request(key, select)))
         except GraphError as exc:
             if exc.status == 404:
                 return None
@@ -239,19 +241,39 @@ class Graph:
             ids.extend(m["id"] for m in page)
         return ids
 
-    async def member_of_ids(self, user_id: str) -> set[str]:
+    def member_of_request(self, user_id: str) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.member_of.member_of_request_builder import (
             MemberOfRequestBuilder,
         )
 
-        builder = self._user(user_id).member_of
         params = MemberOfRequestBuilder.MemberOfRequestBuilderGetQueryParameters(select=["id"], top=PAGE)
-        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        return self._user(user_id).member_of.to_get_request_information(
+            RequestConfiguration(query_parameters=params))
+
+    async def member_of_ids(self, user_id: str) -> set[str]:
         ids: set[str] = set()
-        async for page in self.pages(request_info, builder):
+        builder = self._user(user_id).member_of
+        async for page in self.pages(self.member_of_request(user_id), builder):
             ids.update(m["id"] for m in page)
         return ids
+
+    # -- sign-in logs ----------------------------------------------------------------------
+    async def sign_ins(self, since: str) -> list[Json]:
+        """Sign-ins from ``since`` (ISO 8601, UTC) on: Graph's auditLogs/signIns."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import (
+            SignInsRequestBuilder,
+        )
+
+        builder = self.client.audit_logs.sign_ins
+        params = SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
+            filter=f"createdDateTime ge {since}", top=PAGE)
+        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        out: list[Json] = []
+        async for page in self.pages(request_info, builder):
+            out.extend(page)
+        return out
 
     async def add_member(self, group_id: str, member_id: str) -> None:
         from msgraph.generated.models.reference_create import ReferenceCreate

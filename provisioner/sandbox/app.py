@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .odata_filter import FilterError, compile_filter
+from .signins import SIGNIN_FILTERABLE
 from .tenant import (
     GROUP_FILTERABLE,
     USER_DEFAULT_SELECT,
@@ -212,7 +213,7 @@ class Sandbox:
                                                       "Failed dependency.").body(""), {}
             else:
                 url = urlsplit(str(item.get("url", "")))
-                rel = "/" + url.path.lstrip("/").removeprefix("v1.0/")
+                rel = "/" + unquote(url.path).lstrip("/").removeprefix("v1.0/")
                 inner = Call(str(item.get("method", "GET")).upper(), rel, dict(parse_qsl(url.query)),
                              {k.lower(): v for k, v in (item.get("headers") or {}).items()},
                              item.get("body"), call.base)
@@ -269,6 +270,9 @@ class Sandbox:
             ("POST", f"/directory/deletedItems/{seg}/restore",
              lambda c, m: Reply(200, t.restore(m["id"]))),
             ("DELETE", f"/directory/deletedItems/{seg}", lambda c, m: _no_content(t.purge(m["id"]))),
+            ("GET", "/auditLogs/signIns", lambda c, m: self._collection(
+                c, sorted(t.store.values("signIns"), key=lambda x: x["createdDateTime"], reverse=True),
+                SIGNIN_FILTERABLE, "SignIn", None)),
             ("GET", "/domains", lambda c, m: Reply(200, {"value": list(t.store.values("domains"))})),
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),

@@ -8,6 +8,7 @@ comparison ignores case; ``ne``, ``not`` and ``endswith`` are advanced queries t
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 Predicate = Callable[[dict[str, Any]], bool]
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>-?\d+(?:\.\d+)?)|(?P<punct>[(),])"
+    r"\s*(?:(?P<str>'(?:[^']|'')*')"
+    r"|(?P<dt>\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d))"
+    r"|(?P<num>-?\d+(?:\.\d+)?)|(?P<punct>[(),])"
     r"|(?P<word>[A-Za-z_][A-Za-z0-9_/.]*))"
 )
 
@@ -37,6 +40,8 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
         pos = m.end()
         if m["str"] is not None:
             out.append(("lit", m["str"][1:-1].replace("''", "'")))
+        elif m["dt"] is not None:
+            out.append(("lit", _datetime(m["dt"])))
         elif m["num"] is not None:
             out.append(("lit", float(m["num"]) if "." in m["num"] else int(m["num"])))
         elif m["punct"] is not None:
@@ -178,12 +183,36 @@ class _Parser:
                                   " containing 'OR' operators: 16. Max allowed: 15.")
             return lambda d: _matches_any(_get(d, name), values)
         value = self.literal()
+        if op in _ORDER:
+            test = _ORDER[op]
+            return lambda d: _ordered(_get(d, name), value, test)
         if op == "eq":
             return lambda d: _matches_any(_get(d, name), [value])
         if op == "ne":
             self.need_advanced("ne")
             return lambda d: not _matches_any(_get(d, name), [value])
         raise FilterError(f"Unsupported operator '{op}'.")
+
+
+_ORDER: dict[str, Callable[[Any, Any], bool]] = {
+    "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b,
+    "le": lambda a, b: a <= b, "lt": lambda a, b: a < b,
+}
+
+
+def _datetime(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _ordered(actual: Any, value: Any, test: Callable[[Any, Any], bool]) -> bool:
+    if actual is None:
+        return False
+    if isinstance(value, dt.datetime):
+        actual = _datetime(actual) if isinstance(actual, str) else actual
+    try:
+        return bool(test(actual, value))
+    except TypeError:
+        return False
 
 
 def _matches_any(actual: Any, values: list[Any]) -> bool:

@@ -172,6 +172,8 @@ class Tenant:
                     "assignedLicenses": [], **body}
         doc["passwordProfile"] = {"forceChangePasswordNextSignIn":
                                   body["passwordProfile"].get("forceChangePasswordNextSignIn", True)}
+        if self.config.get("new_accounts_disabled"):
+            doc["accountEnabled"] = False  # fault knob: the wrong setting from our story
         doc.setdefault("otherMails", [])
         doc.setdefault("businessPhones", [])
         doc.setdefault("onPremisesExtensionAttributes", {})
