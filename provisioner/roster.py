@@ -144,6 +144,8 @@ def _person(values: dict[str, str], line: int) -> tuple[Person | None, list[str]
     pid = values.get("person_id", "")
     if pid and not _PERSON_ID.match(pid):
         problems.append(f"person_id: {pid!r} may hold only letters, digits, '.', '_' and '-'")
+    if pid.lower().startswith("canary-"):
+        problems.append(f"person_id: {pid!r}: 'canary-' is reserved for the tool's test accounts")
     for col in ("given_name", "surname"):
         if any(ch in values.get(col, "") for ch in "\"<>@;\\"):
             problems.append(f"{col}: contains a character not allowed in a name")
