@@ -154,6 +154,14 @@ def test_the_story_a_wrong_setting_is_caught_by_the_canary(runner: CliRunner, st
     again = cli(runner, state_dir, "apply", "--yes", "--cohort", "rest", str(playbook))
     assert again.exit_code == 1
     assert "cohort rest comes after pilot, which has not passed its gates (it is failed)" in again.output
+    # The admin fixes the setting; the next apply enables the canaries, and the rollout goes on.
+    tenant = reopen(state_dir)
+    tenant.store.set_config({"new_accounts_disabled": False})
+    tenant.store.close()
+    fixed = cli(runner, state_dir, "apply", "--yes", "--all", str(playbook))
+    assert fixed.exit_code == 0, fixed.output
+    assert "~ update user:canary.official@politiker.example-region.se" in fixed.output
+    assert "The rollout is complete" in fixed.output
 
 
 def test_the_story_a_mailbox_that_never_appears_halts_after_the_first_cohort(

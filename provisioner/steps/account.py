@@ -20,13 +20,13 @@ from .base import (
 )
 
 # Attributes the tool keeps in line with the roster on accounts it manages.
-MANAGED = ("displayName", "givenName", "surname", "usageLocation", "department", "jobTitle",
-           "mobilePhone", "otherMails")
+MANAGED = ("accountEnabled", "displayName", "givenName", "surname", "usageLocation", "department",
+           "jobTitle", "mobilePhone", "otherMails")
 
 
 def desired_attributes(ctx: PlanContext, view: PersonView) -> Json:
     p, account = view.person, ctx.playbook.account
-    attrs: Json = {"displayName": view.names.display_name, "givenName": p.given_name,
+    attrs: Json = {"accountEnabled": True, "displayName": view.names.display_name, "givenName": p.given_name,
                    "surname": p.surname, "usageLocation": account.usage_location}
     department = {"body": p.body, "category": p.category}.get(account.department_from)
     job_title = {"role": p.role, "category": p.category}.get(account.job_title_from)
@@ -47,7 +47,6 @@ class AccountStep:
         wanted = desired_attributes(ctx, view)
         if view.user is None:
             after = {
-                "accountEnabled": True,
                 "userPrincipalName": view.names.upn,
                 "mailNickname": view.names.mail_nickname,
                 **wanted,
