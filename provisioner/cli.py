@@ -18,6 +18,7 @@ from .logs import configure
 
 EXIT_CHANGES = 2  # plan --detailed-exitcode, as terraform plan
 EXIT_HALTED = 4   # a cohort failed its gates: the rollout is halted
+EXIT_HELD = 3     # plan --detailed-exitcode: people are held for a dual-role decision
 
 
 class Command(click.Command):
@@ -135,6 +136,8 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
     if out is not None:
         ops.save_plan(result, out)
         click.echo(f"Saved the plan to {out}; `provisioner apply {out}` carries it out.", err=as_json)
+    if detailed_exitcode and result.held:
+        sys.exit(EXIT_HELD)
     if detailed_exitcode and result.changes:
         sys.exit(EXIT_CHANGES)
 
@@ -166,6 +169,8 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
 
     def show(outcome: Any) -> None:
         progress.close()
+        for pid, why in sorted(outcome.plan.held.items()):
+            click.echo(f"held: {pid} is skipped until decided ({why})")
         if outcome.report is not None:
             for line in report_lines(outcome.report):
                 click.echo(line)
@@ -193,6 +198,25 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
         sys.exit(EXIT_HALTED)
     if done.report is not None and not done.report.ok:
         sys.exit(1)
+
+
+@main.command("dual-roles")
+@playbook_arg
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.pass_obj
+def dual_roles(session: ops.Session, playbook: Path, fmt: str) -> None:
+    """Roster people who may already have an account, with candidates, scores and evidence."""
+    from .render import dual_role_csv, dual_role_lines
+
+    rows = asyncio.run(ops.dual_roles(session, ops.load(playbook)))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        click.echo(dual_role_csv(rows), nl=False)
+    else:
+        for line in dual_role_lines(rows):
+            click.echo(line)
 
 
 @main.command()

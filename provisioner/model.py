@@ -87,16 +87,20 @@ class Plan:
     reversibility: dict[str, str] = field(default_factory=dict)
     cohort_of: dict[str, str] = field(default_factory=dict)  # person_id → cohort
     cohort_order: tuple[str, ...] = ()
+    held: dict[str, str] = field(default_factory=dict)  # person_id → why (a dual-role decision)
 
     def only(self, cohort: str | None = None, people: set[str] | None = None) -> Plan:
         """The part of the plan for one cohort, or for some people."""
-        keep = [c for c in self.changes
-                if (cohort is None or self.cohort_of.get(c.person_id) == cohort)
-                and (people is None or c.person_id in people)]
+        def wanted(pid: str) -> bool:
+            return ((cohort is None or self.cohort_of.get(pid) == cohort)
+                    and (people is None or pid in people))
+
+        keep = [c for c in self.changes if wanted(c.person_id)]
         pids = {c.person_id for c in keep} | {
             pid for pid in self.people if cohort is not None and self.cohort_of.get(pid) == cohort}
         return replace(self, changes=tuple(keep),
-                       people={pid: t for pid, t in self.people.items() if pid in pids})
+                       people={pid: t for pid, t in self.people.items() if pid in pids},
+                       held={pid: why for pid, why in self.held.items() if wanted(pid)})
 
     def by_cohort(self) -> dict[str, list[Change]]:
         present = {self.cohort_of.get(pid) for pid in self.people}
@@ -119,7 +123,8 @@ class Plan:
         """The stable document of ``plan --json`` (and, with ``saved``, of ``plan --out``)."""
         changes = [{**c.to_json(), "reversibility": self.reversibility.get(c.id, "reversible"),
                     "cohort": self.cohort_of.get(c.person_id)} for c in self.changes]
-        return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings)}
+        return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings),
+                "held": [{"person_id": pid, "reason": why} for pid, why in sorted(self.held.items())]}
 
     def to_file(self) -> Json:
         return {
@@ -146,4 +151,5 @@ class Plan:
             reversibility={c["id"]: c.get("reversibility", "reversible") for c in data["changes"]},
             cohort_of={pid: p["cohort"] for pid, p in data["people"].items() if p.get("cohort")},
             cohort_order=tuple(data.get("cohort_order", ())),
+            held={h["person_id"]: h["reason"] for h in data.get("held", ())},
         )

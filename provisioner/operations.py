@@ -13,6 +13,7 @@ import structlog
 
 from .audit import AuditLog, audit_key
 from .cohorts import Assignment, assign, is_canary
+from .dualrole import analyse
 from .errors import InputError, StalePlanError
 from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, verify
 from .graph.client import Target
@@ -26,7 +27,7 @@ from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, selec
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
-from .snapshot import read_snapshot
+from .snapshot import owner_prefix, read_snapshot
 from .steps.groups import group_names
 
 if TYPE_CHECKING:
@@ -308,7 +309,9 @@ class _Stage:
                   confirm: Callable[[Plan], bool] | None) -> CohortOutcome | None:
         if plan.changes and confirm is not None and not confirm(plan):
             return None
-        name, members = cohort.name, self.assignment.members[cohort.name]
+        name = cohort.name
+        # People held for a dual-role decision have nothing made yet: gates skip them.
+        members = [p for p in self.assignment.members[name] if p.person_id not in plan.held]
         outcome = CohortOutcome(name, plan)
         self.journal.set_cohort_state(self.pb.name, name, "applying")
         canaries = [p for p in members if is_canary(p.person_id)]
@@ -429,6 +432,32 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
             journal.mark_undone(seqs, by=recorder.done[result.change.id])
     journal.finish_run(rid, "completed" if report.ok else "failed")
     return RolledBack(planned, report, rid)
+
+
+async def dual_roles(session: Session, loaded: Loaded) -> list[dict[str, Any]]:
+    """The dual-role report: every person who is not plainly new, with the evidence (never
+    a personnummer: only the word that it matched)."""
+    pb = loaded.playbook
+    async with connect(session, pb) as graph:
+        snapshot = await read_snapshot(graph, pb, loaded.roster, set())
+    views = analyse(pb, list(loaded.roster), snapshot, owner_prefix(pb))
+    mine = snapshot.managed(owner_prefix(pb))
+    names = {p.person_id: f"{p.given_name} {p.surname}" for p in loaded.roster}
+    rows = []
+    for pid, view in views.items():
+        m, r = view.match, view.resolution
+        if m.status == "new" and view.decision is None:
+            continue
+        own = mine.get(pid)
+        rows.append({
+            "person_id": pid, "name": names[pid], "status": m.status, "reason": m.reason,
+            "applies": f"{r.kind} ({r.source})" + (f": {r.reason}" if r.reason else ""),
+            "account": (own.upn + (" (adopted)" if own.adopted else "")) if own else None,
+            "candidates": [{"user_id": c.user_id, "upn": c.upn, "display_name": c.display_name,
+                            "score": c.score, "evidence": list(c.evidence), "enabled": c.enabled,
+                            "made_by": c.made_by} for c in m.candidates],
+        })
+    return rows
 
 
 def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> str:

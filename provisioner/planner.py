@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .cohorts import Assignment, assign
+from .dualrole import ADOPT, OWN, DualRoleView, analyse
 from .errors import RosterError
 from .model import Action, Change, PersonTarget, Plan
 from .naming import Names, NamingPolicy
@@ -27,12 +28,19 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         check_groups(ctx, persons)
     managed = snapshot.managed(ctx.owner_prefix)
     names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
+    dual = analyse(playbook, persons, snapshot, ctx.owner_prefix)
     changes: list[Change] = []
     people: dict[str, PersonTarget] = {}
+    held: dict[str, str] = {}
     for person in persons:
-        user = managed.get(person.person_id)
-        view = PersonView(person, names[person.person_id], user)
-        people[person.person_id] = PersonTarget(view.names.upn, user.id if user else None)
+        view = _view(playbook, snapshot, person, names[person.person_id], managed.get(person.person_id),
+                     dual.get(person.person_id))
+        if view is None:
+            held[person.person_id] = dual[person.person_id].resolution.reason
+            continue
+        user = view.user
+        people[person.person_id] = PersonTarget(user.upn if user else view.names.upn,
+                                                user.id if user else None)
         for step in playbook.steps:
             changes.extend(STEPS[step].plan(ctx, view))
     return Plan(
@@ -41,7 +49,29 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
         reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
         cohort_of=dict(assignment.cohort_of), cohort_order=tuple(c.name for c in assignment.order),
+        held=held,
     )
+
+
+def _view(playbook: Playbook, snapshot: Snapshot, person: Person, names: Names,
+          mine: DirectoryUser | None, dual: DualRoleView | None) -> PersonView | None:
+    """How the steps see a person: their account (own or adopted) and the employee account
+    an own account links to. None: held for a dual-role decision."""
+    resolution = dual.resolution if dual else None
+    if mine is not None:  # already provisioned: the account stays what it is
+        if mine.adopted:
+            return PersonView(person, names, mine, adopted=True)
+        if resolution is not None and resolution.kind == OWN:
+            return PersonView(person, names, mine, link=resolution.user)
+        current = (mine.attributes.get("onPremisesExtensionAttributes") or {}).get(
+            playbook.dual_role.link_attribute) or ""
+        return PersonView(person, names, mine,
+                          link=snapshot.users.get(current.removeprefix("dual-role:")))
+    if resolution is None or resolution.kind == OWN:
+        return PersonView(person, names, None, link=resolution.user if resolution else None)
+    if resolution.kind == ADOPT:
+        return PersonView(person, names, resolution.user, adopted=True)
+    return None
 
 
 def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Person],

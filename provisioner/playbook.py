@@ -183,6 +183,41 @@ class Cohort(_Strict):
     on_failure: Literal["halt", "rollback"] = "halt"
 
 
+ExtAttr = Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")]
+
+
+class Weights(_Strict):
+    """How much each piece of evidence says that a directory account is this person."""
+
+    employee_id: Ratio = 0.95
+    personal_number: Ratio = 0.99
+    mobile: Ratio = 0.6
+    private_email: Ratio = 0.6
+    name: Ratio = 0.35
+    birth_date: Ratio = 0.4
+
+
+class DualRole(_Strict):
+    policy: Literal["separate_account", "use_existing", "review"] = "review"
+    match_threshold: Ratio = 0.9
+    review_threshold: Ratio = 0.5
+    weights: Weights = Weights()
+    # The directory side of the personnummer: a keyed hash (HMAC-SHA-256, hex) that HR's sync
+    # writes into this attribute; the key is read from the environment variable below.
+    personal_number_attribute: ExtAttr | None = None
+    personal_number_key_env: str = "PROVISIONER_PNR_KEY"
+    birth_date_attribute: ExtAttr | None = None
+    # separate_account: where the official's account records the employee account it belongs with
+    link_attribute: ExtAttr = "extensionAttribute14"
+    decisions: Path | None = None
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> DualRole:
+        if self.review_threshold > self.match_threshold:
+            raise ValueError("review_threshold must not be above match_threshold")
+        return self
+
+
 class Playbook(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     description: str = ""
@@ -196,6 +231,7 @@ class Playbook(_Strict):
     mailbox_settings: MailboxSettings | None = None
     steps: tuple[Literal["account", "license", "groups", "mailbox_settings"], ...]
     cohorts: tuple[Cohort, ...] = ()
+    dual_role: DualRole = DualRole()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
 
     # Filled in by load_playbook, not by the file.
@@ -234,6 +270,8 @@ class Playbook(_Strict):
             raise ValueError("steps: `groups` is listed but `groups` is empty")
         if "mailbox_settings" in self.steps and "license" not in self.steps:
             raise ValueError("steps: `mailbox_settings` needs `license` (the licence makes the mailbox)")
+        if self.dual_role.link_attribute == self.account.ownership_attribute:
+            raise ValueError("dual_role.link_attribute: must differ from account.ownership_attribute")
         names = [c.name for c in self.cohorts]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -253,7 +291,11 @@ class Playbook(_Strict):
 
     @property
     def roster_path(self) -> Path:
-        return self.roster if self.roster.is_absolute() else self.source.parent / self.roster
+        return self.resolve(self.roster)
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the playbook, relative to the playbook's folder."""
+        return path if path.is_absolute() else self.source.parent / path
 
 
 def _check_fields(template: str, allowed: tuple[str, ...]) -> str:

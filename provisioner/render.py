@@ -38,6 +38,10 @@ def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> It
                 if detailed:
                     yield from (f"{indent}      {line}" for line in _diff(change))
     one_way = [c for c in plan.changes if plan.reversibility.get(c.id) == "one-way"]
+    if plan.held:
+        yield ""
+        yield f"Held for a dual-role decision ({len(plan.held)}): nothing is made for them yet"
+        yield from (f"  ? {pid}: {why}" for pid, why in sorted(plan.held.items()))
     yield ""
     if one_way:
         yield (f"Note: {len(one_way)} one-way changes cannot be undone by rollback"
@@ -47,9 +51,10 @@ def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> It
 
 def summary_line(plan: Plan) -> str:
     s = plan.summary()
+    held = f" {len(plan.held)} held for a decision." if plan.held else ""
     if not plan.changes:
-        return "No changes. The tenant matches the playbook."
-    return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete."
+        return "No changes. The tenant matches the playbook." + held
+    return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete." + held
 
 
 def _change_line(change: Change, color: bool) -> str:
@@ -215,3 +220,42 @@ class _Discard:
 
     def flush(self) -> None:
         pass
+
+
+def dual_role_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
+    if not rows:
+        yield "No roster person matches an existing account."
+        return
+    for row in rows:
+        yield f"{row['person_id']} {row['name']}: {row['status']}" + (
+            f" ({row['reason']})" if row["reason"] else "")
+        yield f"  applies: {row['applies']}"
+        if row["account"]:
+            yield f"  has: {row['account']}"
+        for c in row["candidates"]:
+            flags = ("" if c["enabled"] else ", disabled") + (
+                f", made by {c['made_by']}" if c["made_by"] else "")
+            yield (f"  candidate {c['upn']} ({c['display_name']}{flags}): score {c['score']:.2f},"
+                   f" evidence {', '.join(c['evidence'])}")
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    yield ""
+    yield "Dual roles: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
+def dual_role_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["person_id", "name", "status", "reason", "applies", "candidate_user_id",
+                     "candidate_upn", "score", "evidence", "enabled"])
+    for row in rows:
+        for c in row["candidates"] or [{}]:
+            writer.writerow([row["person_id"], row["name"], row["status"], row["reason"],
+                             row["applies"], c.get("user_id", ""), c.get("upn", ""),
+                             c.get("score", ""), " ".join(c.get("evidence", [])),
+                             c.get("enabled", "")])
+    return buf.getvalue()

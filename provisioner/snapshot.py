@@ -21,6 +21,7 @@ USER_SELECT = (
     "otherMails", "assignedLicenses", "onPremisesExtensionAttributes",
 )
 MAILBOX_NOT_READY = "MailboxNotEnabledForRESTAPI"
+ADOPTED = ":adopted"  # ownership tag suffix of an existing account taken over (use_existing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,11 @@ class DirectoryUser:
         ext = doc.get("onPremisesExtensionAttributes") or {}
         return cls(doc["id"], doc["userPrincipalName"], doc.get("mailNickname") or "",
                    doc, ext.get(ownership_attribute))
+
+    @property
+    def adopted(self) -> bool:
+        """An existing account a dual-role decision gave to this playbook (not created by it)."""
+        return bool(self.owner_tag and self.owner_tag.endswith(ADOPTED))
 
     @property
     def license_ids(self) -> dict[str, list[str]]:
@@ -71,8 +77,8 @@ class Snapshot:
     mailboxes: dict[str, Json | None] = field(default_factory=dict)  # user id → settings, None = not yet
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
-        """person_id → the account this playbook made for them."""
-        return {u.owner_tag[len(tag_prefix):]: u for u in self.users.values()
+        """person_id → the account this playbook made (or adopted) for them."""
+        return {u.owner_tag[len(tag_prefix):].removesuffix(ADOPTED): u for u in self.users.values()
                 if u.owner_tag and u.owner_tag.startswith(tag_prefix)}
 
     def names_taken(self) -> tuple[set[str], set[str]]:

@@ -27,6 +27,7 @@ groups: [Förtroendevalda, "Politiker {{body}}"]
 mailbox_settings:
   wait_seconds: {wait}
 steps: [{steps}]
+dual_role: {{policy: separate_account}}
 concurrency: {concurrency}
 """
 

@@ -31,6 +31,7 @@ license: {{sku: ENTERPRISEPACK}}
 groups: [Förtroendevalda, "Politiker {{body}}"]
 mailbox_settings: {{wait_seconds: 5}}
 steps: [account, license, groups, mailbox_settings]
+dual_role: {{policy: separate_account}}
 concurrency: 4
 cohorts:
 {cohorts}

@@ -212,7 +212,9 @@ def test_the_initial_password_never_reaches_output_logs_or_state(
 
 
 def test_the_example_rollout_with_its_hard_names_completes_cohort_by_cohort(
-        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant]) -> None:
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVISIONER_PNR_KEY", "sandbox-personnummer-key")
     make_sandbox(employees=300)
     example = str(Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml")
     first = cli(runner, state_dir, "apply", "--yes", example)

@@ -6,9 +6,11 @@ that the dual-role people of the example roster really exist as employees in the
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from dataclasses import dataclass
 
+from ..identity import luhn_ok
 from ..naming import name_token
 
 GIVEN = (
@@ -60,6 +62,16 @@ HARD_NAMES = (
 )
 
 
+# Employees behind the example roster's hard dual-role cases (the last officials of a roster
+# of 50 or more): a married name, an official two employees could be, a disabled account.
+SCENARIO_EMPLOYEES = (
+    ("E10007", "Sara", "Nilsson", "+46701110007", True, ()),
+    ("E10008", "Omar", "Ali", "+46701110008", True, ()),
+    ("E10009", "Elin", "Berg", "+46701110009", True, ("elin.berg.privat@example.org",)),
+    ("E10010", "Per", "Holm", "+46701110010", False, ()),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Employee:
     employee_id: str
@@ -69,12 +81,29 @@ class Employee:
     department: str
     job_title: str
     enabled: bool = True
+    other_mails: tuple[str, ...] = ()
+
+    @property
+    def personal_number(self) -> str:
+        return personal_number_for(self.employee_id)
+
+
+def personal_number_for(key: str) -> str:
+    """A fictional, valid personnummer (YYYYMMDDXXXX), the same for the same key."""
+    rng = random.Random(f"pnr:{key}")
+    birth = dt.date(1950, 1, 1) + dt.timedelta(days=rng.randrange(365 * 50))
+    body = birth.strftime("%y%m%d") + f"{rng.randrange(1000):03d}"
+    check = next(d for d in range(10) if luhn_ok(body + str(d)))
+    return birth.strftime("%Y%m%d") + body[6:] + str(check)
 
 
 def employees(count: int, seed: int) -> list[Employee]:
     rng = random.Random(seed)
-    out = [Employee(eid, g, s, m, "Regionkansliet", "handläggare")
-           for eid, g, s, m in DUAL_ROLE_EMPLOYEES][:count]
+    fixed = [Employee(eid, g, s, m, "Regionkansliet", "handläggare")
+             for eid, g, s, m in DUAL_ROLE_EMPLOYEES]
+    fixed += [Employee(eid, g, s, m, "Regionkansliet", "handläggare", enabled, mails)
+              for eid, g, s, m, enabled, mails in SCENARIO_EMPLOYEES]
+    out = fixed[:count]
     for i in range(len(out), count):
         out.append(Employee(
             f"E{20000 + i}", rng.choice(GIVEN), rng.choice(SURNAMES),
@@ -94,6 +123,11 @@ class Official:
     mobile: str = ""
     employee_id: str = ""
     private_email: str = ""
+    personal_number: str = ""
+
+
+def _formatted(pnr: str) -> str:
+    return f"{pnr[:8]}-{pnr[8:]}"
 
 
 def officials(count: int, seed: int) -> list[Official]:
@@ -106,7 +140,7 @@ def officials(count: int, seed: int) -> list[Official]:
     for eid, given, surname, mobile in DUAL_ROLE_EMPLOYEES:
         i = len(out)
         out.append(Official(f"P{i + 1:05d}", given, surname, ROLES[i % 2], body_for(i),
-                            mobile, eid))
+                            mobile, eid, "", _formatted(personal_number_for(eid))))
     for given, surname in HARD_NAMES:
         i = len(out)
         out.append(Official(f"P{i + 1:05d}", given, surname, ROLES[i % 2], body_for(i)))
@@ -118,7 +152,21 @@ def officials(count: int, seed: int) -> list[Official]:
         out.append(Official(f"P{i + 1:05d}", given, surname,
                             "ledamot" if rng.random() < 0.55 else "ersättare",
                             body_for(rng.randrange(len(BODIES))), mobile, "", email))
-    return out[:count]
+    out = out[:count]
+    if count >= 50:  # the hard dual-role cases close the roster
+        n = count - 3
+        out[n:] = [
+            # Married since HR's record: another surname, the same personnummer.
+            Official(f"P{n + 1:05d}", "Sara", "Ek", "ledamot", BODIES[1],
+                     personal_number=_formatted(personal_number_for("E10007"))),
+            # Omar Ali's mobile and Elin Berg's private e-mail: two employees could be her.
+            Official(f"P{n + 2:05d}", "Maja", "Lund", "ersättare", BODIES[2], "+46701110008",
+                     private_email="elin.berg.privat@example.org"),
+            # Per Holm's employee account is disabled.
+            Official(f"P{n + 3:05d}", "Per", "Holm", "ledamot", BODIES[3], employee_id="E10010",
+                     personal_number=_formatted(personal_number_for("E10010"))),
+        ]
+    return out
 
 
 def roster_csv(people: list[Official], delimiter: str = ";") -> str:
@@ -129,8 +177,8 @@ def roster_csv(people: list[Official], delimiter: str = ";") -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
     writer.writerow(["person_id", "given_name", "surname", "role", "body", "mobile",
-                     "private_email", "employee_id"])
+                     "private_email", "employee_id", "personal_number"])
     for p in people:
         writer.writerow([p.person_id, p.given, p.surname, p.role, p.body, p.mobile,
-                         p.private_email, p.employee_id])
+                         p.private_email, p.employee_id, p.personal_number])
     return buf.getvalue()

@@ -6,11 +6,15 @@ import random
 import uuid
 from typing import Any
 
+from ..identity import personal_number_hash
 from ..naming import name_token
 from .region import BODIES, employees
 from .store import Doc, Store
 
 DOMAIN = "example-region.se"
+# The sandbox's HR sync writes personnummer as HMACs with this key: set PROVISIONER_PNR_KEY to
+# it to match on personnummer in demos. A real region's key is its own secret.
+SANDBOX_PNR_KEY = "sandbox-personnummer-key"
 OFFICIALS_DOMAIN = f"politiker.{DOMAIN}"
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -73,6 +77,7 @@ def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
     taken: set[str] = set()
     docs = []
     for e in employees(count, seed):
+        pnr = e.personal_number
         base = f"{name_token(e.given)}.{name_token(e.surname)}"
         local, n = base, 1
         while local in taken:
@@ -85,9 +90,12 @@ def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
             "displayName": f"{e.given} {e.surname}", "givenName": e.given, "surname": e.surname,
             "accountEnabled": e.enabled, "employeeId": e.employee_id, "employeeType": "Employee",
             "department": e.department, "jobTitle": e.job_title, "mobilePhone": e.mobile,
-            "usageLocation": "SE", "otherMails": [], "businessPhones": [],
+            "usageLocation": "SE", "otherMails": list(e.other_mails), "businessPhones": [],
             "companyName": "Region Exempel",
-            "onPremisesExtensionAttributes": {f"extensionAttribute{i}": None for i in range(1, 16)},
+            "onPremisesExtensionAttributes": {
+                **{f"extensionAttribute{i}": None for i in range(1, 16)},
+                "extensionAttribute1": personal_number_hash(e.personal_number, SANDBOX_PNR_KEY.encode()),
+                "extensionAttribute2": f"{pnr[:4]}-{pnr[4:6]}-{pnr[6:8]}"},
             "assignedLicenses": [{"skuId": e3, "disabledPlans": []}],
             "passwordProfile": {"forceChangePasswordNextSignIn": False},
             "_mailboxRequestedAt": 0,

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
+from ..snapshot import ADOPTED
 from .base import (
     COMPENSABLE,
     REVERSIBLE,
@@ -44,24 +45,26 @@ class AccountStep:
     name: ClassVar[str] = "account"
 
     def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
-        wanted = desired_attributes(ctx, view)
+        pid = view.person.person_id
+        marks = _marks(ctx, view)
         if view.user is None:
-            after = {
-                "userPrincipalName": view.names.upn,
-                "mailNickname": view.names.mail_nickname,
-                **wanted,
-                "onPremisesExtensionAttributes": {
-                    ctx.playbook.account.ownership_attribute:
-                        f"{ctx.owner_prefix}{view.person.person_id}"},
-            }
-            return [Change(self.name, view.person.person_id, Action.CREATE,
-                           f"user:{view.names.upn}", None, after)]
+            after = {"userPrincipalName": view.names.upn, "mailNickname": view.names.mail_nickname,
+                     **desired_attributes(ctx, view),
+                     "onPremisesExtensionAttributes": {k: v for k, v in marks.items() if v}}
+            return [Change(self.name, pid, Action.CREATE, f"user:{view.names.upn}", None, after)]
         current = view.user.attributes
+        # An adopted account is the employee's: only our mark on it is ours to keep.
+        wanted = {} if view.adopted else desired_attributes(ctx, view)
         changed = [k for k in MANAGED if k in wanted and current.get(k) != wanted[k]]
-        if not changed:
+        before = {k: current.get(k) for k in changed}
+        after = {k: wanted[k] for k in changed}
+        have = current.get("onPremisesExtensionAttributes") or {}
+        if any(have.get(k) != v for k, v in marks.items()):
+            before["onPremisesExtensionAttributes"] = {k: have.get(k) for k in marks}
+            after["onPremisesExtensionAttributes"] = marks
+        if not after:
             return []
-        return [Change(self.name, view.person.person_id, Action.UPDATE, f"user:{view.user.upn}",
-                       {k: current.get(k) for k in changed}, {k: wanted[k] for k in changed})]
+        return [Change(self.name, pid, Action.UPDATE, f"user:{view.user.upn}", before, after)]
 
     def reversibility(self, change: Change) -> str:
         return REVERSIBLE if change.action is Action.UPDATE else COMPENSABLE
@@ -117,6 +120,17 @@ class AccountStep:
             return Outcome.UNCHANGED
         run.user_id = created["id"]
         return Outcome.APPLIED
+
+
+def _marks(ctx: PlanContext, view: PersonView) -> dict[str, str | None]:
+    """The extension attributes the tool keeps: whose account it is, and for an official who
+    is also an employee, which employee account theirs belongs with."""
+    account, dual = ctx.playbook.account, ctx.playbook.dual_role
+    tag = f"{ctx.owner_prefix}{view.person.person_id}"
+    if view.adopted:
+        return {account.ownership_attribute: tag + ADOPTED}
+    link = f"dual-role:{view.link.id}" if view.link is not None else None
+    return {account.ownership_attribute: tag, dual.link_attribute: link}
 
 
 def _same_owner(existing: Json, after: Json) -> bool:

@@ -40,6 +40,8 @@ class PersonView:
     person: Person
     names: Names
     user: DirectoryUser | None
+    adopted: bool = False             # user is an existing account taken over (use_existing)
+    link: DirectoryUser | None = None  # separate_account: the employee account to link to
 
 
 @dataclass(slots=True)

@@ -33,6 +33,8 @@ class MailboxSettingsStep:
     name: ClassVar[str] = "mailbox_settings"
 
     def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        if view.adopted:
+            return []  # an employee's own mailbox: their settings are theirs
         wanted = desired_settings(ctx)
         upn = view.user.upn if view.user else view.names.upn
         current = ctx.snapshot.mailboxes.get(view.user.id) if view.user else None
