@@ -234,8 +234,8 @@ class Sandbox:
         seg = r"(?P<id>[^/]+)"
         return [
             ("GET", "/users", lambda c, m: self._collection(
-                c, [t.view_user(u) for u in t.users.values()], USER_FILTERABLE, "User",
-                USER_DEFAULT_SELECT)),
+                c, list(t.users.values()), USER_FILTERABLE, "User", USER_DEFAULT_SELECT,
+                view=t.view_user)),
             ("POST", "/users", lambda c, m: Reply(201, _ctx(t.create_user(_obj(c)), "users"))),
             ("GET", f"/users/{seg}", lambda c, m: Reply(
                 200, _select(t.view_user(t.find_user(m["id"])), c.query, USER_DEFAULT_SELECT))),
@@ -279,15 +279,18 @@ class Sandbox:
         ]
 
     def _collection(self, call: Call, items: list[dict[str, Any]], filterable: set[str],
-                    resource: str, default_select: tuple[str, ...] | None) -> Reply:
+                    resource: str, default_select: tuple[str, ...] | None,
+                    view: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d) -> Reply:
+        """One page of a collection; ``view`` turns a stored object into what Graph shows,
+        and is only paid for the objects a filter looks at or a page returns."""
         q = call.query
         advanced = call.headers.get("consistencylevel", "").lower() == "eventual"
         if "$filter" in q:
             pred = compile_filter(q["$filter"], filterable, advanced=advanced, resource=resource)
-            items = [i for i in items if pred(i)]
+            items = [i for i in items if pred(view(i))]
         top = _top(q.get("$top"))
         offset = _decode_skiptoken(q.get("$skiptoken"))
-        page = items[offset: offset + top]
+        page = [view(i) for i in items[offset: offset + top]]
         body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{call.path.strip('/')}"}
         if q.get("$count", "").lower() == "true":
             if not advanced:
