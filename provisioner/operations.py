@@ -451,13 +451,23 @@ async def dual_roles(session: Session, loaded: Loaded) -> list[dict[str, Any]]:
         own = mine.get(pid)
         rows.append({
             "person_id": pid, "name": names[pid], "status": m.status, "reason": m.reason,
-            "applies": f"{r.kind} ({r.source})" + (f": {r.reason}" if r.reason else ""),
+            "applies": _applies(r),
             "account": (own.upn + (" (adopted)" if own.adopted else "")) if own else None,
             "candidates": [{"user_id": c.user_id, "upn": c.upn, "display_name": c.display_name,
                             "score": c.score, "evidence": list(c.evidence), "enabled": c.enabled,
                             "made_by": c.made_by} for c in m.candidates],
         })
     return rows
+
+
+def _applies(r: Any) -> str:
+    if r.kind == "own":
+        what = "own account" + (f", linked to {r.user.upn}" if r.user is not None else "")
+    elif r.kind == "adopt":
+        what = f"use the existing account {r.user.upn}"
+    else:
+        what = f"held: {r.reason}"
+    return f"{what} ({r.source})"
 
 
 def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> str:
