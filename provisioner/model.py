@@ -88,6 +88,7 @@ class Plan:
     cohort_of: dict[str, str] = field(default_factory=dict)  # person_id → cohort
     cohort_order: tuple[str, ...] = ()
     held: dict[str, str] = field(default_factory=dict)  # person_id → why (a dual-role decision)
+    awaiting: dict[str, str] = field(default_factory=dict)  # person_id → device awaiting enrolment
 
     def only(self, cohort: str | None = None, people: set[str] | None = None) -> Plan:
         """The part of the plan for one cohort, or for some people."""
@@ -100,7 +101,8 @@ class Plan:
             pid for pid in self.people if cohort is not None and self.cohort_of.get(pid) == cohort}
         return replace(self, changes=tuple(keep),
                        people={pid: t for pid, t in self.people.items() if pid in pids},
-                       held={pid: why for pid, why in self.held.items() if wanted(pid)})
+                       held={pid: why for pid, why in self.held.items() if wanted(pid)},
+                       awaiting={pid: why for pid, why in self.awaiting.items() if wanted(pid)})
 
     def by_cohort(self) -> dict[str, list[Change]]:
         present = {self.cohort_of.get(pid) for pid in self.people}
@@ -124,7 +126,9 @@ class Plan:
         changes = [{**c.to_json(), "reversibility": self.reversibility.get(c.id, "reversible"),
                     "cohort": self.cohort_of.get(c.person_id)} for c in self.changes]
         return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings),
-                "held": [{"person_id": pid, "reason": why} for pid, why in sorted(self.held.items())]}
+                "held": [{"person_id": pid, "reason": why} for pid, why in sorted(self.held.items())],
+                "awaiting_enrolment": [{"person_id": pid, "device": why}
+                                       for pid, why in sorted(self.awaiting.items())]}
 
     def to_file(self) -> Json:
         return {
@@ -152,4 +156,5 @@ class Plan:
             cohort_of={pid: p["cohort"] for pid, p in data["people"].items() if p.get("cohort")},
             cohort_order=tuple(data.get("cohort_order", ())),
             held={h["person_id"]: h["reason"] for h in data.get("held", ())},
+            awaiting={a["person_id"]: a["device"] for a in data.get("awaiting_enrolment", ())},
         )

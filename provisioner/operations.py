@@ -28,7 +28,7 @@ from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
 from .snapshot import owner_prefix, read_snapshot
-from .steps.groups import group_names
+from .steps.groups import needed_groups
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -133,8 +133,8 @@ async def plan(session: Session, loaded: Loaded) -> Plan:
 
 async def _plan_with(graph: Graph, loaded: Loaded, assignment: Assignment | None = None) -> Plan:
     assignment = assignment or assign(loaded.playbook, loaded.roster)
-    needed = {n for people in assignment.members.values() for p in people
-              for n in group_names(loaded.playbook.groups, p)}
+    needed = set(needed_groups(loaded.playbook, [p for people in assignment.members.values()
+                                                 for p in people]))
     snapshot = await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
     return make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
 

@@ -24,7 +24,7 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     assignment = assignment or assign(playbook, roster)
     persons = [p for name in (c.name for c in assignment.order) for p in assignment.members[name]]
     ctx = PlanContext(playbook, snapshot, owner_prefix(playbook))
-    if "groups" in playbook.steps:
+    if "groups" in playbook.steps or "device_settings" in playbook.steps:
         check_groups(ctx, persons)
     managed = snapshot.managed(ctx.owner_prefix)
     names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
@@ -49,7 +49,7 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
         reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
         cohort_of=dict(assignment.cohort_of), cohort_order=tuple(c.name for c in assignment.order),
-        held=held,
+        held=held, awaiting=dict(ctx.awaiting),
     )
 
 

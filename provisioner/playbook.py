@@ -22,7 +22,7 @@ from pydantic import (
 from .errors import PlaybookError
 from .naming import DISPLAY_FIELDS, NAME_FIELDS, NamingPolicy, template_fields
 
-STEP_KINDS = ("account", "license", "groups", "mailbox_settings")
+STEP_KINDS = ("account", "license", "groups", "mailbox_settings", "device_settings")
 GROUP_FIELDS = ("body", "role", "category")
 
 
@@ -186,6 +186,30 @@ class Cohort(_Strict):
 ExtAttr = Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")]
 
 
+class DeviceProfile(_Strict):
+    """Intune settings for one device model: the device groups its configuration profiles
+    (mail, Wi-Fi, restrictions) are assigned to, a device category, and whether to sync."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    model: str = Field(description="the model as the roster's device_model names it")
+    intune_models: tuple[str, ...] = Field((), description="the model as Intune reports it")
+    os: str | None = None
+    groups: tuple[str, ...] = Field(min_length=1)
+    category: str | None = None
+    sync: bool = True
+
+    def reports(self, model: str, os: str | None) -> bool:
+        models = {m.casefold() for m in (self.intune_models or (self.model,))}
+        return model.casefold() in models and (self.os is None or (os or "").casefold() == self.os.casefold())
+
+
+class Devices(_Strict):
+    profiles: tuple[DeviceProfile, ...] = Field(min_length=1)
+
+    def for_model(self, roster_model: str) -> DeviceProfile | None:
+        return next((p for p in self.profiles if p.model.casefold() == roster_model.casefold()), None)
+
+
 class Weights(_Strict):
     """How much each piece of evidence says that a directory account is this person."""
 
@@ -229,7 +253,8 @@ class Playbook(_Strict):
     license: License | None = None
     groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
     mailbox_settings: MailboxSettings | None = None
-    steps: tuple[Literal["account", "license", "groups", "mailbox_settings"], ...]
+    steps: tuple[Literal["account", "license", "groups", "mailbox_settings", "device_settings"], ...]
+    devices: Devices | None = None
     cohorts: tuple[Cohort, ...] = ()
     dual_role: DualRole = DualRole()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
@@ -262,10 +287,12 @@ class Playbook(_Strict):
             raise ValueError("steps: a step is listed twice")
         if self.steps and self.steps[0] != "account":
             raise ValueError("steps: `account` must come first (later steps need the account)")
-        needs = {"license": self.license, "mailbox_settings": self.mailbox_settings}
-        for step, section in needs.items():
+        needs = {"license": ("license", self.license),
+                 "mailbox_settings": ("mailbox_settings", self.mailbox_settings),
+                 "device_settings": ("devices", self.devices)}
+        for step, (key, section) in needs.items():
             if step in self.steps and section is None:
-                raise ValueError(f"steps: `{step}` is listed but the `{step}` section is missing")
+                raise ValueError(f"steps: `{step}` is listed but the `{key}` section is missing")
         if "groups" in self.steps and not self.groups:
             raise ValueError("steps: `groups` is listed but `groups` is empty")
         if "mailbox_settings" in self.steps and "license" not in self.steps:

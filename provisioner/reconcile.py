@@ -81,7 +81,7 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
     for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
         step = STEPS[entry.change.step]
         is_user_delete = entry.change.step == "account" and entry.change.action is Action.CREATE
-        if entry.object_id in deleted_users and not is_user_delete:
+        if entry.object_id in deleted_users and not is_user_delete and getattr(step, "goes_with_user", True):
             continue  # goes with the user (see below)
         undo = step.undo(entry.change, entry.before_image)
         if undo is None:
@@ -101,7 +101,8 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         people[undo.person_id] = PersonTarget(run.upn, run.user_id)
         if is_user_delete:
             result.goes_with[undo.id] = [
-                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq]
+                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq
+                and getattr(STEPS[e.change.step], "goes_with_user", True)]
     result.plan = Plan(playbook_name, "", "", "", people, tuple(changes),
                        steps=("mailbox_settings", "groups", "license", "account"))
     return result

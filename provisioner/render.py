@@ -38,6 +38,10 @@ def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> It
                 if detailed:
                     yield from (f"{indent}      {line}" for line in _diff(change))
     one_way = [c for c in plan.changes if plan.reversibility.get(c.id) == "one-way"]
+    if plan.awaiting:
+        yield ""
+        yield f"Devices awaiting enrolment ({len(plan.awaiting)}): picked up by a later apply"
+        yield from (f"  … {pid}: {why}" for pid, why in sorted(plan.awaiting.items()))
     if plan.held:
         yield ""
         yield f"Held for a dual-role decision ({len(plan.held)}): nothing is made for them yet"

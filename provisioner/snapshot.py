@@ -70,11 +70,58 @@ class Group:
 
 
 @dataclass(frozen=True, slots=True)
+class ManagedDevice:
+    id: str
+    model: str
+    os: str
+    serial: str
+    upn: str
+    azure_ad_device_id: str
+    category: str
+    compliance: str
+    last_sync: str
+
+    @classmethod
+    def from_graph(cls, d: Json) -> ManagedDevice:
+        return cls(d["id"], d.get("model") or "", d.get("operatingSystem") or "",
+                   d.get("serialNumber") or "", (d.get("userPrincipalName") or "").lower(),
+                   d.get("azureADDeviceId") or "", d.get("deviceCategoryDisplayName") or "",
+                   d.get("complianceState") or "", d.get("lastSyncDateTime") or "")
+
+
+MANAGED_DEVICE_SELECT = ("id", "model", "operatingSystem", "serialNumber", "userPrincipalName",
+                         "azureADDeviceId", "deviceCategoryDisplayName", "complianceState",
+                         "lastSyncDateTime")
+
+
+@dataclass(frozen=True, slots=True)
+class Intune:
+    devices: tuple[ManagedDevice, ...] = ()
+    object_ids: dict[str, str] = field(default_factory=dict)   # azureADDeviceId → device object id
+    categories: dict[str, str] = field(default_factory=dict)   # displayName → id
+
+    def for_person(self, upn: str, serial: str) -> list[ManagedDevice]:
+        upn = upn.lower()
+        return [d for d in self.devices if (upn and d.upn == upn)
+                or (serial and d.serial.casefold() == serial.casefold())]
+
+
+async def read_intune(graph: Graph) -> Intune:
+    managed, objects, categories = await asyncio.gather(
+        graph.list_managed_devices(MANAGED_DEVICE_SELECT), graph.list_devices(("id", "deviceId")),
+        graph.device_categories())
+    return Intune(tuple(ManagedDevice.from_graph(d) for d in managed),
+                  {o["deviceId"]: o["id"] for o in objects if o.get("deviceId")},
+                  {c["displayName"]: c["id"] for c in categories})
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     users: dict[str, DirectoryUser]
     skus: dict[str, Sku] = field(default_factory=dict)           # by skuPartNumber
     groups: dict[str, list[Group]] = field(default_factory=dict)  # by displayName (may repeat)
     mailboxes: dict[str, Json | None] = field(default_factory=dict)  # user id → settings, None = not yet
+    intune: Intune = field(default_factory=Intune)
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""
@@ -97,7 +144,7 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
     users_doc, skus_doc, groups_doc = await asyncio.gather(
         graph.list_users(USER_SELECT),
         graph.subscribed_skus() if "license" in steps else _none(),
-        graph.list_groups(("id", "displayName")) if "groups" in steps else _none(),
+        graph.list_groups(("id", "displayName")) if steps & {"groups", "device_settings"} else _none(),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr) for u in users_doc}
     skus = {s["skuPartNumber"]: Sku(
@@ -113,7 +160,8 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
     if "mailbox_settings" in steps:
         mine = list(Snapshot(users).managed(owner_prefix(playbook)).values())
         mailboxes = await read_mailboxes(graph, [u.id for u in mine])
-    return Snapshot(users, skus, groups, mailboxes)
+    intune = await read_intune(graph) if "device_settings" in steps else Intune()
+    return Snapshot(users, skus, groups, mailboxes, intune)
 
 
 async def read_mailboxes(graph: Graph, user_ids: list[str]) -> dict[str, Json | None]:

@@ -258,6 +258,65 @@ class Graph:
             ids.update(m["id"] for m in page)
         return ids
 
+    # -- Intune --------------------------------------------------------------------------------
+    async def list_managed_devices(self, select: Sequence[str]) -> list[Json]:
+        """Every managed device. Intune ignores a $filter it does not support and returns all
+        devices, so we never rely on one: callers index and re-check on our side."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.device_management.managed_devices.managed_devices_request_builder import (
+            ManagedDevicesRequestBuilder,
+        )
+
+        builder = self.client.device_management.managed_devices
+        params = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetQueryParameters(
+            select=list(select), top=PAGE)
+        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
+        out: list[Json] = []
+        async for page in self.pages(request_info, builder):
+            out.extend(page)
+        return out
+
+    async def list_devices(self, select: Sequence[str]) -> list[Json]:
+        """Entra device objects (what device groups hold as members)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.devices.devices_request_builder import DevicesRequestBuilder
+
+        params = DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(select=list(select), top=PAGE)
+        request_info = self.client.devices.to_get_request_information(
+            RequestConfiguration(query_parameters=params))
+        out: list[Json] = []
+        async for page in self.pages(request_info, self.client.devices):
+            out.extend(page)
+        return out
+
+    async def device_categories(self) -> list[Json]:
+        builder = self.client.device_management.device_categories
+        return list((await self.json(builder.to_get_request_information()))["value"])
+
+    def _managed(self, device_id: str) -> Any:
+        return self.client.device_management.managed_devices.by_managed_device_id(device_id)
+
+    async def get_managed_device(self, device_id: str) -> Json | None:
+        try:
+            return dict(await self.json(self._managed(device_id).to_get_request_information()))
+        except GraphError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def sync_device(self, device_id: str) -> None:
+        await self.send(self._managed(device_id).sync_device.to_post_request_information())
+
+    async def set_device_category(self, device_id: str, category_id: str | None) -> None:
+        ref = self._managed(device_id).device_category.ref
+        if category_id is None:
+            await self.send(ref.to_delete_request_information())
+            return
+        from msgraph.generated.models.reference_update import ReferenceUpdate
+
+        await self.send(ref.to_put_request_information(ReferenceUpdate(
+            odata_id=f"https://graph.microsoft.com/v1.0/deviceManagement/deviceCategories/{category_id}")))
+
     # -- sign-in logs ----------------------------------------------------------------------
     async def sign_ins(self, since: str) -> list[Json]:
         """Sign-ins from ``since`` (ISO 8601, UTC) on: Graph's auditLogs/signIns."""

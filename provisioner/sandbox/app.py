@@ -16,7 +16,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from . import devices
 from .odata_filter import FilterError, compile_filter
 from .signins import SIGNIN_FILTERABLE
 from .tenant import (
@@ -273,6 +274,30 @@ class Sandbox:
             ("GET", "/auditLogs/signIns", lambda c, m: self._collection(
                 c, sorted(t.store.values("signIns"), key=lambda x: x["createdDateTime"], reverse=True),
                 SIGNIN_FILTERABLE, "SignIn", None)),
+            ("GET", "/deviceManagement/managedDevices", lambda c, m: self._collection(
+                replace(c, query={k: v for k, v in c.query.items() if k != "$filter"}),
+                devices.list_managed(t, c.query), set(), "managedDevice", None)),
+            ("GET", f"/deviceManagement/managedDevices/{seg}",
+             lambda c, m: Reply(200, devices.view(t, devices.find(t, m["id"])))),
+            ("POST", f"/deviceManagement/managedDevices/{seg}/syncDevice",
+             lambda c, m: _no_content(devices.sync(t, m["id"]))),
+            ("PUT", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
+             lambda c, m: _no_content(devices.set_category(t, m["id"], c.body))),
+            ("DELETE", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
+             lambda c, m: _no_content(devices.clear_category(t, m["id"]))),
+            ("GET", "/deviceManagement/deviceCategories", lambda c, m: Reply(
+                200, {"value": list(t.store.values("deviceCategories"))})),
+            ("GET", "/deviceManagement/deviceConfigurations", lambda c, m: Reply(
+                200, {"value": [{k: v for k, v in d.items() if not k.startswith("_")}
+                                for d in t.store.values("deviceConfigurations")]})),
+            ("GET", f"/deviceManagement/deviceConfigurations/{seg}/assignments",
+             lambda c, m: Reply(200, {"value": devices.assignments(t, m["id"])})),
+            ("POST", f"/deviceManagement/deviceConfigurations/{seg}/assign",
+             lambda c, m: Reply(200, {"value": devices.assign(t, m["id"], c.body) or
+                                      devices.assignments(t, m["id"])})),
+            ("GET", "/devices", lambda c, m: self._collection(
+                c, list(t.store.values("devices")), {"id", "deviceId", "displayName"}, "Device", None)),
+            ("GET", f"/devices/{seg}", lambda c, m: Reply(200, _device(t, m["id"]))),
             ("GET", "/domains", lambda c, m: Reply(200, {"value": list(t.store.values("domains"))})),
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),
@@ -304,6 +329,14 @@ class Sandbox:
         return Reply(200, body)
 
 
+def _device(tenant: Tenant, oid: str) -> dict[str, Any]:
+    doc = tenant.store.all("devices").get(oid)
+    if doc is None:
+        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{oid}' does not exist or one of"
+                       " its queried reference-property objects are not present.")
+    return dict(doc)
+
+
 def _obj(call: Call) -> dict[str, Any]:
     if not isinstance(call.body, dict):
         raise bad_request("Empty Payload. JSON content expected.")
@@ -327,12 +360,11 @@ def _select(doc: dict[str, Any], query: dict[str, str],
         fields = list(default)
     else:
         return doc
-    is_user = default is not None
-    known = USER_PROPERTIES if is_user else GROUP_PROPERTIES
+    kind = "user" if default is not None else "group" if "securityEnabled" in doc else None
+    known = {"user": USER_PROPERTIES, "group": GROUP_PROPERTIES}.get(kind or "")
     out = {}
     for f in fields:
-        if f not in known:
-            kind = "user" if is_user else "group"
+        if known is not None and f not in known:
             raise bad_request(f"Could not find a property named '{f}' on type 'microsoft.graph.{kind}'.")
         out[f] = doc.get(f)
     if "@odata.type" in doc:

@@ -72,6 +72,48 @@ SCENARIO_EMPLOYEES = (
 )
 
 
+# The device pilot: staff of an emergency department and a rehabilitation unit in five
+# professional categories, each with one of the four pilot devices. Four devices are not
+# enrolled yet when the sandbox is made (they enrol on `sandbox simulate-checkins`).
+PILOT_CATEGORIES = ("undersköterska", "sjuksköterska", "läkare", "arbetsterapeut", "fysioterapeut")
+PILOT_DEVICES = (  # the roster's name, the model Intune reports
+    ("iPhone 12", "iPhone 12"), ("Samsung XCover 5", "SM-G525F"),
+    ("iPad mini", "iPad mini (6th generation)"), ("iPad", "iPad (9th generation)"),
+)
+_PILOT_NAMES = (
+    ("Amanda", "Sundberg"), ("Oskar", "Wallin"), ("Hanna", "Ekström"), ("Yusuf", "Demir"),
+    ("Lisa", "Forsberg"), ("Erik", "Hägg"), ("Fredrika", "Björklund"), ("Mohammed", "Karimi"),
+    ("Ida", "Åkesson"), ("Viktor", "Lundin"), ("Sanna", "Mäkinen"), ("Ahmed", "Hassan"),
+    ("Julia", "Strand"), ("Tobias", "Nyberg"), ("Emelie", "Öhrn"), ("Daniel", "Sjödin"),
+    ("Matilda", "Berglund"), ("Rasmus", "Holmgren"), ("Nadia", "Rahimi"), ("Gustav", "Lind"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PilotStaff:
+    employee_id: str
+    given: str
+    surname: str
+    department: str
+    category: str
+    device_model: str   # as the roster says it
+    intune_model: str   # as Intune reports it
+    serial: str
+    enrolled: bool
+
+
+def pilot_staff() -> list[PilotStaff]:
+    out = []
+    for i, (given, surname) in enumerate(_PILOT_NAMES):
+        roster_model, intune_model = PILOT_DEVICES[i % len(PILOT_DEVICES)]
+        out.append(PilotStaff(
+            f"E{30001 + i}", given, surname,
+            "Akutmottagningen" if i % 2 == 0 else "Rehabiliteringsenheten",
+            PILOT_CATEGORIES[i % len(PILOT_CATEGORIES)], roster_model, intune_model,
+            f"{'DX' if 'iP' in roster_model else 'R5'}{7000 + i:05d}", enrolled=i % 5 != 4))
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Employee:
     employee_id: str
@@ -103,6 +145,8 @@ def employees(count: int, seed: int) -> list[Employee]:
              for eid, g, s, m in DUAL_ROLE_EMPLOYEES]
     fixed += [Employee(eid, g, s, m, "Regionkansliet", "handläggare", enabled, mails)
               for eid, g, s, m, enabled, mails in SCENARIO_EMPLOYEES]
+    fixed += [Employee(p.employee_id, p.given, p.surname, f"+4670{4000000 + i:07d}", p.department,
+                       p.category) for i, p in enumerate(pilot_staff())]
     out = fixed[:count]
     for i in range(len(out), count):
         out.append(Employee(
@@ -181,4 +225,19 @@ def roster_csv(people: list[Official], delimiter: str = ";") -> str:
     for p in people:
         writer.writerow([p.person_id, p.given, p.surname, p.role, p.body, p.mobile,
                          p.private_email, p.employee_id, p.personal_number])
+    return buf.getvalue()
+
+
+def pilot_roster_csv() -> str:
+    """The device pilot's roster: staff, by employee id, with their device."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, delimiter=";", lineterminator="\r\n")
+    writer.writerow(["person_id", "given_name", "surname", "role", "body", "category", "employee_id",
+                     "device_model", "device_serial"])
+    for i, p in enumerate(pilot_staff()):
+        writer.writerow([f"S{i + 1:04d}", p.given, p.surname, "anställd", p.department, p.category,
+                         p.employee_id, p.device_model, p.serial])
     return buf.getvalue()

@@ -8,8 +8,10 @@ from typing import Any
 
 from ..identity import personal_number_hash
 from ..naming import name_token
-from .region import BODIES, employees
+from . import devices
+from .region import BODIES, PILOT_DEVICES, employees, pilot_staff
 from .store import Doc, Store
+from .tenant import Tenant
 
 DOMAIN = "example-region.se"
 # The sandbox's HR sync writes personnummer as HMACs with this key: set PROVISIONER_PNR_KEY to
@@ -70,7 +72,10 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     everyone = [u["id"] for u in users]
     groups = [_group(rng, "Alla anställda", everyone), _group(rng, "Förtroendevalda", [])]
     groups += [_group(rng, f"Politiker {body}", []) for body in BODIES]
-    store.bulk_load("groups", groups)
+    groups.append(_group(rng, "Tjänstemobil pilot", []))
+    device_groups = [_group(rng, f"Intune - {name}", []) for name, _ in PILOT_DEVICES]
+    store.bulk_load("groups", groups + device_groups)
+    _intune(store, rng, users, device_groups)
 
 
 def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
@@ -108,3 +113,33 @@ def _group(rng: random.Random, name: str, members: list[str]) -> Doc:
             "mailNickname": name_token(name.replace(" ", "-"))[:64] or "group",
             "mailEnabled": False, "securityEnabled": True, "groupTypes": [],
             "_members": members}
+
+
+def _intune(store: Store, rng: random.Random, users: list[Doc], device_groups: list[Doc]) -> None:
+    """Device categories, configuration profiles on the device groups, the pilot's devices
+    (most enrolled, some waiting to enrol) and a tenth of the other employees' devices."""
+    store.bulk_load("deviceCategories", [
+        {"id": _uuid(rng), "displayName": name, "description": name}
+        for name in ("Tjänstemobil", "Surfplatta")])
+    group_ids = [g["id"] for g in device_groups]
+    store.bulk_load("deviceConfigurations", [
+        {"id": _uuid(rng), "displayName": name, "description": name, "version": 1,
+         "_groups": group_ids}
+        for name in ("E-post (Exchange ActiveSync)", "Wi-Fi Region Exempel", "Begränsningar")])
+    tenant = Tenant(store)
+    by_employee = {u["employeeId"]: u for u in users}
+    pending = []
+    for staff in pilot_staff():
+        user = by_employee.get(staff.employee_id)
+        if user is None:
+            continue
+        if staff.enrolled:
+            devices.enroll(tenant, user["userPrincipalName"], staff.serial, staff.intune_model, rng)
+        else:
+            pending.append({"id": staff.serial, "serialNumber": staff.serial,
+                            "model": staff.intune_model, "userPrincipalName": user["userPrincipalName"]})
+    store.bulk_load("pendingEnrolments", pending)
+    models = [intune for _, intune in PILOT_DEVICES]
+    for i, user in enumerate(users):
+        if user["employeeId"].startswith("E2") and i % 10 == 0:
+            devices.enroll(tenant, user["userPrincipalName"], f"C{i:08d}", models[i % len(models)], rng)

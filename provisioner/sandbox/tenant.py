@@ -393,9 +393,14 @@ class Tenant:
 
     def members(self, gid: str) -> list[Doc]:
         group = self.find_group(gid)
-        users = self.users
-        return [{"@odata.type": "#microsoft.graph.user", **self.view_user(users[m])}
-                for m in group["_members"] if m in users]
+        users, devices = self.users, self.store.all("devices")
+        out = []
+        for m in group["_members"]:
+            if m in users:
+                out.append({"@odata.type": "#microsoft.graph.user", **self.view_user(users[m])})
+            elif m in devices:
+                out.append({"@odata.type": "#microsoft.graph.device", **devices[m]})
+        return out
 
     def add_member(self, gid: str, body: Doc) -> None:
         group = self.find_group(gid)
@@ -403,7 +408,7 @@ class Tenant:
         if not isinstance(ref, str) or set(body) != {"@odata.id"}:
             raise bad_request("Invalid request body: '@odata.id' is required.")
         oid = ref.rstrip("/").rsplit("/", 1)[-1]
-        if oid not in self.users:
+        if oid not in self.users and oid not in self.store.all("devices"):
             raise not_found(oid)
         if oid in group["_members"]:
             raise bad_request("One or more added object references already exist for the"

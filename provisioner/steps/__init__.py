@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .account import AccountStep
 from .base import PersonRun, PersonView, PlanContext, Step
+from .device_settings import DeviceSettingsStep
 from .groups import GroupsStep
 from .license import LicenseStep
 from .mailbox_settings import MailboxSettingsStep
 
 STEPS: dict[str, Step] = {
-    s.name: s for s in (AccountStep(), LicenseStep(), GroupsStep(), MailboxSettingsStep())
+    s.name: s for s in (AccountStep(), LicenseStep(), GroupsStep(), MailboxSettingsStep(),
+                        DeviceSettingsStep())
 }
 
 __all__ = ["STEPS", "PersonRun", "PersonView", "PlanContext", "Step"]

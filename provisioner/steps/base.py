@@ -31,6 +31,9 @@ class PlanContext:
     playbook: Playbook
     snapshot: Snapshot
     owner_prefix: str
+    # What steps notice but is not a change: a device awaiting enrolment (person_id → why).
+    awaiting: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import ClassVar
 from ..errors import ConfigurationError, GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
+from ..playbook import Playbook
 from ..roster import Person
 from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, settle, shape
 
@@ -26,12 +27,28 @@ def group_names(templates: Iterable[str], person: Person) -> list[str]:
     return names
 
 
+def needed_groups(playbook: Playbook, persons: Iterable[Person]) -> dict[str, int]:
+    """Every group name the playbook needs for these people (user and device groups), with
+    how many people need it."""
+    needed: dict[str, int] = {}
+    templates = playbook.groups if "groups" in playbook.steps else ()
+    profiles = playbook.devices.profiles if playbook.devices and "device_settings" in playbook.steps else ()
+    for p in persons:
+        names = group_names(templates, p)
+        profile = next((x for x in profiles if x.model.casefold() == p.device_model.casefold()), None)
+        names += list(profile.groups) if profile else []
+        for name in names:
+            needed[name] = needed.get(name, 0) + 1
+    if not any(p.device_model for p in persons):  # profiles found from enrolled devices
+        for x in profiles:
+            for name in x.groups:
+                needed.setdefault(name, 0)
+    return needed
+
+
 def check_groups(ctx: PlanContext, persons: Iterable[Person]) -> None:
     """Every group the roster needs exists exactly once, or one error lists them all."""
-    needed: dict[str, int] = {}
-    for p in persons:
-        for name in group_names(ctx.playbook.groups, p):
-            needed[name] = needed.get(name, 0) + 1
+    needed = needed_groups(ctx.playbook, persons)
     problems = []
     for name, count in sorted(needed.items()):
         found = ctx.snapshot.groups.get(name, [])
