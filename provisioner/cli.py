@@ -221,6 +221,25 @@ def dual_roles(session: ops.Session, playbook: Path, fmt: str) -> None:
 
 @main.command()
 @playbook_arg
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True)
+@click.pass_obj
+def devices(session: ops.Session, playbook: Path, fmt: str) -> None:
+    """Per person: device, profile, group and state; totals per model, category and state."""
+    from .render import device_csv, device_lines
+
+    report = asyncio.run(ops.devices_report(session, ops.load(playbook)))
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        click.echo(device_csv(report["people"]), nl=False)
+    else:
+        for line in device_lines(report):
+            click.echo(line)
+
+
+@main.command()
+@playbook_arg
 @click.option("--cohort", metavar="NAME", required=True)
 @click.option("--note", help="Why, for the audit log.")
 @click.pass_obj
@@ -376,6 +395,26 @@ def sandbox_simulate_signins(session: ops.Session, playbook: Path, cohort: str,
                 if (u.get("onPremisesExtensionAttributes") or {}).get(attr) in wanted]
         counts = simulate(app.tenant, upns, success_rate, seed)
     click.echo(f"Sign-ins for cohort {cohort}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@sandbox.command("simulate-checkins")
+@click.option("--compliance-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Share of devices that come out compliant.")
+@click.option("--serial", "serials", multiple=True, help="Only these devices (repeatable).")
+@click.option("--offline", "offline", multiple=True, metavar="SERIAL",
+              help="This device stops checking in (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+def sandbox_simulate_checkins(session: ops.Session, compliance_rate: float,
+                              serials: tuple[str, ...], offline: tuple[str, ...], seed: int) -> None:
+    """Devices check in: waiting ones enrol, all sync and report compliance."""
+    from .sandbox.devices import set_offline, simulate_checkins
+
+    with ops.open_sandbox(session.settings.state_dir) as app:
+        if offline:
+            set_offline(app.tenant, offline)
+        counts = simulate_checkins(app.tenant, serials or None, compliance_rate, seed)
+    click.echo("Devices: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 @sandbox.command("serve")

@@ -100,18 +100,27 @@ async def verify(ctx: GateContext, people: Sequence[Person], spec: VerifyGate) -
     failing = {p.person_id: ["not checked yet"] for p in people}
     while True:
         failing = await _check(ctx, [p for p in people if p.person_id in failing], checks, expected)
-        if not failing or time.monotonic() >= deadline:
+        # A device that is not enrolled yet will not enrol while we poll: stop for those.
+        if all(_enrolling(v) for v in failing.values()) or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(spec.interval, max(deadline - time.monotonic(), 0)))
     ok = len(people) - len(failing)
     detail = f"{ok} of {len(people)} people pass {', '.join(checks)}"
+    if failing and all(_enrolling(v) for v in failing.values()):
+        return GateResult("verify", WAIT, f"{detail}; {len(failing)} devices are awaiting enrolment",
+                          failing)
     if failing:
         detail += f" (gave up after {spec.timeout:.0f} s)"
     return GateResult("verify", FAIL if failing else PASS, detail, failing)
 
 
+def _enrolling(problems: list[str]) -> bool:
+    return all(p.endswith("not enrolled yet") for p in problems)
+
+
 def _applies(check: str, playbook: Playbook) -> bool:
-    needs = {"license": "license", "mailbox": "license", "groups": "groups"}
+    needs = {"license": "license", "mailbox": "license", "groups": "groups",
+             "device": "device_settings"}
     return check not in needs or needs[check] in playbook.steps
 
 
@@ -159,8 +168,9 @@ async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[st
     results = await graph.batch(requests) if requests else []
     mailbox = results[: len(pids)] if "mailbox" in checks else []
     member_of = results[len(mailbox):]
+    device_problems = await _devices(ctx, people, found) if "device" in checks else {}
     for i, pid in enumerate(pids):
-        problems = failing.get(pid, [])
+        problems = failing.get(pid, []) + device_problems.get(pid, [])
         if mailbox and mailbox[i].status != 200:
             code = ((mailbox[i].body or {}).get("error") or {}).get("code", mailbox[i].status)
             problems.append(f"mailbox: not reachable ({code})")
@@ -172,6 +182,55 @@ async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[st
         if problems:
             failing[pid] = problems
     return failing
+
+
+async def _devices(ctx: GateContext, people: Sequence[Person],
+                   found: dict[str, str]) -> dict[str, list[str]]:
+    """Each person's device: in its profile's groups, checked in since the change, compliant."""
+    from .snapshot import read_intune
+
+    devices_spec = ctx.playbook.devices
+    assert devices_spec is not None
+    intune = await read_intune(ctx.graph)
+    groups = {g["displayName"]: g["id"] for g in await ctx.graph.list_groups(("id", "displayName"))}
+    members: dict[str, set[str]] = {}
+    changed = ctx.journal.last_applied(ctx.playbook.name, "device_settings")
+    out: dict[str, list[str]] = {}
+    for p in people:
+        if is_canary(p.person_id) or p.person_id not in found:
+            continue  # synthetic accounts have no device; a missing account is reported already
+        profile = devices_spec.for_model(p.device_model) if p.device_model else None
+        candidates = intune.for_person(ctx.upns[p.person_id], p.device_serial)
+        device = next((d for d in candidates if (p.device_serial and d.serial == p.device_serial)
+                       or (profile and profile.reports(d.model, d.os))), None)
+        if profile is None and device is not None:
+            profile = next((x for x in devices_spec.profiles if x.reports(device.model, device.os)), None)
+        if profile is None:
+            continue  # no device for this person in the playbook
+        if device is None:
+            out[p.person_id] = [f"device: {profile.model} not enrolled yet"]
+            continue
+        problems = []
+        object_id = intune.object_ids.get(device.azure_ad_device_id, "")
+        for name in profile.groups:
+            if name not in members:
+                gid = groups.get(name)
+                members[name] = set(await ctx.graph.group_member_ids(gid)) if gid else set()
+            if object_id not in members[name]:
+                problems.append(f"device: {device.serial} is not in {name}")
+        since = changed.get(p.person_id)  # the device must check in after its own last change
+        if since and device.last_sync < _odata_ms(since):
+            problems.append(f"device: {device.serial} has not checked in since the change"
+                            f" (last {device.last_sync[:16] or 'never'})")
+        if device.compliance != "compliant":
+            problems.append(f"device: {device.serial} is {device.compliance or 'not evaluated'}")
+        if problems:
+            out[p.person_id] = problems
+    return out
+
+
+def _odata_ms(iso: str) -> str:
+    return _parse(iso).astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def signin(ctx: GateContext, spec: SigninGate) -> GateResult:

@@ -246,6 +246,13 @@ class Journal:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
+    def last_applied(self, playbook: str, step: str) -> dict[str, str]:
+        """person_id → when the step last changed something for them (UTC, ISO 8601)."""
+        return dict(self._db.execute(
+            "SELECT c.person_id, MAX(c.finished) FROM changes c JOIN runs r ON r.id = c.run_id"
+            " WHERE r.playbook_name = ? AND c.step = ? AND c.state = 'applied'"
+            " GROUP BY c.person_id", (playbook, step)))
+
     # -- the audit log's anchor --------------------------------------------------------------
     def set_audit_head(self, path: str, seq: int, digest: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO audit_head VALUES (?, ?, ?)", (path, seq, digest))

@@ -21,6 +21,7 @@ from .graph.gateway import Graph
 from .journal import Journal, operator
 from .lock import state_lock
 from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
+from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Playbook, VerifyGate, load_playbook
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
@@ -28,6 +29,7 @@ from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
 from .snapshot import owner_prefix, read_snapshot
+from .steps import PersonView, PlanContext
 from .steps.groups import needed_groups
 
 if TYPE_CHECKING:
@@ -458,6 +460,53 @@ async def dual_roles(session: Session, loaded: Loaded) -> list[dict[str, Any]]:
                             "made_by": c.made_by} for c in m.candidates],
         })
     return rows
+
+
+async def devices_report(session: Session, loaded: Loaded) -> dict[str, Any]:
+    """Per person: device, profile, groups and state; totals per model, category and state."""
+    from .steps.device_settings import device_for, profile_for
+
+    pb = loaded.playbook
+    if pb.devices is None or "device_settings" not in pb.steps:
+        raise InputError(f"{pb.source}: this playbook has no device_settings step")
+    async with connect(session, pb) as graph:
+        assignment = assign(pb, loaded.roster)
+        snapshot = await read_snapshot(graph, pb, loaded.roster, set(needed_groups(
+            pb, list(loaded.roster))))
+    plan = make_plan(pb, loaded.roster, snapshot, assignment)
+    ctx = PlanContext(pb, snapshot, owner_prefix(pb))
+    managed = snapshot.managed(owner_prefix(pb))
+    pending = {c.person_id for c in plan.changes if c.step == "device_settings"}
+    rows = []
+    for person in loaded.roster:
+        user = managed.get(person.person_id)
+        view = PersonView(person, Names("", "", ""), user, adopted=bool(user and user.adopted))
+        profile = profile_for(ctx, view)
+        device = device_for(ctx, view, profile) if profile else None
+        if profile is None:
+            state = "no device profile"
+        elif person.person_id in plan.held:
+            state = "held"
+        elif device is None:
+            state = "awaiting enrolment"
+        elif person.person_id in pending:
+            state = "changes planned"
+        else:
+            state = "ready" if device.compliance == "compliant" else device.compliance or "unknown"
+        rows.append({"person_id": person.person_id, "name": f"{person.given_name} {person.surname}",
+                     "category": person.category, "cohort": plan.cohort_of.get(person.person_id),
+                     "model": profile.model if profile else person.device_model,
+                     "serial": device.serial if device else person.device_serial,
+                     "profile": profile.name if profile else None,
+                     "groups": list(profile.groups) if profile else [],
+                     "last_check_in": device.last_sync if device else None,
+                     "compliance": device.compliance if device else None, "state": state})
+    totals: dict[str, dict[str, int]] = {"model": {}, "category": {}, "state": {}}
+    for row in rows:
+        for key in totals:
+            value = str(row[key] or "-")
+            totals[key][value] = totals[key].get(value, 0) + 1
+    return {"people": rows, "totals": totals}
 
 
 def _applies(r: Any) -> str:

@@ -36,7 +36,10 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         view = _view(playbook, snapshot, person, names[person.person_id], managed.get(person.person_id),
                      dual.get(person.person_id))
         if view is None:
-            held[person.person_id] = dual[person.person_id].resolution.reason
+            found = dual.get(person.person_id)
+            held[person.person_id] = (
+                found.resolution.reason if found and found.resolution.kind == "held"
+                else "no existing account matches, and this playbook creates none (account.create: false)")
             continue
         user = view.user
         people[person.person_id] = PersonTarget(user.upn if user else view.names.upn,
@@ -68,6 +71,8 @@ def _view(playbook: Playbook, snapshot: Snapshot, person: Person, names: Names,
         return PersonView(person, names, mine,
                           link=snapshot.users.get(current.removeprefix("dual-role:")))
     if resolution is None or resolution.kind == OWN:
+        if not playbook.account.create:
+            return None
         return PersonView(person, names, None, link=resolution.user if resolution else None)
     if resolution.kind == ADOPT:
         return PersonView(person, names, resolution.user, adopted=True)

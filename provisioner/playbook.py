@@ -82,6 +82,9 @@ class Account(_Strict):
     ownership_attribute: Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")] = (
         "extensionAttribute15"
     )
+    # False: this playbook only works on accounts that exist (staff): a person without one is
+    # held, never given a new account.
+    create: bool = True
 
 
 class License(_Strict):
@@ -122,7 +125,7 @@ def _listify(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Ratio = Annotated[float, Field(ge=0, le=1)]
 Values = Annotated[tuple[str, ...], BeforeValidator(_listify)]
-CHECKS = ("account_enabled", "license", "mailbox", "groups")
+CHECKS = ("account_enabled", "license", "mailbox", "groups", "device")
 
 
 class Selector(_Strict):
@@ -146,7 +149,7 @@ class Selector(_Strict):
 
 
 class VerifyGate(_Strict):
-    checks: tuple[Literal["account_enabled", "license", "mailbox", "groups"], ...] = CHECKS
+    checks: tuple[Literal["account_enabled", "license", "mailbox", "groups", "device"], ...] = CHECKS
     timeout: Duration = 300
     interval: Duration = 10
 

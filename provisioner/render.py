@@ -263,3 +263,27 @@ def dual_role_csv(rows: list[dict[str, Any]]) -> str:
                              c.get("score", ""), " ".join(c.get("evidence", [])),
                              c.get("enabled", "")])
     return buf.getvalue()
+
+
+def device_lines(report: dict[str, Any]) -> Iterator[str]:
+    rows = [(r["person_id"], r["name"], r["category"] or "", r["cohort"] or "", r["model"] or "",
+             r["serial"] or "", ", ".join(r["groups"]), (r["last_check_in"] or "")[:16], r["state"])
+            for r in report["people"]]
+    yield from _table("Devices", ("person", "name", "category", "cohort", "model", "serial", "group",
+                                  "last check-in", "state"), rows)
+    for key, counts in report["totals"].items():
+        yield f"per {key}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
+
+
+def device_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    fields = ["person_id", "name", "category", "cohort", "model", "serial", "profile", "groups",
+              "last_check_in", "compliance", "state"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({**r, "groups": " ".join(r["groups"])})
+    return buf.getvalue()

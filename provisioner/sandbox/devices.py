@@ -38,9 +38,30 @@ def now_iso() -> str:
 
 def view(tenant: Tenant, doc: Doc) -> Doc:
     out = {k: doc.get(k) for k in MANAGED_DEVICE_FIELDS}
+    # A device asked to sync checks in a little later, unless it is offline.
+    requested = doc.get("_syncRequestedAt")
+    if requested and not doc.get("_offline"):
+        due = _parse(requested) + dt.timedelta(seconds=tenant.scaled(
+            float(tenant.config.get("checkin_delay", 2.0))))
+        if dt.datetime.now(dt.UTC) >= due and due.isoformat() > _parse(out["lastSyncDateTime"]).isoformat():
+            out["lastSyncDateTime"] = due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     cat = tenant.store.all("deviceCategories").get(doc.get("_categoryId") or "")
     out["deviceCategoryDisplayName"] = cat["displayName"] if cat else "Unknown"
     return out
+
+
+def _parse(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def set_offline(tenant: Tenant, serials: Iterable[str], offline: bool = True) -> int:
+    """Devices that stop checking in (switched off, lost, no network)."""
+    wanted, n = set(serials), 0
+    for doc in list(tenant.store.values("managedDevices")):
+        if doc["serialNumber"] in wanted:
+            tenant.store.put("managedDevices", {**doc, "_offline": offline})
+            n += 1
+    return n
 
 
 def list_managed(tenant: Tenant, query: dict[str, str]) -> list[Doc]:
@@ -145,7 +166,7 @@ def simulate_checkins(tenant: Tenant, serials: Iterable[str] | None, compliance_
             tenant.store.remove("pendingEnrolments", pending["id"])
             counts["enrolled"] += 1
     for device in list(tenant.store.values("managedDevices")):
-        if wanted is not None and device["serialNumber"] not in wanted:
+        if (wanted is not None and device["serialNumber"] not in wanted) or device.get("_offline"):
             continue
         state = "compliant" if rng.random() < compliance_rate else "noncompliant"
         tenant.store.put("managedDevices", {**device, "lastSyncDateTime": now_iso(),

@@ -27,6 +27,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "ru_limit": 0,         # resource units per 10 s; 0 = Graph's default for the tenant size
     "write_limit": 0,      # writes per 150 s; 0 = Graph's 3,000
     "new_accounts_disabled": False,  # fault: every created user comes out disabled
+    "checkin_delay": 2.0,  # seconds from a syncDevice request to the device's check-in
 }
 
 SKUS = (
