@@ -247,9 +247,9 @@ class Journal:
         return counts
 
     def last_applied(self, playbook: str, step: str) -> dict[str, str]:
-        """person_id → when the step last changed something for them (UTC, ISO 8601)."""
+        """person_id → when the step last started a change that was made (UTC, ISO 8601)."""
         return dict(self._db.execute(
-            "SELECT c.person_id, MAX(c.finished) FROM changes c JOIN runs r ON r.id = c.run_id"
+            "SELECT c.person_id, MAX(c.started) FROM changes c JOIN runs r ON r.id = c.run_id"
             " WHERE r.playbook_name = ? AND c.step = ? AND c.state = 'applied'"
             " GROUP BY c.person_id", (playbook, step)))
 
