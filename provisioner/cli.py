@@ -121,7 +121,7 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
          detailed_exitcode: bool, cohort: str | None) -> None:
     """Show every change the playbook would make, cohort by cohort. Writes nothing."""
     loaded = ops.load(playbook)
-    result = asyncio.run(ops.plan(session, loaded))
+    result, ready = asyncio.run(ops.plan(session, loaded))
     if cohort is not None:
         if cohort not in result.cohort_order:
             raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(result.cohort_order)})")
@@ -133,6 +133,12 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
 
         for line in plan_lines(result, detailed=settings_verbose(), color=_color()):
             click.echo(line)
+        click.echo("")
+        click.echo("Preflight" + (f" for cohort {ready.cohort}" if ready.cohort else "") + ":"
+                   + (" ready." if ready.ok else " NOT READY (apply will refuse):"))
+        for check in ready.checks:
+            if check.status != "ok":
+                click.echo(check.line())
     if out is not None:
         ops.save_plan(result, out)
         click.echo(f"Saved the plan to {out}; `provisioner apply {out}` carries it out.", err=as_json)
@@ -198,6 +204,34 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
         sys.exit(EXIT_HALTED)
     if done.report is not None and not done.report.ok:
         sys.exit(1)
+
+
+@main.command()
+@playbook_arg
+@click.pass_obj
+def preflight(session: ops.Session, playbook: Path) -> None:
+    """Is the tenant ready for the next cohort? Each failure says what to fix."""
+    result = asyncio.run(ops.preflight(session, ops.load(playbook)))
+    which = f" (next cohort: {result.cohort})" if result.cohort else ""
+    click.echo(f"Preflight for {playbook}{which}")
+    for check in result.checks:
+        click.echo(check.line())
+    if not result.ok:
+        from .preflight import PreflightError
+
+        click.echo("Not ready: apply will not start until the failures above are fixed.")
+        sys.exit(PreflightError.exit_code)
+    click.echo("Ready.")
+
+
+@main.command()
+@playbook_arg
+def permissions(playbook: Path) -> None:
+    """The least-privilege Graph application permissions this playbook's steps need."""
+    from .permissions import required
+
+    for name, why in required(ops.load(playbook).playbook).items():
+        click.echo(f"{name:<56} {why}")
 
 
 @main.command("dual-roles")
@@ -415,6 +449,23 @@ def sandbox_simulate_checkins(session: ops.Session, compliance_rate: float,
             set_offline(app.tenant, offline)
         counts = simulate_checkins(app.tenant, serials or None, compliance_rate, seed)
     click.echo("Devices: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@sandbox.command("break")
+@click.argument("kind", type=click.Choice(["domain", "permission", "group", "seats", "usage-location"]))
+@click.argument("target")
+@click.pass_obj
+def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
+    """Make the tenant not ready in one way (a preflight check fails): domain NAME,
+    permission NAME, group NAME, seats SKU, usage-location UPN."""
+    from .sandbox.breaks import apply_break
+
+    with ops.open_sandbox(session.settings.state_dir) as app:
+        try:
+            what = apply_break(app.tenant, kind, target)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    click.echo(f"Sandbox broken on purpose: {what}.")
 
 
 @sandbox.command("serve")

@@ -24,11 +24,12 @@ from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
 from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Playbook, VerifyGate, load_playbook
+from .preflight import Check, failures, plan_checks, raise_if_failed, tenant_checks
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
-from .snapshot import owner_prefix, read_snapshot
+from .snapshot import Snapshot, owner_prefix, read_snapshot
 from .steps import PersonView, PlanContext
 from .steps.groups import needed_groups
 
@@ -128,17 +129,63 @@ def _identity(settings: Settings, playbook: Playbook) -> str:
     return f"{how} {playbook.tenant.client_id} in tenant {playbook.tenant.tenant_id}"
 
 
-async def plan(session: Session, loaded: Loaded) -> Plan:
+async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
+    """The plan, and the preflight of the cohort it would apply next (both read-only)."""
     async with connect(session, loaded.playbook) as graph:
-        return await _plan_with(graph, loaded)
+        assignment = assign(loaded.playbook, loaded.roster)
+        snapshot = await _snapshot(graph, loaded, assignment)
+        result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
+        return result, await _preflight_with(graph, session, loaded, assignment, snapshot, result)
+
+
+async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment) -> Snapshot:
+    needed = set(needed_groups(loaded.playbook, _everyone(assignment)))
+    return await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
+
+
+def _everyone(assignment: Assignment) -> list[Any]:
+    return [p for people in assignment.members.values() for p in people]
 
 
 async def _plan_with(graph: Graph, loaded: Loaded, assignment: Assignment | None = None) -> Plan:
     assignment = assignment or assign(loaded.playbook, loaded.roster)
-    needed = set(needed_groups(loaded.playbook, [p for people in assignment.members.values()
-                                                 for p in people]))
-    snapshot = await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
+    snapshot = await _snapshot(graph, loaded, assignment)
     return make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    checks: list[Check]
+    cohort: str | None
+
+    @property
+    def ok(self) -> bool:
+        return not failures(self.checks)
+
+
+async def preflight(session: Session, loaded: Loaded) -> Preflight:
+    """Is the tenant ready for the next cohort? Reads only."""
+    async with connect(session, loaded.playbook) as graph:
+        assignment = assign(loaded.playbook, loaded.roster)
+        snapshot = await _snapshot(graph, loaded, assignment)
+        return await _preflight_with(graph, session, loaded, assignment, snapshot)
+
+
+async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assignment: Assignment,
+                          snapshot: Snapshot, plan: Plan | None = None) -> Preflight:
+    pb = loaded.playbook
+    checks = await tenant_checks(graph, pb, _everyone(assignment), snapshot)
+    if any(c.name == "groups" and c.status == "FAIL" for c in checks):
+        return Preflight(checks + [Check(n, "skip", "fix the groups first")
+                                   for n in ("licence", "usage location", "naming")], None)
+    plan = plan or make_plan(pb, loaded.roster, snapshot, assignment)
+    with Journal(session.settings.state_dir) as journal:
+        try:
+            nxt = _next_cohort(journal, pb.name, assignment, None, plan)
+        except InputError:
+            nxt = None
+    cohort = nxt.name if nxt is not None and pb.cohorts else None
+    return Preflight(checks + plan_checks(pb, plan, snapshot, cohort), cohort)
 
 
 def save_plan(plan: Plan, path: Path) -> None:
@@ -225,7 +272,10 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             journal.mark_interrupted(pb.name)
             reconciled = await reconcile(graph, journal, session.audit, pb.name)
             assignment = assign(pb, loaded.roster)
-            fresh = await _plan_with(graph, loaded, assignment)
+            snapshot = await _snapshot(graph, loaded, assignment)
+            ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
+            raise_if_failed(ready.checks)
+            fresh = make_plan(pb, loaded.roster, snapshot, assignment)
             outcomes: list[CohortOutcome] = []
             stage = _Stage(graph, journal, session, loaded, assignment, hooks)
             current = _next_cohort(journal, pb.name, assignment, cohort, saved or fresh)

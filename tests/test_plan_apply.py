@@ -97,7 +97,10 @@ def test_5xx_faults_are_retried_to_completion(runner: CliRunner, state_dir: Path
 
 
 def test_a_graph_error_on_one_person_does_not_stop_the_others(
-        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seats that run out during the run (another admin took them after preflight passed).
+    monkeypatch.setattr("provisioner.operations.raise_if_failed", lambda checks: None)
     playbook = setup(people=6, playbook={"wait": 0})
     tenant = reopen(state_dir)
     sku = next(s for s in tenant.store.values("skus") if s["skuPartNumber"] == "ENTERPRISEPACK")

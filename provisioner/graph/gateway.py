@@ -317,6 +317,42 @@ class Graph:
         await self.send(ref.to_put_request_information(ReferenceUpdate(
             odata_id=f"https://graph.microsoft.com/v1.0/deviceManagement/deviceCategories/{category_id}")))
 
+    # -- tenant readiness ------------------------------------------------------------------
+    async def domains(self) -> list[Json]:
+        return list((await self.json(self.client.domains.to_get_request_information()))["value"])
+
+    async def _service_principal(self, app_id: str, select: Sequence[str]) -> Json | None:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.service_principals.service_principals_request_builder import (
+            ServicePrincipalsRequestBuilder,
+        )
+
+        from .odata import eq
+
+        params = ServicePrincipalsRequestBuilder.ServicePrincipalsRequestBuilderGetQueryParameters(
+            filter=eq("appId", app_id), select=list(select))
+        body = await self.json(self.client.service_principals.to_get_request_information(
+            RequestConfiguration(query_parameters=params)))
+        found = body.get("value", [])
+        return dict(found[0]) if found else None
+
+    async def granted_app_permissions(self, client_id: str, resource_app_id: str) -> set[str] | None:
+        """Names of the application permissions (app roles) of ``resource_app_id`` granted to the
+        app ``client_id``; None when the app has no service principal in the tenant."""
+        mine = await self._service_principal(client_id, ("id", "appId"))
+        if mine is None:
+            return None
+        resource = await self._service_principal(resource_app_id, ("id", "appId", "appRoles"))
+        if resource is None:
+            return set()
+        roles = {r["id"]: r["value"] for r in resource.get("appRoles") or []}
+        builder = self.client.service_principals.by_service_principal_id(mine["id"]).app_role_assignments
+        granted: set[str] = set()
+        async for page in self.pages(builder.to_get_request_information(), builder):
+            granted.update(roles[a["appRoleId"]] for a in page
+                           if a.get("resourceId") == resource["id"] and a.get("appRoleId") in roles)
+        return granted
+
     # -- sign-in logs ----------------------------------------------------------------------
     async def sign_ins(self, since: str) -> list[Json]:
         """Sign-ins from ``since`` (ISO 8601, UTC) on: Graph's auditLogs/signIns."""

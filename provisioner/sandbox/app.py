@@ -299,6 +299,12 @@ class Sandbox:
                 c, list(t.store.values("devices")), {"id", "deviceId", "displayName"}, "Device", None)),
             ("GET", f"/devices/{seg}", lambda c, m: Reply(200, _device(t, m["id"]))),
             ("GET", "/domains", lambda c, m: Reply(200, {"value": list(t.store.values("domains"))})),
+            ("GET", "/servicePrincipals", lambda c, m: self._collection(
+                c, [{k: v for k, v in sp.items() if not k.startswith("_")}
+                    for sp in t.store.values("servicePrincipals")],
+                {"id", "appId", "displayName"}, "ServicePrincipal", None)),
+            ("GET", f"/servicePrincipals/{seg}/appRoleAssignments", lambda c, m: Reply(
+                200, {"value": _app_role_assignments(t, m["id"])})),
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),
         ]
@@ -327,6 +333,15 @@ class Sandbox:
             rest["$skiptoken"] = _encode_skiptoken(offset + top)
             body["@odata.nextLink"] = f"{call.base}{call.path}?{urlencode(rest)}"
         return Reply(200, body)
+
+
+def _app_role_assignments(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
+    sp = tenant.store.all("servicePrincipals").get(sp_id)
+    if sp is None:
+        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{sp_id}' does not exist or one"
+                       " of its queried reference-property objects are not present.")
+    return [{"id": f"{sp_id}-{role}", "appRoleId": role, "principalId": sp_id,
+             "resourceId": resource} for resource, role in sp.get("_granted", [])]
 
 
 def _device(tenant: Tenant, oid: str) -> dict[str, Any]:

@@ -127,6 +127,7 @@ def _intune(store: Store, rng: random.Random, users: list[Doc], device_groups: l
         {"id": _uuid(rng), "displayName": name, "description": name, "version": 1,
          "_groups": group_ids}
         for name in ("E-post (Exchange ActiveSync)", "Wi-Fi Region Exempel", "Begränsningar")])
+    _service_principals(store, rng)
     tenant = Tenant(store)
     by_employee = {u["employeeId"]: u for u in users}
     pending = []
@@ -144,3 +145,37 @@ def _intune(store: Store, rng: random.Random, users: list[Doc], device_groups: l
     for i, user in enumerate(users):
         if user["employeeId"].startswith("E2") and i % 10 == 0:
             devices.enroll(tenant, user["userPrincipalName"], f"C{i:08d}", models[i % len(models)], rng)
+
+
+# Microsoft Graph's app roles (application permissions) that the tool can need, with the ids
+# Microsoft publishes for them.
+GRAPH_APP_ROLES = {
+    "User.ReadWrite.All": "741f803b-c850-494e-b5df-cde7c675a1ca",
+    "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
+    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
+    "GroupMember.ReadWrite.All": "dbaae8cf-10b5-4b86-a4a1-f871c94c6695",
+    "Organization.Read.All": "498476ce-e0fe-48b0-b801-37ba7e2685c6",
+    "Domain.Read.All": "dbb9058a-0e50-45d7-ae91-66909b5d4664",
+    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
+    "MailboxSettings.ReadWrite": "6931bccd-447a-43d1-b442-00a195474933",
+    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
+    "UserAuthenticationMethod.ReadWrite.All": "50483e42-d915-4231-9639-7fdb7fd190e5",
+    "DeviceManagementManagedDevices.ReadWrite.All": "243333ab-4d21-40cb-a475-36241daa0842",
+    "DeviceManagementManagedDevices.PrivilegedOperations.All": "5b07b0dd-2377-4e44-a38d-703f09a0dc3c",
+    "Device.Read.All": "7438b122-aefc-4978-80ed-43db9fcc7715",
+    "AuditLog.Read.All": "b0afded3-3588-46d8-8b3d-9842eff778da",
+}
+
+
+def _service_principals(store: Store, rng: random.Random) -> None:
+    """Microsoft Graph's service principal, and this tool's app with every permission granted
+    (`sandbox break permission NAME` revokes one)."""
+    from ..permissions import GRAPH_APP_ID
+    from ..preflight import SANDBOX_CLIENT_ID
+
+    graph_sp = {"id": _uuid(rng), "appId": GRAPH_APP_ID, "displayName": "Microsoft Graph",
+                "appRoles": [{"id": rid, "value": name, "allowedMemberTypes": ["Application"],
+                              "isEnabled": True} for name, rid in GRAPH_APP_ROLES.items()]}
+    app_sp = {"id": _uuid(rng), "appId": SANDBOX_CLIENT_ID, "displayName": "provisioner (sandbox)",
+              "_granted": [[graph_sp["id"], rid] for rid in GRAPH_APP_ROLES.values()]}
+    store.bulk_load("servicePrincipals", [graph_sp, app_sp])

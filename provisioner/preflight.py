@@ -1,0 +1,156 @@
+"""Preflight: is the tenant ready for the next cohort? Every failure says what to fix.
+
+Run by `provisioner preflight`, reported by `plan`, and run by `apply`, which does not start
+while one stands: the story's wrong setting is caught before anyone is locked out.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from .errors import GraphError, ProvisionerError
+from .graph.gateway import Graph
+from .model import Action, Plan
+from .permissions import GRAPH_APP_ID, required
+from .playbook import Playbook
+from .roster import Person
+from .snapshot import Snapshot
+from .steps.groups import needed_groups
+
+OK, FAIL, SKIP = "ok", "FAIL", "skip"
+# The app the in-process and served sandbox know this tool as.
+SANDBOX_CLIENT_ID = "5a7d0d1e-0000-4000-8000-00000000beef"
+
+
+class PreflightError(ProvisionerError):
+    exit_code = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        return f"  {self.status:<4}  {self.name:<15} {self.detail}"
+
+
+def failures(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == FAIL]
+
+
+async def tenant_checks(graph: Graph, playbook: Playbook, persons: list[Person],
+                        snapshot: Snapshot) -> list[Check]:
+    """The checks that need no plan: domain, groups, permissions."""
+    return [await _domain(graph, playbook), _groups(playbook, persons, snapshot),
+            await _permissions(graph, playbook)]
+
+
+def plan_checks(playbook: Playbook, plan: Plan, snapshot: Snapshot, cohort: str | None) -> list[Check]:
+    """The checks on what the next cohort would do: seats, usage location, names."""
+    part = plan.only(cohort) if cohort else plan
+    return [_seats(playbook, part, snapshot, cohort), _usage_location(part, snapshot),
+            _naming(plan, snapshot)]
+
+
+async def _domain(graph: Graph, playbook: Playbook) -> Check:
+    domains = {d["id"].lower(): d for d in await graph.domains()}
+    found = domains.get(playbook.domain.lower())
+    if found is None:
+        return Check("domain", FAIL, f"{playbook.domain} is not a domain of the tenant: add it in"
+                     " Entra (Domain names) and verify it before the first cohort")
+    if not found.get("isVerified"):
+        return Check("domain", FAIL, f"{playbook.domain} is not verified: add the DNS TXT record"
+                     " Entra shows and verify it; accounts on it cannot be created until then")
+    return Check("domain", OK, f"{playbook.domain} is a verified domain")
+
+
+def _groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Check:
+    needed = needed_groups(playbook, persons)
+    if not needed:
+        return Check("groups", OK, "no groups needed")
+    missing = [n for n in sorted(needed) if not snapshot.groups.get(n)]
+    doubled = [n for n in sorted(needed) if len(snapshot.groups.get(n, [])) > 1]
+    if missing or doubled:
+        parts = [f"missing: {', '.join(missing)} (create them, or fix the names in the playbook)"] \
+            if missing else []
+        parts += [f"more than one group named {', '.join(doubled)} (rename all but one)"] if doubled else []
+        return Check("groups", FAIL, "; ".join(parts))
+    return Check("groups", OK, f"all {len(needed)} groups exist, once each")
+
+
+async def _permissions(graph: Graph, playbook: Playbook) -> Check:
+    client_id = SANDBOX_CLIENT_ID if playbook.tenant == "sandbox" else playbook.tenant.client_id
+    try:
+        granted = await graph.granted_app_permissions(client_id, GRAPH_APP_ID)
+    except GraphError as exc:
+        return Check("permissions", FAIL, f"cannot read the permissions granted to app {client_id}"
+                     f" ({exc.code}): grant Application.Read.All")
+    if granted is None:
+        return Check("permissions", FAIL, f"no service principal for app {client_id} in the tenant:"
+                     " create the enterprise application (admin consent) first")
+    missing = {p: why for p, why in required(playbook).items() if p not in granted}
+    if missing:
+        return Check("permissions", FAIL, "not granted: " + "; ".join(
+            f"{p} (to {why})" for p, why in missing.items())
+            + ". Grant them as application permissions with admin consent"
+            " (`provisioner permissions` lists all)")
+    return Check("permissions", OK, f"the {len(required(playbook))} permissions the steps need are granted")
+
+
+def _seats(playbook: Playbook, part: Plan, snapshot: Snapshot, cohort: str | None) -> Check:
+    if playbook.license is None or "license" not in playbook.steps:
+        return Check("licence", OK, "no licence step")
+    sku = snapshot.skus.get(playbook.license.sku)
+    if sku is None:
+        known = ", ".join(sorted(snapshot.skus)) or "none"
+        return Check("licence", FAIL, f"the tenant has no subscription {playbook.license.sku}"
+                     f" (it has: {known}): fix license.sku or buy it")
+    needed = sum(1 for c in part.changes if c.step == "license" and c.action is Action.CREATE)
+    who = f"cohort {cohort}" if cohort else "the plan"
+    if needed > sku.free:
+        return Check("licence", FAIL, f"{sku.part_number}: {who} needs {needed} licences, {sku.free}"
+                     f" are free ({sku.enabled} bought, {sku.consumed} in use): buy"
+                     f" {needed - sku.free} more or free some")
+    return Check("licence", OK, f"{sku.part_number}: {who} needs {needed}, {sku.free} free")
+
+
+def _usage_location(part: Plan, snapshot: Snapshot) -> Check:
+    """An existing account that gets a licence needs a usageLocation, or Graph refuses."""
+    fixed = {c.person_id for c in part.changes if c.step == "account"
+             and "usageLocation" in (c.after or {})}
+    lacking = []
+    for c in part.changes:
+        if c.step != "license" or c.action is not Action.CREATE or c.person_id in fixed:
+            continue
+        target = part.people.get(c.person_id)
+        user = snapshot.users.get(target.user_id) if target and target.user_id else None
+        if user is not None and not user.attributes.get("usageLocation"):
+            lacking.append(user.upn)
+    if lacking:
+        return Check("usage location", FAIL, f"{len(lacking)} accounts that get a licence have no"
+                     f" usageLocation: {', '.join(sorted(lacking)[:10])}; set it (e.g. SE) first")
+    return Check("usage location", OK, "every account that gets a licence has a usageLocation")
+
+
+def _naming(plan: Plan, snapshot: Snapshot) -> Check:
+    creates = [c.after or {} for c in plan.changes if c.step == "account" and c.action is Action.CREATE]
+    upns = Counter(a.get("userPrincipalName", "").lower() for a in creates)
+    nicks = Counter(a.get("mailNickname", "").lower() for a in creates)
+    taken_upn, taken_nick = snapshot.names_taken()
+    clashes = sorted({u for u, n in upns.items() if n > 1 or u in taken_upn}
+                     | {n for n, k in nicks.items() if k > 1 or n in taken_nick})
+    if clashes:
+        return Check("naming", FAIL, f"the naming policy gives addresses already in use:"
+                     f" {', '.join(clashes[:10])}; change naming in the playbook")
+    return Check("naming", OK, f"{len(creates)} new addresses, no collision")
+
+
+def raise_if_failed(checks: list[Check]) -> None:
+    failed = failures(checks)
+    if failed:
+        raise PreflightError("preflight failed; apply does not start until this is fixed:\n"
+                             + "\n".join(c.line() for c in failed))
+
