@@ -1,0 +1,87 @@
+"""Preflight: each way the tenant can be unready is found, named, and blocks apply."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from provisioner.cli import main
+from provisioner.model import Action, Change, PersonTarget, Plan
+from provisioner.preflight import FAIL, _naming
+from provisioner.sandbox import Tenant
+from provisioner.snapshot import DirectoryUser, Snapshot
+
+from .conftest import reopen
+
+
+def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
+    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
+
+
+@pytest.fixture
+def ready(make_sandbox: Callable[..., Tenant], write_playbook: Callable[..., Path]) -> Path:
+    make_sandbox()
+    return write_playbook(4)
+
+
+@pytest.mark.parametrize(("kind", "target", "named"), [
+    ("domain", "politiker.example-region.se",
+     "FAIL  domain          politiker.example-region.se is not verified"),
+    ("permission", "GroupMember.ReadWrite.All",
+     "FAIL  permissions     not granted: GroupMember.ReadWrite.All (to add and remove group members)"),
+    ("permission", "MailboxSettings.ReadWrite", "not granted: MailboxSettings.ReadWrite"),
+    ("group", "Förtroendevalda", "FAIL  groups          missing: Förtroendevalda"),
+    ("seats", "ENTERPRISEPACK", "FAIL  licence         ENTERPRISEPACK: the plan needs 4 licences, 0 are free"),
+])
+def test_each_break_is_named_and_blocks_apply(runner: CliRunner, state_dir: Path, ready: Path,
+                                              kind: str, target: str, named: str) -> None:
+    assert cli(runner, state_dir, "preflight", str(ready)).exit_code == 0
+    assert cli(runner, state_dir, "sandbox", "break", kind, target).exit_code == 0
+    result = cli(runner, state_dir, "preflight", str(ready))
+    assert result.exit_code == 5
+    assert named in result.output
+    applied = cli(runner, state_dir, "apply", "--yes", str(ready))
+    assert applied.exit_code == 5
+    assert "preflight failed; apply does not start until this is fixed" in applied.output
+    assert reopen(state_dir).store.counters["mutating"] == 0
+    plan = cli(runner, state_dir, "plan", str(ready))
+    if kind != "group":  # a missing group is already an error for the planner itself
+        assert "NOT READY (apply will refuse)" in plan.output
+
+
+def test_an_existing_account_without_usage_location_is_named(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        tmp_path: Path) -> None:
+    make_sandbox()
+    (tmp_path / "roster.csv").write_text(
+        "person_id,given_name,surname,body,employee_id\nP1,Karin,Lindqvist,Kulturnämnden,E10001\n",
+        encoding="utf-8")
+    playbook = tmp_path / "pb.yaml"
+    playbook.write_text(
+        "name: adopt\nroster: roster.csv\ndomain: example-region.se\n"
+        "license: {sku: EXCHANGESTANDARD}\nsteps: [account, license]\n"
+        "dual_role: {policy: use_existing}\n", encoding="utf-8")
+    cli(runner, state_dir, "sandbox", "break", "usage-location", "karin.lindqvist@example-region.se")
+    result = cli(runner, state_dir, "preflight", str(playbook))
+    assert result.exit_code == 5
+    assert ("FAIL  usage location  1 accounts that get a licence have no usageLocation:"
+            " karin.lindqvist@example-region.se") in result.output
+
+
+def test_a_naming_collision_is_named() -> None:
+    after = {"userPrincipalName": "bo.ek@p.se", "mailNickname": "bo.ek"}
+    plan = Plan("pb", "", "", "", {"P1": PersonTarget("bo.ek@p.se", None)},
+                (Change("account", "P1", Action.CREATE, "user:bo.ek@p.se", None, after),))
+    taken = DirectoryUser("u1", "bo.ek@p.se", "x", {}, None)
+    check = _naming(plan, Snapshot({"u1": taken}))
+    assert check.status == FAIL and "bo.ek@p.se" in check.detail
+
+
+def test_permissions_lists_exactly_what_the_steps_need(runner: CliRunner, ready: Path) -> None:
+    out = runner.invoke(main, ["permissions", str(ready)]).output
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == sorted(["Application.Read.All", "Domain.Read.All", "GroupMember.ReadWrite.All",
+                            "MailboxSettings.ReadWrite", "Organization.Read.All", "User.ReadWrite.All"])
