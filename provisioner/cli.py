@@ -381,9 +381,9 @@ def sandbox_reset(session: ops.Session, employees: int, seed: int, **config: Any
 
     state_dir = session.settings.state_dir
     tenant = reset_tenant(state_dir, employees=employees, seed=seed, **config)
-    n_users = len(tenant.users)
     tenant.store.close()
-    click.echo(f"Sandbox tenant reset in {state_dir}: {n_users} employees (seed {seed}).")
+    click.echo(f"Sandbox tenant reset in {state_dir}: {employees} employees and the guide"
+               f" mailbox lathundar@ (seed {seed}).")
 
 
 @sandbox.command("show")

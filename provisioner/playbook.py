@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import re
 from pathlib import Path
@@ -22,7 +23,8 @@ from pydantic import (
 from .errors import PlaybookError
 from .naming import DISPLAY_FIELDS, NAME_FIELDS, NamingPolicy, template_fields
 
-STEP_KINDS = ("account", "license", "groups", "mailbox_settings", "device_settings")
+STEP_KINDS = ("account", "license", "groups", "mailbox_settings", "device_settings", "access_pass",
+              "guide")
 GROUP_FIELDS = ("body", "role", "category")
 
 
@@ -178,6 +180,9 @@ class Gates(_Strict):
 
 class Cohort(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    # The day the cohort starts using the new accounts: guides must be delivered
+    # `guide.lead_days` before it, or the cohort is held.
+    starts: dt.date | None = None
     select: Selector
     share: Annotated[Ratio | None, BeforeValidator(_share)] = None
     limit: Annotated[int | None, Field(ge=1)] = None
@@ -187,6 +192,31 @@ class Cohort(_Strict):
 
 
 ExtAttr = Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")]
+
+
+class AccessPass(_Strict):
+    """First sign-in without a password in the open: a Temporary Access Pass (shown only in
+    the person's guide), or as a fallback a generated password to change at first sign-in."""
+
+    method: Literal["temporary_access_pass", "password"] = "temporary_access_pass"
+    lifetime_minutes: Annotated[int, Field(ge=10, le=43200)] = 7 * 24 * 60
+    usable_once: bool = True
+
+
+class Guide(_Strict):
+    language: Literal["sv", "en"] = "sv"
+    templates: Path | None = Field(None, description="folder of Jinja2 templates overriding the defaults")
+    delivery: Literal["print", "email"] = "print"
+    sender: str | None = Field(None, description="service mailbox that sends guides by e-mail")
+    lead_days: Annotated[float, Field(ge=0)] = 0
+    help: str = "IT-supporten: 010-123 45 67, support@example-region.se (vardagar 8–17)"
+    organisation: str = "Region Exempel"
+
+    @model_validator(mode="after")
+    def _sender(self) -> Guide:
+        if self.delivery == "email" and not self.sender:
+            raise ValueError("guide.sender: e-mail delivery needs the service mailbox to send from")
+        return self
 
 
 class DeviceProfile(_Strict):
@@ -256,7 +286,10 @@ class Playbook(_Strict):
     license: License | None = None
     groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
     mailbox_settings: MailboxSettings | None = None
-    steps: tuple[Literal["account", "license", "groups", "mailbox_settings", "device_settings"], ...]
+    steps: tuple[Literal["account", "license", "groups", "mailbox_settings", "device_settings",
+                         "access_pass", "guide"], ...]
+    access_pass: AccessPass | None = None
+    guide: Guide | None = None
     devices: Devices | None = None
     cohorts: tuple[Cohort, ...] = ()
     dual_role: DualRole = DualRole()
@@ -292,10 +325,15 @@ class Playbook(_Strict):
             raise ValueError("steps: `account` must come first (later steps need the account)")
         needs = {"license": ("license", self.license),
                  "mailbox_settings": ("mailbox_settings", self.mailbox_settings),
-                 "device_settings": ("devices", self.devices)}
+                 "device_settings": ("devices", self.devices),
+                 "access_pass": ("access_pass", self.access_pass), "guide": ("guide", self.guide)}
         for step, (key, section) in needs.items():
             if step in self.steps and section is None:
                 raise ValueError(f"steps: `{step}` is listed but the `{key}` section is missing")
+        if "access_pass" in self.steps and "guide" not in self.steps:
+            raise ValueError("steps: `access_pass` needs `guide` (the pass is shown only in the guide)")
+        if "guide" in self.steps and self.steps[-1] != "guide":
+            raise ValueError("steps: `guide` must come last (it describes what the other steps made)")
         if "groups" in self.steps and not self.groups:
             raise ValueError("steps: `groups` is listed but `groups` is empty")
         if "mailbox_settings" in self.steps and "license" not in self.steps:

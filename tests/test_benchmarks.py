@@ -14,5 +14,5 @@ def test_dual_roles_benchmark_runs_and_prints_json() -> None:
     out = subprocess.run([sys.executable, str(BENCH / "dual_roles.py"), "--users", "400",
                           "--people", "60"], capture_output=True, text=True, check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
-    assert figures["directory_users"] == 400 and figures["roster_people"] == 60
+    assert figures["directory_users"] == 401 and figures["roster_people"] == 60  # + the service mailbox
     assert sum(figures["classified"].values()) == 60

@@ -213,6 +213,38 @@ class Graph:
         await self.send(self._user(user_id).mailbox_settings.to_patch_request_information(
             MailboxSettings(additional_data=dict(body))))
 
+    # -- first sign-in and guides -----------------------------------------------------------
+    def _taps(self, user_id: str) -> Any:
+        return self._user(user_id).authentication.temporary_access_pass_methods
+
+    async def create_access_pass(self, user_id: str, lifetime_minutes: int, usable_once: bool) -> Json:
+        """A Temporary Access Pass; the pass is in the answer, once, and nowhere else."""
+        from msgraph.generated.models.temporary_access_pass_authentication_method import (
+            TemporaryAccessPassAuthenticationMethod,
+        )
+
+        body = TemporaryAccessPassAuthenticationMethod(additional_data={
+            "lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once})
+        return dict(await self.json(self._taps(user_id).to_post_request_information(body)))
+
+    async def access_passes(self, user_id: str) -> list[Json]:
+        return list((await self.json(self._taps(user_id).to_get_request_information()))["value"])
+
+    async def delete_access_pass(self, user_id: str, method_id: str) -> None:
+        builder = self._taps(user_id).by_temporary_access_pass_authentication_method_id(method_id)
+        await self.send(builder.to_delete_request_information())
+
+    async def send_mail(self, sender: str, to: str, subject: str, html: str) -> None:
+        from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
+            SendMailPostRequestBody,
+        )
+
+        body = SendMailPostRequestBody(additional_data={
+            "message": {"subject": subject, "body": {"contentType": "HTML", "content": html},
+                        "toRecipients": [{"emailAddress": {"address": to}}]},
+            "saveToSentItems": False})
+        await self.send(self._user(sender).send_mail.to_post_request_information(body))
+
     # -- groups ----------------------------------------------------------------------------
     async def list_groups(self, select: Sequence[str]) -> list[Json]:
         from kiota_abstractions.base_request_configuration import RequestConfiguration

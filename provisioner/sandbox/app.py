@@ -35,8 +35,10 @@ from .tenant import (
     USER_READONLY,
     USER_WRITABLE,
     ApiError,
+    AuthMethods,
     Tenant,
     bad_request,
+    send_mail,
 )
 from .throttle import WRITE_LIMIT, Limiter, request_cost, ru_limit_for
 
@@ -250,6 +252,13 @@ class Sandbox:
              lambda c, m: Reply(200, t.update_mailbox_settings(m["id"], _obj(c)))),
             ("GET", f"/users/{seg}/memberOf", lambda c, m: self._collection(
                 c, t.member_of(m["id"]), GROUP_FILTERABLE, "Group", None)),
+            ("POST", f"/users/{seg}/authentication/temporaryAccessPassMethods",
+             lambda c, m: Reply(201, AuthMethods(t).create(m["id"], _obj(c)))),
+            ("GET", f"/users/{seg}/authentication/temporaryAccessPassMethods",
+             lambda c, m: Reply(200, {"value": AuthMethods(t).list(m["id"])})),
+            ("DELETE", f"/users/{seg}/authentication/temporaryAccessPassMethods/(?P<method>[^/]+)",
+             lambda c, m: _no_content(AuthMethods(t).delete(m["id"], m["method"]))),
+            ("POST", f"/users/{seg}/sendMail", lambda c, m: _accepted(send_mail(t, m["id"], _obj(c)))),
             ("GET", "/subscribedSkus", lambda c, m: Reply(200, {"value": t.skus()})),
             ("GET", "/groups", lambda c, m: self._collection(
                 c, [t.view_group(g) for g in t.store.values("groups")], GROUP_FILTERABLE,
@@ -364,6 +373,10 @@ def _ctx(doc: dict[str, Any], set_name: str) -> dict[str, Any]:
 
 def _no_content(_: None) -> Reply:
     return Reply(204)
+
+
+def _accepted(_: None) -> Reply:
+    return Reply(202)
 
 
 def _select(doc: dict[str, Any], query: dict[str, str],

@@ -69,7 +69,7 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     store.bulk_load("skus", skus)
     e3 = skus[0]["skuId"]
     users = _employees(rng, employees_count, seed, e3)
-    store.bulk_load("users", users)
+    store.bulk_load("users", [*users, _service_mailbox(rng, e3)])
     everyone = [u["id"] for u in users]
     groups = [_group(rng, "Alla anställda", everyone), _group(rng, "Förtroendevalda", [])]
     groups += [_group(rng, f"Politiker {body}", []) for body in BODIES]
@@ -107,6 +107,18 @@ def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
             "_mailboxRequestedAt": 0,
         })
     return docs
+
+
+def _service_mailbox(rng: random.Random, e3: str) -> Doc:
+    """The mailbox guides are sent from (guide.sender)."""
+    return {"id": _uuid(rng), "createdDateTime": "2020-01-01T08:00:00Z",
+            "userPrincipalName": f"lathundar@{DOMAIN}", "mailNickname": "lathundar",
+            "displayName": "Lathundar, Region Exempel", "givenName": None, "surname": None,
+            "accountEnabled": True, "employeeId": None, "employeeType": "Service",
+            "usageLocation": "SE", "otherMails": [], "businessPhones": [],
+            "onPremisesExtensionAttributes": {f"extensionAttribute{i}": None for i in range(1, 16)},
+            "assignedLicenses": [{"skuId": e3, "disabledPlans": []}],
+            "passwordProfile": {"forceChangePasswordNextSignIn": False}, "_mailboxRequestedAt": 0}
 
 
 def _group(rng: random.Random, name: str, members: list[str]) -> Doc:

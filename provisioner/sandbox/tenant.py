@@ -427,6 +427,64 @@ class Tenant:
                 for g in self.store.values("groups") if uid in g["_members"]]
 
 
+class AuthMethods:
+    """Temporary Access Passes: one per user (a new one replaces the old); the pass itself is
+    returned once, at creation, and never stored."""
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.tenant = tenant
+
+    def create(self, key: str, body: Doc) -> Doc:
+        import secrets
+
+        user = self.tenant.find_user(key)
+        lifetime = body.get("lifetimeInMinutes", 60)
+        if not isinstance(lifetime, int) or not 10 <= lifetime <= 43200:
+            raise bad_request("The lifetime of a Temporary Access Pass must be between 10 and"
+                              " 43200 minutes.")
+        unknown = set(body) - {"lifetimeInMinutes", "isUsableOnce", "startDateTime", "@odata.type"}
+        if unknown:
+            raise bad_request(f"Property '{sorted(unknown)[0]}' does not exist on type"
+                              " 'microsoft.graph.temporaryAccessPassAuthenticationMethod'.")
+        method = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(),
+                  "startDateTime": body.get("startDateTime") or _now_iso(),
+                  "lifetimeInMinutes": lifetime, "isUsableOnce": bool(body.get("isUsableOnce", False)),
+                  "isUsable": True, "methodUsabilityReason": "EnabledByPolicy"}
+        self.tenant.store.put("users", {**user, "_tap": method})
+        alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%&*+-=?@"
+        return {**method, "temporaryAccessPass": "".join(secrets.choice(alphabet) for _ in range(16))}
+
+    def list(self, key: str) -> list[Doc]:
+        user = self.tenant.find_user(key)
+        return [user["_tap"]] if user.get("_tap") else []
+
+    def delete(self, key: str, method_id: str) -> None:
+        user = self.tenant.find_user(key)
+        if (user.get("_tap") or {}).get("id") != method_id:
+            raise not_found(method_id)
+        self.tenant.store.put("users", {k: v for k, v in user.items() if k != "_tap"})
+
+
+def send_mail(tenant: Tenant, sender: str, body: Doc) -> None:
+    """Accept a message from a mailbox. Only its envelope is kept: the sandbox's state must not
+    hold what a guide says (it may carry a Temporary Access Pass)."""
+    import hashlib
+
+    user = tenant.find_user(sender)
+    if not tenant.mailbox_ready(user):
+        raise ApiError(404, "MailboxNotEnabledForRESTAPI",
+                       "REST API is not yet supported for this mailbox.")
+    message = body.get("message") if isinstance(body, dict) else None
+    if not isinstance(message, dict) or not message.get("toRecipients"):
+        raise bad_request("Invalid request body: message.toRecipients is required.")
+    to = [r["emailAddress"]["address"] for r in message["toRecipients"]]
+    content = str((message.get("body") or {}).get("content", ""))
+    tenant.store.put("sentMail", {"id": str(uuid.uuid4()), "from": user["userPrincipalName"],
+                                  "to": to, "subject": message.get("subject"), "sent": _now_iso(),
+                                  "bodySha256": hashlib.sha256(content.encode()).hexdigest(),
+                                  "bodyBytes": len(content.encode())})
+
+
 def default_mailbox_settings() -> Doc:
     return {
         "@odata.context": f"{GRAPH}/$metadata#users('id')/mailboxSettings",

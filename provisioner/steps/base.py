@@ -57,6 +57,9 @@ class PersonRun:
     # What a step saw just before its write, where the plan could not know it (a new
     # mailbox's settings): the journal keeps it as the image to undo to.
     observed: dict[str, Json] = field(default_factory=dict)
+    # First sign-in secrets made in this run, for this person's guide only: in memory, never
+    # journaled, logged or audited.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 REVERSIBLE = "reversible"    # an attribute, a membership, a licence
