@@ -39,7 +39,7 @@ def test_sandbox_reset_and_show(runner: CliRunner, tmp_path: Path) -> None:
     result = runner.invoke(main, ["--state-dir", state, "sandbox", "reset", "--employees", "25",
                                   "--seed", "3", "--time-scale", "0.5"])
     assert result.exit_code == 0
-    assert "25 employees (seed 3)" in result.output
+    assert "25 employees and the guide mailbox lathundar@ (seed 3)" in result.output
     shown = json.loads(runner.invoke(main, ["--state-dir", state, "sandbox", "show", "--json"]).output)
     assert shown["objects"]["users"] == 26  # and the guide mailbox
     assert shown["settings"]["time_scale"] == 0.5
