@@ -8,6 +8,7 @@
     ├── ConfigurationError           the tenant is not what the playbook expects (group, SKU)
     └── GraphFailure                 talking to Graph went wrong
         ├── TransportError           no answer: connection refused, timeout, TLS
+        ├── StepFailure              a step could not do its part (no guide without its pass)
         └── GraphError               Graph answered no: status, code, message, request-id
             └── ThrottledError       429/503/504 with an optional Retry-After
 
@@ -60,6 +61,15 @@ class GraphFailure(ProvisionerError):
 
 class TransportError(GraphFailure):
     """No usable answer came back; whether a write happened is unknown."""
+
+
+class StepFailure(GraphFailure):
+    """A step could not do its part for a person, with no Graph error behind it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
 
 
 class GraphError(GraphFailure):

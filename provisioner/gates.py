@@ -79,7 +79,39 @@ async def evaluate(ctx: GateContext, gates: Gates) -> list[GateResult]:
         results.append(soak(ctx, gates.soak))
     if gates.approval:
         results.append(approval(ctx))
+    if "guide" in ctx.playbook.steps:
+        results.append(guides_delivered(ctx))
     return results
+
+
+def guides_delivered(ctx: GateContext) -> GateResult:
+    delivered = ctx.journal.last_applied(ctx.playbook.name, "guide")
+    missing = {p.person_id: ["guide: not delivered"] for p in ctx.real_people
+               if p.person_id not in delivered}
+    people = len(ctx.real_people)
+    detail = f"{people - len(missing)} of {people} people have their guide"
+    return GateResult("guides", FAIL if missing else PASS, detail, missing)
+
+
+def guides_late(playbook: Playbook, cohort: Any, people: Sequence[Person],
+                journal: Journal) -> GateResult | None:
+    """A cohort with a start date whose guides cannot all be delivered `lead_days` before it:
+    the result that holds it. None: there is still time (or no rule)."""
+    if cohort.starts is None or playbook.guide is None or "guide" not in playbook.steps:
+        return None
+    lead = dt.timedelta(days=playbook.guide.lead_days)
+    deadline = dt.datetime.combine(cohort.starts, dt.time(), tzinfo=dt.UTC) - lead
+    if dt.datetime.now(dt.UTC) < deadline:
+        return None
+    delivered = journal.last_applied(playbook.name, "guide")
+    late = {p.person_id: [f"guide: not delivered by {deadline:%Y-%m-%d %H:%M} UTC"]
+            for p in people if not is_canary(p.person_id)
+            and (p.person_id not in delivered or _parse(delivered[p.person_id]) > deadline)}
+    if not late:
+        return None
+    return GateResult("guides", FAIL, f"{len(late)} people have no guide delivered"
+                      f" {playbook.guide.lead_days:g} days before the cohort starts ({cohort.starts})",
+                      late)
 
 
 def failure_ratio(ctx: GateContext, limit: float) -> GateResult:

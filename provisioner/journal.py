@@ -251,7 +251,7 @@ class Journal:
         return dict(self._db.execute(
             "SELECT c.person_id, MAX(c.started) FROM changes c JOIN runs r ON r.id = c.run_id"
             " WHERE r.playbook_name = ? AND c.step = ? AND c.state = 'applied'"
-            " GROUP BY c.person_id", (playbook, step)))
+            " AND c.undone_by IS NULL AND c.undo_of IS NULL GROUP BY c.person_id", (playbook, step)))
 
     # -- the audit log's anchor --------------------------------------------------------------
     def set_audit_head(self, path: str, seq: int, digest: str) -> None:

@@ -15,7 +15,7 @@ from .audit import AuditLog, audit_key
 from .cohorts import Assignment, assign, is_canary
 from .dualrole import analyse
 from .errors import InputError, StalePlanError
-from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, verify
+from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, guides_late, verify
 from .graph.client import Target
 from .graph.gateway import Graph
 from .journal import Journal, operator
@@ -133,24 +133,23 @@ async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
     """The plan, and the preflight of the cohort it would apply next (both read-only)."""
     async with connect(session, loaded.playbook) as graph:
         assignment = assign(loaded.playbook, loaded.roster)
-        snapshot = await _snapshot(graph, loaded, assignment)
+        snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
         result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
         return result, await _preflight_with(graph, session, loaded, assignment, snapshot, result)
 
 
-async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment) -> Snapshot:
+async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
+                    state_dir: Path | None = None) -> Snapshot:
     needed = set(needed_groups(loaded.playbook, _everyone(assignment)))
-    return await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
+    snapshot = await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
+    if state_dir is not None and "guide" in loaded.playbook.steps:
+        with Journal(state_dir) as journal:  # who already has a guide: the journal knows
+            snapshot = replace(snapshot, guides=journal.last_applied(loaded.playbook.name, "guide"))
+    return snapshot
 
 
 def _everyone(assignment: Assignment) -> list[Any]:
     return [p for people in assignment.members.values() for p in people]
-
-
-async def _plan_with(graph: Graph, loaded: Loaded, assignment: Assignment | None = None) -> Plan:
-    assignment = assignment or assign(loaded.playbook, loaded.roster)
-    snapshot = await _snapshot(graph, loaded, assignment)
-    return make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +166,7 @@ async def preflight(session: Session, loaded: Loaded) -> Preflight:
     """Is the tenant ready for the next cohort? Reads only."""
     async with connect(session, loaded.playbook) as graph:
         assignment = assign(loaded.playbook, loaded.roster)
-        snapshot = await _snapshot(graph, loaded, assignment)
+        snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
         return await _preflight_with(graph, session, loaded, assignment, snapshot)
 
 
@@ -257,7 +256,7 @@ class Applied:
 
     @property
     def halted(self) -> bool:
-        return any(c.state in ("failed", "rolled back") for c in self.cohorts)
+        return any(c.state in ("failed", "rolled back", "held") for c in self.cohorts)
 
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
@@ -272,7 +271,7 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             journal.mark_interrupted(pb.name)
             reconciled = await reconcile(graph, journal, session.audit, pb.name)
             assignment = assign(pb, loaded.roster)
-            snapshot = await _snapshot(graph, loaded, assignment)
+            snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
             raise_if_failed(ready.checks)
             fresh = make_plan(pb, loaded.roster, snapshot, assignment)
@@ -332,6 +331,9 @@ def _next_step(journal: Journal, pb: Playbook, assignment: Assignment,
         if last.state == "rolled back":
             return (f"Cohort {last.cohort} failed its gates and was rolled back (on_failure:"
                     " rollback). The rollout is halted.")
+        if last.state == "held":
+            return (f"Cohort {last.cohort} is held: its guides could not reach everyone in time"
+                    " (see above). Move its `starts` date, or lower guide.lead_days, then apply.")
         if last.state == "failed":
             return (f"Cohort {last.cohort} failed its gates; the rollout is halted. Fix the cause,"
                     f" then `provisioner apply {pb.source}` re-applies and re-checks it, or"
@@ -365,6 +367,9 @@ class _Stage:
         # People held for a dual-role decision have nothing made yet: gates skip them.
         members = [p for p in self.assignment.members[name] if p.person_id not in plan.held]
         outcome = CohortOutcome(name, plan)
+        late = guides_late(self.pb, cohort, members, self.journal)
+        if late is not None:  # too late to deliver guides in time: the cohort does not start
+            return await self._settle(cohort, outcome, [late], state="held")
         self.journal.set_cohort_state(self.pb.name, name, "applying")
         canaries = [p for p in members if is_canary(p.person_id)]
         if canaries:
@@ -400,7 +405,8 @@ class _Stage:
         try:
             report = await apply_plan(self.graph, plan, [*recorders, *self.hooks],
                                       concurrency=self.pb.concurrency,
-                                      mailbox_wait=_mailbox_wait(self.pb))
+                                      mailbox_wait=_mailbox_wait(self.pb),
+                                      state_dir=self.session.settings.state_dir)
         except BaseException:
             self.journal.finish_run(run_id, "interrupted")
             raise
@@ -409,14 +415,16 @@ class _Stage:
             [*outcome.report.results, *report.results])
 
     async def _settle(self, cohort: Cohort, outcome: CohortOutcome,
-                      results: list[GateResult]) -> CohortOutcome:
+                      results: list[GateResult], state: str | None = None) -> CohortOutcome:
         outcome.gates = results
-        outcome.state = cohort_state(results)
+        outcome.state = state or cohort_state(results)
         report = {"gates": [r.to_json() for r in results]}
         self.journal.set_cohort_state(self.pb.name, cohort.name, outcome.state, report=report)
         self.session.audit.event("gates", cohort=cohort.name, state=outcome.state,
                                  run_ids=outcome.run_ids,
                                  gates={r.gate: r.status for r in results})
+        if outcome.state == "held":
+            return outcome
         if outcome.state == "failed" and cohort.on_failure == "rollback":
             outcome.rolled_back = await _rollback_with(
                 self.graph, self.journal, self.session, self.loaded, self.hooks, cohort=cohort.name)
@@ -474,7 +482,8 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
     try:
         report = await apply_plan(graph, planned.plan,
                                   [recorder, AuditHook(session.audit, rid), *hooks],
-                                  concurrency=loaded.playbook.concurrency, mailbox_wait=0)
+                                  concurrency=loaded.playbook.concurrency, mailbox_wait=0,
+                                  state_dir=session.settings.state_dir)
     except BaseException:
         journal.finish_run(rid, "interrupted")
         raise

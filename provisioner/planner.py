@@ -23,7 +23,10 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     """The changes for every person, cohort by cohort (canary accounts first in theirs)."""
     assignment = assignment or assign(playbook, roster)
     persons = [p for name in (c.name for c in assignment.order) for p in assignment.members[name]]
-    ctx = PlanContext(playbook, snapshot, owner_prefix(playbook))
+    starts = {c.name: c.starts.isoformat() for c in assignment.order if c.starts}
+    ctx = PlanContext(playbook, snapshot, owner_prefix(playbook),
+                      cohort_of=dict(assignment.cohort_of),
+                      starts={pid: starts[c] for pid, c in assignment.cohort_of.items() if c in starts})
     if "groups" in playbook.steps or "device_settings" in playbook.steps:
         check_groups(ctx, persons)
     managed = snapshot.managed(ctx.owner_prefix)

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -66,8 +67,11 @@ class Report:
 
 
 async def apply_plan(graph: Graph, plan: Plan, hooks: Sequence[Hook], *, concurrency: int,
-                     mailbox_wait: float) -> Report:
-    return await _Applier(graph, plan, hooks, concurrency).run(mailbox_wait)
+                     mailbox_wait: float, state_dir: Path | None = None) -> Report:
+    applier = _Applier(graph, plan, hooks, concurrency)
+    for run in applier.runs.values():
+        run.state_dir = state_dir
+    return await applier.run(mailbox_wait)
 
 
 class _Applier:

@@ -122,6 +122,7 @@ class Snapshot:
     groups: dict[str, list[Group]] = field(default_factory=dict)  # by displayName (may repeat)
     mailboxes: dict[str, Json | None] = field(default_factory=dict)  # user id → settings, None = not yet
     intune: Intune = field(default_factory=Intune)
+    guides: dict[str, str] = field(default_factory=dict)  # person_id → when their guide went out
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from ..errors import GraphError
@@ -34,6 +35,8 @@ class PlanContext:
     # What steps notice but is not a change: a device awaiting enrolment (person_id → why).
     awaiting: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    cohort_of: dict[str, str] = field(default_factory=dict)  # person_id → cohort
+    starts: dict[str, str] = field(default_factory=dict)     # person_id → cohort start date
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class PersonRun:
     # First sign-in secrets made in this run, for this person's guide only: in memory, never
     # journaled, logged or audited.
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    state_dir: Path | None = None  # where files a step writes (guides) live
 
 
 REVERSIBLE = "reversible"    # an attribute, a membership, a licence

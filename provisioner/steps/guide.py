@@ -1,0 +1,174 @@
+"""``guide``: a personal quick guide (lathund) per person, ready before their cohort starts.
+
+Rendered from Jinja2 templates (the tool's defaults, or a region's own beside the playbook):
+the new address, the first sign-in (with this run's Temporary Access Pass or password, the
+only place the secret is ever written), mail on *their* device model, help, and for a dual-role
+person how their two accounts relate. Written as printable HTML with owner-only permissions,
+with an index per cohort; optionally e-mailed through Graph from a service mailbox to the
+person's private address (a one-way change: a sent e-mail cannot be taken back).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..errors import StepFailure
+from ..graph.gateway import Graph
+from ..model import Action, Change, Json, Outcome
+from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+FAMILY = {"iphone": "ios", "ipad": "ios", "samsung": "android", "galaxy": "android", "sm-": "android"}
+
+
+def device_family(model: str) -> str:
+    low = model.casefold()
+    return next((family for key, family in FAMILY.items() if low.startswith(key)), "web")
+
+
+def _pass_terms(ctx: PlanContext) -> Json:
+    spec = ctx.playbook.access_pass
+    return {"lifetimeInMinutes": spec.lifetime_minutes if spec else None,
+            "usableOnce": spec.usable_once if spec else None}
+
+
+def _employee_upn(view: PersonView) -> str | None:
+    """For a dual-role person: the employee account theirs belongs with."""
+    if view.link is not None:
+        return view.link.upn
+    return None
+
+
+class GuideStep:
+    name: ClassVar[str] = "guide"
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        spec = ctx.playbook.guide
+        assert spec is not None
+        p = view.person
+        if p.person_id in ctx.snapshot.guides:
+            return []
+        email = spec.delivery == "email" and bool(p.private_email)
+        templates = ctx.playbook.resolve(spec.templates) if spec.templates else None
+        after = {
+            "language": spec.language, "delivery": "email" if email else "print",
+            "to": p.private_email if email else None, "sender": spec.sender if email else None,
+            "upn": view.user.upn if view.user else view.names.upn, "name": f"{p.given_name} {p.surname}",
+            "given": p.given_name, "role": p.role, "body": p.body, "device": p.device_model,
+            "employee_upn": _employee_upn(view),
+            "help": spec.help, "organisation": spec.organisation,
+            "templates": str(templates) if templates else None,
+            "needs_secret": "access_pass" in ctx.playbook.steps and not view.adopted,
+            "cohort": ctx.cohort_of.get(p.person_id, "all"), "playbook": ctx.playbook.name,
+            "starts": ctx.starts.get(p.person_id),
+            **_pass_terms(ctx),
+        }
+        return [Change(self.name, p.person_id, Action.CREATE, f"guide:{p.person_id}", None, after)]
+
+    def reversibility(self, change: Change) -> str:
+        return ONE_WAY if (change.after or {}).get("delivery") == "email" else REVERSIBLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        if self.reversibility(change) == ONE_WAY:
+            return None
+        return Change(self.name, change.person_id, Action.DELETE, change.target, change.after, None)
+
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
+        wanted = change.before if change.action is Action.DELETE else change.after
+        assert wanted is not None
+        if wanted.get("delivery") == "email":
+            return None  # a sent e-mail cannot be read back from here
+        return dict(wanted) if _path(run, wanted).exists() else None
+
+    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        if change.action is Action.DELETE:
+            assert change.before is not None
+            path = _path(run, change.before)
+            if not path.exists():
+                return Outcome.UNCHANGED
+            path.unlink()
+            _write_index(path.parent, change.before, remove=change.person_id)
+            return Outcome.APPLIED
+        data = change.after
+        assert data is not None
+        secret = {k: v for k, v in run.secrets.items() if k in ("access_pass", "password")}
+        if data.get("needs_secret") and not secret:
+            raise StepFailure("NoFirstSignInSecret", "no Temporary Access Pass was issued in this run;"
+                              " the guide is not delivered without one (apply again)")
+        html = render(data, secret)
+        path = _path(run, data)
+        _write_private(path, html)
+        _write_index(path.parent, data, add={"person_id": change.person_id, "name": data["name"],
+                                             "upn": data["upn"], "delivery": data["delivery"],
+                                             "file": path.name})
+        if data["delivery"] == "email":
+            subject = ("Din lathund: så loggar du in" if data["language"] == "sv"
+                       else "Your quick guide: signing in")
+            await graph.send_mail(data["sender"], data["to"], subject, html)
+        run.secrets.clear()  # delivered: the secret has no other place to be
+        return Outcome.APPLIED
+
+
+def render(data: Json, secret: dict[str, str]) -> str:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    search = [data["templates"], str(TEMPLATES)] if data.get("templates") else [str(TEMPLATES)]
+    env = Environment(loader=FileSystemLoader(search), autoescape=select_autoescape(["html", "j2"]))
+    template = env.get_template(f"guide.{data['language']}.html.j2")
+    minutes = data.get("lifetimeInMinutes") or 7 * 24 * 60
+    return template.render(
+        **{k: v for k, v in data.items() if k not in ("templates",)},
+        device_family=device_family(data.get("device") or ""),
+        access_pass=secret.get("access_pass"), password=secret.get("password"),
+        lifetime_text=_lifetime(minutes, data["language"]), usable_once=bool(data.get("usableOnce")))
+
+
+def _lifetime(minutes: int, language: str) -> str:
+    days, hours = divmod(minutes // 60, 24)
+    if language == "sv":
+        return f"{days} dagar" if days else f"{hours} timmar"
+    return f"{days} days" if days else f"{hours} hours"
+
+
+def guide_dir(state_dir: Path, data: Json) -> Path:
+    return state_dir / "guides" / str(data["playbook"]) / str(data.get("cohort") or "all")
+
+
+def _path(run: PersonRun, data: Json) -> Path:
+    if run.state_dir is None:
+        raise StepFailure("NoStateDir", "guides need a state dir to be written to")
+    return guide_dir(run.state_dir, data) / f"{run.person_id}.html"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Owner-only: the file may hold a Temporary Access Pass."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+def _write_index(folder: Path, data: Json, add: dict[str, Any] | None = None,
+                 remove: str | None = None) -> None:
+    """The cohort's printable index (and its JSON manifest): who has a guide and how it went
+    out. Names and addresses only, never a secret."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    manifest = folder / "index.json"
+    entries = {e["person_id"]: e for e in (json.loads(manifest.read_text()) if manifest.exists() else [])}
+    if add is not None:
+        entries[add["person_id"]] = add
+    if remove is not None:
+        entries.pop(remove, None)
+    ordered = [entries[k] for k in sorted(entries)]
+    _write_private(manifest, json.dumps(ordered, ensure_ascii=False, indent=1))
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["j2"]))
+    language = data.get("language", "sv")
+    title = f"Lathundar, {data.get('cohort')}" if language == "sv" else f"Guides, {data.get('cohort')}"
+    _write_private(folder / "index.html", env.get_template("index.html.j2").render(
+        guides=ordered, language=language, title=title))
