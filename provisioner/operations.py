@@ -269,7 +269,7 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
     with state_lock(settings.state_dir, "apply"), Journal(settings.state_dir) as journal:
         async with connect(session, pb) as graph:
             journal.mark_interrupted(pb.name)
-            reconciled = await reconcile(graph, journal, session.audit, pb.name)
+            reconciled = await reconcile(graph, journal, session.audit, pb.name, settings.state_dir)
             assignment = assign(pb, loaded.roster)
             snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
@@ -449,7 +449,7 @@ async def rollback(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
     with state_lock(settings.state_dir, "rollback"), Journal(settings.state_dir) as journal:
         async with connect(session, loaded.playbook) as graph:
             journal.mark_interrupted(name)
-            await reconcile(graph, journal, session.audit, name)
+            await reconcile(graph, journal, session.audit, name, settings.state_dir)
             done = await _rollback_with(graph, journal, session, loaded, hooks, run_id=run_id,
                                         cohort=cohort, person=person, force=force,
                                         dry_run=dry_run, confirm=confirm)
@@ -466,7 +466,8 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
                          confirm: Callable[[RollbackPlan], bool] | None = None) -> RolledBack:
     name = loaded.playbook.name
     entries = select(journal.applied(name), run_id=run_id, cohort=cohort, person=person)
-    planned = await plan_rollback(graph, entries, playbook_name=name, force=force)
+    planned = await plan_rollback(graph, entries, playbook_name=name, force=force,
+                                  state_dir=session.settings.state_dir)
     if dry_run or not (planned.plan.changes or planned.already):
         return RolledBack(planned, None, None)
     if confirm is not None and not confirm(planned):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
@@ -32,10 +33,12 @@ class Reconciled:
     not_made: int = 0  # it had not: abandoned; the fresh plan does it again if still needed
 
 
-async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: str) -> Reconciled:
+async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: str,
+                    state_dir: Path | None = None) -> Reconciled:
     made = not_made = 0
     for entry in journal.pending(playbook):
-        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id)
+        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
+                        state_dir=state_dir)
         current = await STEPS[entry.change.step].current(graph, entry.change, run)
         done = is_done(entry.change, current)
         state = "reconciled" if done else "abandoned"
@@ -72,7 +75,7 @@ def select(entries: Sequence[Entry], *, run_id: str | None, cohort: str | None,
 
 
 async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name: str,
-                        force: bool) -> RollbackPlan:
+                        force: bool, state_dir: Path | None = None) -> RollbackPlan:
     deleted_users = {e.object_id for e in entries
                      if e.change.step == "account" and e.change.action is Action.CREATE}
     result = RollbackPlan(Plan(playbook_name, "", "", "", {}, ()), {}, {})
@@ -87,7 +90,8 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         if undo is None:
             result.blocked.append(f"{entry.change.target}: {entry.reversibility}, cannot be undone")
             continue
-        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id)
+        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
+                        state_dir=state_dir)
         current = await step.current(graph, undo, run)
         if is_done(undo, current):
             result.already.append((undo, entry.seq))

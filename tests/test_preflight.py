@@ -34,7 +34,8 @@ def ready(make_sandbox: Callable[..., Tenant], write_playbook: Callable[..., Pat
      "FAIL  permissions     not granted: GroupMember.ReadWrite.All (to add and remove group members)"),
     ("permission", "MailboxSettings.ReadWrite", "not granted: MailboxSettings.ReadWrite"),
     ("group", "Förtroendevalda", "FAIL  groups          missing: Förtroendevalda"),
-    ("seats", "ENTERPRISEPACK", "FAIL  licence         ENTERPRISEPACK: the plan needs 4 licences, 0 are free"),
+    ("seats", "ENTERPRISEPACK",
+     "FAIL  licence         ENTERPRISEPACK: the plan needs 4 licences, 0 are free"),
 ])
 def test_each_break_is_named_and_blocks_apply(runner: CliRunner, state_dir: Path, ready: Path,
                                               kind: str, target: str, named: str) -> None:

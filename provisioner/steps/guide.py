@@ -44,6 +44,7 @@ def _employee_upn(view: PersonView) -> str | None:
 
 class GuideStep:
     name: ClassVar[str] = "guide"
+    goes_with_user: ClassVar[bool] = False  # a file on disk does not go with a deleted account
 
     def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
         spec = ctx.playbook.guide

@@ -1,0 +1,204 @@
+"""First sign-in without a password in the open, and personal guides before each cohort."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from provisioner.cli import main
+from provisioner.sandbox import Tenant
+from provisioner.steps.guide import render
+
+from .conftest import reopen
+
+ROSTER = """\
+person_id,given_name,surname,role,body,private_email,device_model,employee_id
+P1,Åsa,O'Brien,ledamot,Kulturnämnden,asa@example.org,iPhone 12,
+P2,Karin,Lindqvist,ledamot,Regionstyrelsen,,iPad,E10001
+P3,Bo,Ek,ersättare,Kulturnämnden,,,
+"""
+PLAYBOOK = """\
+name: guides
+roster: roster.csv
+domain: politiker.example-region.se
+naming: {{mail_nickname: "pol.{{upn_local}}"}}
+license: {{sku: ENTERPRISEPACK}}
+dual_role: {{policy: separate_account}}
+access_pass: {{method: {method}, lifetime_minutes: 4320}}
+guide: {{language: {language}, delivery: {delivery}, sender: lathundar@example-region.se, lead_days: 3}}
+steps: [account, license, access_pass, guide]
+{cohorts}
+"""
+
+
+def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
+    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
+
+
+@pytest.fixture
+def setup(tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> Callable[..., Path]:
+    make_sandbox(employees=20)
+
+    def write(method: str = "temporary_access_pass", language: str = "sv",
+              delivery: str = "print", cohorts: str = "") -> Path:
+        (tmp_path / "roster.csv").write_text(ROSTER, encoding="utf-8")
+        path = tmp_path / "pb.yaml"
+        path.write_text(PLAYBOOK.format(method=method, language=language, delivery=delivery,
+                                        cohorts=cohorts), encoding="utf-8")
+        return path
+    return write
+
+
+def guide_file(state_dir: Path, pid: str, cohort: str = "all") -> Path:
+    return state_dir / "guides" / "guides" / cohort / f"{pid}.html"
+
+
+def secret_in(path: Path) -> str:
+    match = re.search(r'class="secret">([^<]+)<', path.read_text(encoding="utf-8"))
+    assert match, path
+    return match.group(1)
+
+
+def test_a_pass_is_issued_and_appears_once_in_the_guide_and_nowhere_else(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    result = runner.invoke(main, ["--state-dir", str(state_dir), "-vv", "--log-format", "json",
+                                  "apply", "--yes", str(playbook)])
+    assert result.exit_code == 0, result.output
+    passes = {pid: secret_in(guide_file(state_dir, pid)) for pid in ("P1", "P2", "P3")}
+    for pid, secret in passes.items():
+        assert guide_file(state_dir, pid).read_text(encoding="utf-8").count(secret) == 1
+        assert guide_file(state_dir, pid).stat().st_mode & 0o077 == 0  # owner-only
+        assert secret not in result.output
+        for path in state_dir.rglob("*"):
+            if path.is_file() and path != guide_file(state_dir, pid):
+                assert secret.encode() not in path.read_bytes(), (pid, path)
+    users = {u["userPrincipalName"]: u for u in reopen(state_dir).users.values()}
+    assert users["asa.obrien@politiker.example-region.se"]["_tap"]["isUsableOnce"] is True
+
+
+def test_a_second_apply_issues_no_new_pass(runner: CliRunner, state_dir: Path,
+                                           setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    before = secret_in(guide_file(state_dir, "P1"))
+    again = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert "No changes" in again.output
+    assert secret_in(guide_file(state_dir, "P1")) == before
+
+
+def test_rolling_back_a_cohort_removes_its_printed_guides(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup(cohorts="cohorts: [{name: a, select: {person_id: [P3]}},"
+                             " {name: b, select: {rest: true}}]")
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    path = guide_file(state_dir, "P3", "a")
+    assert path.exists()
+    result = cli(runner, state_dir, "rollback", "--cohort", "a", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    assert not path.exists()
+    assert json.loads((path.parent / "index.json").read_text()) == []
+
+
+def test_rollback_revokes_a_pass_on_an_account_that_stays(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    text = playbook.read_text(encoding="utf-8")
+    playbook.write_text(text.replace("steps: [account, license, access_pass, guide]",
+                                     "steps: [account, license]"), encoding="utf-8")
+    cli(runner, state_dir, "apply", "--yes", str(playbook))  # the accounts exist first
+    playbook.write_text(text, encoding="utf-8")
+    second = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    run_id = re.search(r"Run (\S+) is in the journal", second.output).group(1)  # type: ignore[union-attr]
+    undo = cli(runner, state_dir, "rollback", "--run", run_id, "--yes", str(playbook))
+    assert undo.exit_code == 0, undo.output
+    assert "- delete access-pass:asa.obrien@politiker.example-region.se  [P1]" in undo.output
+    users = {u["userPrincipalName"]: u for u in reopen(state_dir).users.values()}
+    assert "_tap" not in users["asa.obrien@politiker.example-region.se"]
+    assert not guide_file(state_dir, "P1").exists()
+
+
+def test_email_delivery_is_one_way_and_sends_through_graph(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup(delivery="email")
+    plan = cli(runner, state_dir, "plan", str(playbook))
+    assert "+ create guide:P1  [P1]  (one-way)" in plan.output
+    assert "+ create guide:P3  [P3]" in plan.output and "guide:P3  [P3]  (one-way)" not in plan.output
+    assert "Note: 1 one-way changes cannot be undone by rollback (guide)." in plan.output
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    sent = list(reopen(state_dir).store.values("sentMail"))
+    assert [m["to"] for m in sent] == [["asa@example.org"]]
+    assert "content" not in json.dumps(sent)  # the sandbox keeps the envelope only
+
+
+def test_the_password_fallback_is_shown_in_the_guide_and_is_one_way(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup(method="password")
+    plan = cli(runner, state_dir, "plan", str(playbook))
+    assert "access-pass:asa.obrien@politiker.example-region.se  [P1]  (one-way)" in plan.output
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    text = guide_file(state_dir, "P1").read_text(encoding="utf-8")
+    assert "Tillfälligt lösenord" in text and "Temporary Access Pass" not in text
+
+
+def test_a_cohort_without_guides_delivered_in_time_is_held(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    soon = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+    playbook = setup(cohorts=f"cohorts: [{{name: all-at-once, select: {{rest: true}}, starts: {soon}}}]")
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 4, result.output
+    assert "Cohort all-at-once: held" in result.output
+    assert "guides             fail  3 people have no guide delivered 3 days before the cohort starts" \
+        in result.output
+    assert "P1: guide: not delivered by" in result.output
+    assert not any(u["userPrincipalName"].endswith("@politiker.example-region.se")
+                   for u in reopen(state_dir).users.values())
+
+
+def test_a_cohort_with_time_to_spare_delivers_its_guides(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    later = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    playbook = setup(cohorts=f"cohorts: [{{name: later, select: {{rest: true}}, starts: {later}}}]")
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    assert "guides             pass  3 of 3 people have their guide" in result.output
+    assert later in guide_file(state_dir, "P1", "later").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("language", ["sv", "en"])
+@pytest.mark.parametrize(("device", "expected"), [
+    ("iPhone 12", "App Store"), ("iPad mini", "App Store"), ("iPad", "App Store"),
+    ("Samsung XCover 5", "Play"), ("", "outlook.office.com"),
+])
+def test_guides_render_for_every_device_and_language(language: str, device: str, expected: str) -> None:
+    data = {"language": language, "upn": "asa.obrien@p.se", "name": "Åsa O'Brien", "given": "Åsa",
+            "role": "ledamot", "body": "Kulturnämnden", "device": device, "employee_upn": None,
+            "help": "Ring 010-123", "organisation": "Region Exempel", "templates": None,
+            "starts": None, "lifetimeInMinutes": 60, "usableOnce": True}
+    html = render(data, {"access_pass": "Abc123!x"})
+    assert expected in html and "Abc123!x" in html and "Ring 010-123" in html
+    assert "O&#39;Brien" in html and "O'Brien" not in html  # escaped
+    assert ('lang="sv"' if language == "sv" else 'lang="en"') in html
+
+
+@pytest.mark.parametrize(("language", "heading"), [("sv", "Du har två konton"),
+                                                   ("en", "You have two accounts")])
+def test_a_dual_role_guide_explains_the_two_accounts(language: str, heading: str) -> None:
+    data = {"language": language, "upn": "karin@politiker.se", "name": "Karin L", "given": "Karin",
+            "role": "", "body": "", "device": "", "employee_upn": "karin@region.se", "help": "",
+            "organisation": "Region", "templates": None, "starts": None,
+            "lifetimeInMinutes": 60, "usableOnce": True}
+    html = render(data, {})
+    assert heading in html and "karin@region.se" in html
+
+
+def test_a_regions_own_template_overrides_the_default(tmp_path: Path) -> None:
+    (tmp_path / "guide.sv.html.j2").write_text("<p>Hej {{ given }}, {{ access_pass }}</p>", encoding="utf-8")
+    data = {"language": "sv", "given": "Bo", "templates": str(tmp_path), "device": ""}
+    assert render(data, {"access_pass": "XYZ"}) == "<p>Hej Bo, XYZ</p>"
