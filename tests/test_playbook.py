@@ -21,7 +21,8 @@ BASE = "name: t\nroster: r.csv\ndomain: politiker.example.se\nsteps: [account]\n
 
 def test_the_example_playbook_is_valid() -> None:
     playbook = load_playbook(EXAMPLE)
-    assert playbook.steps == ("account", "license", "groups", "mailbox_settings")
+    assert playbook.steps == ("account", "license", "groups", "mailbox_settings", "access_pass",
+                              "guide")
     assert playbook.naming_policy.domain == "politiker.example-region.se"
     assert playbook.roster_path == EXAMPLE.parent / "fritidspolitiker-roster.csv"
 
