@@ -22,6 +22,7 @@ BY_STEP = {
         "Device.Read.All": "find the Entra device object of a managed device",
         "GroupMember.ReadWrite.All": "add devices to their profile's device groups",
     },
+    "access_pass": {"UserAuthenticationMethod.ReadWrite.All": "issue and revoke Temporary Access Passes"},
 }
 
 
@@ -30,6 +31,8 @@ def required(playbook: Playbook) -> dict[str, str]:
     needed = dict(BASE)
     for step in playbook.steps:
         needed.update(BY_STEP.get(step, {}))
+    if playbook.guide is not None and "guide" in playbook.steps and playbook.guide.delivery == "email":
+        needed["Mail.Send"] = "send each person their guide from the service mailbox"
     if any(c.gates.signin for c in playbook.cohorts):
         needed["AuditLog.Read.All"] = "the sign-in gate reads the sign-in logs"
     return dict(sorted(needed.items()))

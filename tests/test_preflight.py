@@ -86,3 +86,17 @@ def test_permissions_lists_exactly_what_the_steps_need(runner: CliRunner, ready:
     names = [line.split()[0] for line in out.splitlines()]
     assert names == sorted(["Application.Read.All", "Domain.Read.All", "GroupMember.ReadWrite.All",
                             "MailboxSettings.ReadWrite", "Organization.Read.All", "User.ReadWrite.All"])
+
+
+def test_passes_and_e_mailed_guides_need_their_permissions(runner: CliRunner, state_dir: Path,
+                                                           make_sandbox: Callable[..., Tenant]) -> None:
+    make_sandbox()
+    example = Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml"
+    out = runner.invoke(main, ["permissions", str(example)]).output
+    assert "UserAuthenticationMethod.ReadWrite.All" in out and "Mail.Send" in out
+    cli(runner, state_dir, "sandbox", "break", "permission", "Mail.Send")
+    result = runner.invoke(main, ["--state-dir", str(state_dir), "preflight", str(example)],
+                           env={"PROVISIONER_PNR_KEY": "sandbox-personnummer-key"})
+    assert result.exit_code == 5
+    assert "not granted: Mail.Send (to send each person their guide from the service mailbox)" \
+        in result.output
