@@ -253,6 +253,21 @@ class Journal:
             " WHERE r.playbook_name = ? AND c.step = ? AND c.state = 'applied'"
             " AND c.undone_by IS NULL AND c.undo_of IS NULL GROUP BY c.person_id", (playbook, step)))
 
+    def leaving_since(self, playbook: str) -> dict[str, str]:
+        """person_id → when their first leaver stage was applied."""
+        return dict(self._db.execute(
+            "SELECT c.person_id, MIN(c.started) FROM changes c JOIN runs r ON r.id = c.run_id"
+            " WHERE r.playbook_name = ? AND c.cohort = 'leavers' AND c.state = 'applied'"
+            " AND c.undone_by IS NULL AND c.undo_of IS NULL GROUP BY c.person_id", (playbook,)))
+
+    def added_groups(self, playbook: str) -> set[str]:
+        """Names of the groups this playbook has ever added people to."""
+        rows = self._db.execute(
+            "SELECT DISTINCT json_extract(c.intent, '$.group') FROM changes c JOIN runs r"
+            " ON r.id = c.run_id WHERE r.playbook_name = ? AND c.step = 'groups'"
+            " AND c.action = 'create' AND c.state IN ('applied', 'reconciled')", (playbook,))
+        return {str(r[0]) for r in rows if r[0]}
+
     # -- the audit log's anchor --------------------------------------------------------------
     def set_audit_head(self, path: str, seq: int, digest: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO audit_head VALUES (?, ?, ?)", (path, seq, digest))
@@ -266,8 +281,9 @@ def _entry(row: tuple[Any, ...]) -> Entry:
     (seq, run_id, cohort, step, person_id, action, target, intent, reversibility, before,
      upn, object_id, state, undone_by, undo_of) = row
     after = json.loads(intent) if intent else None
-    change = Change(step, person_id, Action(action), target, None, after)
-    return Entry(seq, run_id, cohort, change, reversibility, json.loads(before) if before else None,
+    before_image = json.loads(before) if before else None
+    change = Change(step, person_id, Action(action), target, before_image, after)
+    return Entry(seq, run_id, cohort, change, reversibility, before_image,
                  upn, object_id, state, undone_by, undo_of)
 
 

@@ -89,6 +89,8 @@ class Plan:
     cohort_order: tuple[str, ...] = ()
     held: dict[str, str] = field(default_factory=dict)  # person_id → why (a dual-role decision)
     awaiting: dict[str, str] = field(default_factory=dict)  # person_id → device awaiting enrolment
+    scheduled: dict[str, str] = field(default_factory=dict)  # person_id → later leaver stages
+    notes: dict[str, str] = field(default_factory=dict)      # person_id → for the admin to act on
 
     def only(self, cohort: str | None = None, people: set[str] | None = None) -> Plan:
         """The part of the plan for one cohort, or for some people."""
@@ -128,7 +130,10 @@ class Plan:
         return {"changes": changes, "summary": self.summary(), "warnings": list(self.warnings),
                 "held": [{"person_id": pid, "reason": why} for pid, why in sorted(self.held.items())],
                 "awaiting_enrolment": [{"person_id": pid, "device": why}
-                                       for pid, why in sorted(self.awaiting.items())]}
+                                       for pid, why in sorted(self.awaiting.items())],
+                "scheduled": [{"person_id": pid, "stages": what}
+                              for pid, what in sorted(self.scheduled.items())],
+                "notes": [{"person_id": pid, "note": what} for pid, what in sorted(self.notes.items())]}
 
     def to_file(self) -> Json:
         return {

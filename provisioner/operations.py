@@ -14,16 +14,17 @@ import structlog
 from .audit import AuditLog, audit_key
 from .cohorts import Assignment, assign, is_canary
 from .dualrole import analyse
-from .errors import InputError, StalePlanError
+from .errors import InputError, ProvisionerError, StalePlanError
 from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, guides_late, verify
 from .graph.client import Target
 from .graph.gateway import Graph
 from .journal import Journal, operator
+from .leavers import LEAVERS
 from .lock import state_lock
 from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
 from .naming import Names
 from .planner import make_plan
-from .playbook import Cohort, Playbook, VerifyGate, load_playbook
+from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate, load_playbook
 from .preflight import Check, failures, plan_checks, raise_if_failed, tenant_checks
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
@@ -31,7 +32,7 @@ from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
 from .snapshot import Snapshot, owner_prefix, read_snapshot
 from .steps import PersonView, PlanContext
-from .steps.groups import needed_groups
+from .steps.groups import group_names, needed_groups
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -140,12 +141,19 @@ async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
 
 async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
                     state_dir: Path | None = None) -> Snapshot:
-    needed = set(needed_groups(loaded.playbook, _everyone(assignment)))
-    snapshot = await read_snapshot(graph, loaded.playbook, loaded.roster, needed)
-    if state_dir is not None and "guide" in loaded.playbook.steps:
-        with Journal(state_dir) as journal:  # who already has a guide: the journal knows
-            snapshot = replace(snapshot, guides=journal.last_applied(loaded.playbook.name, "guide"))
-    return snapshot
+    pb = loaded.playbook
+    everyone = _everyone(assignment)
+    templates = pb.groups if "groups" in pb.steps else ()
+    mine = {n for p in everyone for n in group_names(templates, p)}
+    guides, since = {}, {}
+    if state_dir is not None:
+        with Journal(state_dir) as journal:  # what the journal knows that the directory cannot say
+            mine |= journal.added_groups(pb.name)
+            guides = journal.last_applied(pb.name, "guide") if "guide" in pb.steps else {}
+            since = journal.leaving_since(pb.name)
+    needed = set(needed_groups(pb, everyone)) | mine
+    snapshot = await read_snapshot(graph, pb, loaded.roster, needed)
+    return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine))
 
 
 def _everyone(assignment: Assignment) -> list[Any]:
@@ -261,6 +269,7 @@ class Applied:
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                 saved: Plan | None = None, cohort: str | None = None, all_cohorts: bool = False,
+                allow_mass_change: int | None = None,
                 confirm: Callable[[Plan], bool] | None = None,
                 on_cohort: Callable[[CohortOutcome], None] | None = None) -> Applied:
     """Reconcile what an interrupted run left, plan afresh, then apply the next cohort (or
@@ -275,6 +284,12 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
             raise_if_failed(ready.checks)
             fresh = make_plan(pb, loaded.roster, snapshot, assignment)
+            check_mass_change(pb, fresh, snapshot, allow_mass_change)
+            if LEAVERS in fresh.cohort_order:
+                assignment = Assignment((*assignment.order, LEAVERS_COHORT),
+                                        {**assignment.members, LEAVERS: ()}, assignment.cohort_of)
+            # Without cohorts there are no stages: one apply does all of it.
+            all_cohorts = all_cohorts or not pb.cohorts
             outcomes: list[CohortOutcome] = []
             stage = _Stage(graph, journal, session, loaded, assignment, hooks)
             current = _next_cohort(journal, pb.name, assignment, cohort, saved or fresh)
@@ -296,6 +311,33 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                 current = _next_cohort(journal, pb.name, assignment, None, rest)
             return Applied(fresh, outcomes, reconciled,
                            _next_step(journal, pb, assignment, outcomes))
+
+
+LEAVERS_COHORT = Cohort(name=LEAVERS, select=Selector(rest=True), gates=Gates(max_failure_ratio=None))
+
+
+class MassChangeError(ProvisionerError):
+    exit_code = 6
+
+
+def check_mass_change(pb: Playbook, plan: Plan, snapshot: Snapshot, allowed: int | None) -> None:
+    """Refuse to disable, unlicense or delete more people than the threshold at once, unless
+    the operator says how many they expect (Entra's accidental-deletion prevention, ours)."""
+    drastic = sorted({c.person_id for c in plan.changes
+                      if (c.action is Action.DELETE and c.step in ("account", "license"))
+                      or (c.step == "account" and (c.after or {}).get("accountEnabled") is False)})
+    managed = len(snapshot.managed(owner_prefix(pb)))
+    limit = pb.mass_change.threshold(managed)
+    if len(drastic) <= limit or allowed == len(drastic):
+        return
+    shown = ", ".join(f"{pid} ({plan.people[pid].upn})" for pid in drastic[:30])
+    more = f" and {len(drastic) - 30} more" if len(drastic) > 30 else ""
+    asked = f"; --allow-mass-change {allowed} does not match" if allowed is not None else ""
+    raise MassChangeError(
+        f"this apply would disable, unlicense or delete {len(drastic)} people, more than the"
+        f" threshold of {limit} ({pb.mass_change.ratio:.0%} of {managed} managed accounts, at least"
+        f" {pb.mass_change.people}){asked}. Is the roster complete? If this is meant (an election),"
+        f" run again with --allow-mass-change {len(drastic)}. People: {shown}{more}")
 
 
 def _next_cohort(journal: Journal, playbook: str, assignment: Assignment,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from . import clock
 from .cohorts import Assignment, assign
 from .dualrole import ADOPT, OWN, DualRoleView, analyse
 from .errors import RosterError
+from .leavers import LEAVERS, leaver_changes
 from .model import Action, Change, PersonTarget, Plan
 from .naming import Names, NamingPolicy
 from .playbook import Playbook
@@ -49,13 +51,29 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
                                                 user.id if user else None)
         for step in playbook.steps:
             changes.extend(STEPS[step].plan(ctx, view))
+    # Leavers: accounts this playbook manages whose person is no longer in the roster.
+    cohort_of = dict(assignment.cohort_of)
+    order = tuple(c.name for c in assignment.order)
+    schedule: dict[str, list[str]] = {}
+    in_roster = {p.person_id for p in persons}
+    now = clock.now()
+    for pid, user in sorted(managed.items()):
+        if pid in in_roster:
+            continue
+        leaving = leaver_changes(ctx, pid, user, now, schedule)
+        if leaving or pid in schedule:
+            people[pid] = PersonTarget(user.upn, user.id)
+            cohort_of[pid] = LEAVERS
+            changes.extend(leaving)
+    if any(cohort_of.get(pid) == LEAVERS for pid in people):
+        order = (*order, LEAVERS)
     return Plan(
         playbook_name=playbook.name, playbook_path=str(playbook.source),
         playbook_digest=playbook.digest, roster_digest=roster.digest, people=people,
         changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
         reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
-        cohort_of=dict(assignment.cohort_of), cohort_order=tuple(c.name for c in assignment.order),
-        held=held, awaiting=dict(ctx.awaiting),
+        cohort_of=cohort_of, cohort_order=order, held=held, awaiting=dict(ctx.awaiting),
+        scheduled={pid: "; ".join(items) for pid, items in schedule.items()}, notes=dict(ctx.notes),
     )
 
 

@@ -275,6 +275,32 @@ class DualRole(_Strict):
         return self
 
 
+class Leavers(_Strict):
+    """What happens to a managed person who is no longer in the roster, stage by stage."""
+
+    auto_reply: str = ("Jag har lämnat mitt uppdrag i Region Exempel. Skriv till"
+                       " registrator@example-region.se i stället.")
+    remove_license_after_days: Annotated[int, Field(ge=0)] = 30
+    delete_after_days: Annotated[int, Field(ge=0)] = 90
+
+    @model_validator(mode="after")
+    def _order(self) -> Leavers:
+        if self.delete_after_days < self.remove_license_after_days:
+            raise ValueError("delete_after_days must not come before remove_license_after_days")
+        return self
+
+
+class MassChange(_Strict):
+    """Like Entra's accidental-deletion prevention: more than this many people disabled,
+    unlicensed or deleted in one apply needs --allow-mass-change with the count."""
+
+    ratio: Ratio = 0.1
+    people: Annotated[int, Field(ge=0)] = 20
+
+    def threshold(self, managed: int) -> int:
+        return max(self.people, int(self.ratio * managed))
+
+
 class Playbook(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
     description: str = ""
@@ -292,6 +318,8 @@ class Playbook(_Strict):
     guide: Guide | None = None
     devices: Devices | None = None
     cohorts: tuple[Cohort, ...] = ()
+    leavers: Leavers = Leavers()
+    mass_change: MassChange = MassChange()
     dual_role: DualRole = DualRole()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
 

@@ -38,6 +38,15 @@ def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> It
                 if detailed:
                     yield from (f"{indent}      {line}" for line in _diff(change))
     one_way = [c for c in plan.changes if plan.reversibility.get(c.id) == "one-way"]
+    if plan.scheduled:
+        yield ""
+        yield f"Scheduled for leavers ({len(plan.scheduled)}): on a later run"
+        yield from (f"  scheduled: {pid} {plan.people[pid].upn if pid in plan.people else ''}: {what}"
+                    for pid, what in sorted(plan.scheduled.items()))
+    if plan.notes:
+        yield ""
+        yield f"For the admin ({len(plan.notes)}):"
+        yield from (f"  ! {pid}: {what}" for pid, what in sorted(plan.notes.items()))
     if plan.awaiting:
         yield ""
         yield f"Devices awaiting enrolment ({len(plan.awaiting)}): picked up by a later apply"

@@ -123,6 +123,8 @@ class Snapshot:
     mailboxes: dict[str, Json | None] = field(default_factory=dict)  # user id → settings, None = not yet
     intune: Intune = field(default_factory=Intune)
     guides: dict[str, str] = field(default_factory=dict)  # person_id → when their guide went out
+    leaving_since: dict[str, str] = field(default_factory=dict)  # person_id → first leaver stage
+    playbook_groups: frozenset[str] = frozenset()  # the user groups this playbook manages
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""

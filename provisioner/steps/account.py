@@ -74,8 +74,11 @@ class AccountStep:
 
     async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
         keys = shape(change) or {}
+        if "restoreDeletedUser" in keys:  # a leaver's soft delete, or its undo
+            live = await graph.get_user(keys["restoreDeletedUser"], ("id", "userPrincipalName"))
+            return None if live is None else dict(keys)
         user = await graph.get_user(run.user_id or run.upn,
-                                    ("id", *(k for k in keys if k != "passwordProfile")))
+                                    ("id", *(k for k in keys if k not in ("passwordProfile",))))
         if user is None:
             return None
         if change.action is Action.CREATE or change.action is Action.DELETE:
@@ -100,6 +103,15 @@ class AccountStep:
                 raise
             return Outcome.APPLIED
         assert change.after is not None
+        if "restoreDeletedUser" in change.after:  # the undo of a leaver's soft delete
+            try:
+                await graph.restore_user(change.after["restoreDeletedUser"])
+            except GraphError as exc:
+                if exc.status == 404:
+                    return Outcome.UNCHANGED
+                raise
+            run.user_id = change.after["restoreDeletedUser"]
+            return Outcome.APPLIED
         if change.action is Action.UPDATE:
             assert run.user_id is not None
             await graph.update_user(run.user_id, change.after)

@@ -137,4 +137,6 @@ def inverse(change: Change, before_image: Json | None) -> Change | None:
     if change.action is Action.UPDATE and before_image is not None:
         return Change(change.step, change.person_id, Action.UPDATE, change.target, change.after,
                       before_image)
+    if change.action is Action.DELETE and change.before is not None:
+        return Change(change.step, change.person_id, Action.CREATE, change.target, None, change.before)
     return None

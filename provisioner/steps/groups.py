@@ -66,6 +66,14 @@ class GroupsStep:
     def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
         upn = view.user.upn if view.user else view.names.upn
         changes = []
+        wanted = set(group_names(ctx.playbook.groups, view.person))
+        if view.user is not None:  # a mover leaves the playbook's groups they no longer belong in
+            for name in sorted(ctx.snapshot.playbook_groups - wanted):
+                for group in ctx.snapshot.groups.get(name, []):
+                    if view.user.id in group.member_ids:
+                        changes.append(Change(self.name, view.person.person_id, Action.DELETE,
+                                              f"group:{name}:{upn}",
+                                              {"group": name, "groupId": group.id, "member": upn}, None))
         for name in group_names(ctx.playbook.groups, view.person):
             group = ctx.snapshot.groups[name][0]
             if view.user is not None and view.user.id in group.member_ids:
