@@ -423,6 +423,8 @@ class _Stage:
                 return await self._settle(cohort, outcome, [check])
             outcome.gates.append(check)
         real = {p.person_id for p in members if not is_canary(p.person_id)}
+        if name == LEAVERS:  # not in the roster any more: their people are the plan's
+            real = set(plan.people)
         await self._apply(outcome, plan.only(people=real))
         old = self.journal.cohort_state(self.pb.name, name)
         self.journal.set_cohort_state(self.pb.name, name, "verifying",

@@ -15,6 +15,7 @@ from click.testing import CliRunner, Result
 from provisioner.cli import main
 from provisioner.lock import state_lock
 from provisioner.sandbox import Tenant
+from provisioner.sandbox.tenant import default_mailbox_settings
 
 from .conftest import reopen
 
@@ -32,7 +33,9 @@ def directory(state_dir: Path) -> dict[str, Any]:
             "displayName": u.get("displayName"), "department": u.get("department"),
             "jobTitle": u.get("jobTitle"), "enabled": u.get("accountEnabled"),
             "licences": sorted(lic["skuId"] for lic in u.get("assignedLicenses", [])),
-            "mailbox": u.get("_mailboxSettings")} for u in users.values()},
+            # As Graph shows them: a setting put back to its default equals one never set.
+            "mailbox": {**default_mailbox_settings(), **u["_mailboxSettings"]}
+            if u.get("_mailboxSettings") else None} for u in users.values()},
         "groups": {g["displayName"]: sorted(users[m]["userPrincipalName"] for m in g["_members"]
                                             if m in users) for g in t.store.values("groups")},
         "seats": {s["skuPartNumber"]: s["consumedUnits"] for s in t.skus()},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 from typing import Any, ClassVar
@@ -53,6 +54,8 @@ class AccountStep:
                      "onPremisesExtensionAttributes": {k: v for k, v in marks.items() if v}}
             return [Change(self.name, pid, Action.CREATE, f"user:{view.names.upn}", None, after)]
         current = view.user.attributes
+        if not view.adopted:
+            _note_name_change(ctx, view)
         # An adopted account is the employee's: only our mark on it is ours to keep.
         wanted = {} if view.adopted else desired_attributes(ctx, view)
         changed = [k for k in MANAGED if k in wanted and current.get(k) != wanted[k]]
@@ -132,6 +135,23 @@ class AccountStep:
             return Outcome.UNCHANGED
         run.user_id = created["id"]
         return Outcome.APPLIED
+
+
+def _note_name_change(ctx: PlanContext, view: PersonView) -> None:
+    """A new name (a marriage) gives a new address by the policy. Changing a UPN breaks sign-in
+    on every device at once, so the tool does not do it: it tells the admin, who renames in
+    Entra and keeps the old address as an alias (proxyAddresses)."""
+    assert view.user is not None
+    try:
+        wanted = ctx.playbook.naming_policy.base_local(view.person)
+    except ValueError:
+        return
+    local = view.user.upn.split("@")[0]
+    if re.sub(r"\.\d+$", "", local) != wanted:
+        ctx.notes[view.person.person_id] = (
+            f"name change: the address stays {view.user.upn}; by the naming policy it would be"
+            f" {wanted}@{ctx.playbook.naming_policy.domain}. Rename it in Entra if wanted, keeping"
+            f" {view.user.upn} as an alias")
 
 
 def _marks(ctx: PlanContext, view: PersonView) -> dict[str, str | None]:

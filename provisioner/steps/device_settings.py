@@ -65,6 +65,16 @@ class DeviceSettingsStep:
             ctx.awaiting[pid] = f"{profile.model}, serial {device.serial}: not registered in Entra yet"
             return []
         changes = []
+        assert ctx.playbook.devices is not None
+        others = {g for p in ctx.playbook.devices.profiles for g in p.groups} - set(profile.groups)
+        for name in sorted(others):  # a new device model: out of the old profile's groups
+            for group in ctx.snapshot.groups.get(name, []):
+                if object_id in group.member_ids:
+                    before = {"group": name, "groupId": group.id, "deviceObjectId": object_id,
+                              "managedDeviceId": device.id, "serial": device.serial,
+                              "sync": profile.sync}
+                    changes.append(Change(self.name, pid, Action.DELETE,
+                                          f"device-group:{name}:{device.serial}", before, None))
         for name in profile.groups:
             group = ctx.snapshot.groups[name][0]
             if object_id in group.member_ids:

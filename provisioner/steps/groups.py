@@ -39,10 +39,9 @@ def needed_groups(playbook: Playbook, persons: Iterable[Person]) -> dict[str, in
         names += list(profile.groups) if profile else []
         for name in names:
             needed[name] = needed.get(name, 0) + 1
-    if not any(p.device_model for p in persons):  # profiles found from enrolled devices
-        for x in profiles:
-            for name in x.groups:
-                needed.setdefault(name, 0)
+    for x in profiles:  # every profile's groups: a device that changed model leaves the old ones
+        for name in x.groups:
+            needed.setdefault(name, 0)
     return needed
 
 
