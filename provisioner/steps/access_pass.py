@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from .account import generate_password
-from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext
+from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext, removal
 
 
 class AccessPassStep:
@@ -57,13 +56,7 @@ class AccessPassStep:
         assert run.user_id is not None
         if change.action is Action.DELETE:
             assert change.before is not None
-            try:
-                await graph.delete_access_pass(run.user_id, change.before["methodId"])
-            except GraphError as exc:
-                if exc.status == 404:
-                    return Outcome.UNCHANGED
-                raise
-            return Outcome.APPLIED
+            return await removal(graph.delete_access_pass(run.user_id, change.before["methodId"]))
         assert change.after is not None
         if change.after["method"] == "password":
             password = generate_password()

@@ -18,6 +18,7 @@ from .base import (
     PersonView,
     PlanContext,
     inverse,
+    removal,
     shape,
 )
 
@@ -98,23 +99,11 @@ class AccountStep:
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
         if change.action is Action.DELETE:  # the undo of a create: a soft delete
             assert run.user_id is not None
-            try:
-                await graph.delete_user(run.user_id)
-            except GraphError as exc:
-                if exc.status == 404:
-                    return Outcome.UNCHANGED
-                raise
-            return Outcome.APPLIED
+            return await removal(graph.delete_user(run.user_id))
         assert change.after is not None
         if "restoreDeletedUser" in change.after:  # the undo of a leaver's soft delete
-            try:
-                await graph.restore_user(change.after["restoreDeletedUser"])
-            except GraphError as exc:
-                if exc.status == 404:
-                    return Outcome.UNCHANGED
-                raise
             run.user_id = change.after["restoreDeletedUser"]
-            return Outcome.APPLIED
+            return await removal(graph.restore_user(run.user_id))
         if change.action is Action.UPDATE:
             assert run.user_id is not None
             await graph.update_user(run.user_id, change.after)

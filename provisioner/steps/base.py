@@ -99,6 +99,17 @@ def drift(undo: Change, current: Json | None) -> str | None:
     return f"{undo.target} changed since the tool changed it: " + "; ".join(diffs) if diffs else None
 
 
+async def removal(remove: Awaitable[None]) -> Outcome:
+    """A removal through Graph; a 404 means it is already gone (a retry, or someone else)."""
+    try:
+        await remove
+    except GraphError as exc:
+        if exc.status == 404:
+            return Outcome.UNCHANGED
+        raise
+    return Outcome.APPLIED
+
+
 async def settle(write: Callable[[], Awaitable[None]], lagging: Callable[[GraphError], bool],
                  timeout: float = 30.0) -> None:
     """Run ``write``, retrying while Graph's replicas have not caught up with a just-made object

@@ -12,7 +12,7 @@ from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..playbook import Playbook
 from ..roster import Person
-from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, settle, shape
+from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, removal, settle, shape
 
 ALREADY_MEMBER = "One or more added object references already exist"
 
@@ -104,13 +104,7 @@ class GroupsStep:
         user_id = run.user_id
         if change.action is Action.DELETE:
             assert change.before is not None
-            try:
-                await graph.remove_member(change.before["groupId"], user_id)
-            except GraphError as exc:
-                if exc.status == 404:
-                    return Outcome.UNCHANGED
-                raise
-            return Outcome.APPLIED
+            return await removal(graph.remove_member(change.before["groupId"], user_id))
         assert change.after is not None
         try:
             await settle(lambda: graph.add_member(change.after["groupId"], user_id),  # type: ignore[index]
