@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,13 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from provisioner.journal import Journal
 from provisioner.sandbox import Sandbox, reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
 
-from .conftest import PLAYBOOK
+from .conftest import PLAYBOOK, serve_in_thread
 
 KILL_POINTS = 24
 PEOPLE = 4  # 20 changes: account, licence, two groups, mailbox settings each
@@ -37,19 +33,10 @@ PEOPLE = 4  # 20 changes: account, licence, two groups, mailbox settings each
 def served(state: Path) -> Iterator[tuple[str, Sandbox]]:
     tenant = reset_tenant(state, employees=30, seed=5, mailbox_delay=0, latency_ms=8)
     app = Sandbox(tenant)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
+        with serve_in_thread(app) as url:
+            yield url, app
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         tenant.store.close()
 
 

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.operations import open_sandbox
 from provisioner.sandbox import Tenant
 
+from .conftest import serve_in_thread
+
 
 @pytest.fixture
 def served(state_dir: Path, make_sandbox: Callable[..., Tenant]) -> Iterator[str]:
     make_sandbox(latency_ms=2)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    with open_sandbox(state_dir) as app:
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        thread.join(timeout=10)
+    with open_sandbox(state_dir) as app, serve_in_thread(app) as url:
+        yield url
 
 
 def test_plan_and_apply_through_a_served_sandbox(runner: CliRunner, tmp_path: Path, served: str,
