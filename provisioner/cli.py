@@ -6,15 +6,24 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import operations as ops
-from .audit import redact_argv
 from .errors import InputError, ProvisionerError
-from .journal import operator
-from .logs import configure
+
+if TYPE_CHECKING:
+    from . import operations as ops
+else:
+    class _Operations:
+        """`provisioner --help` stays fast: the operations (and all they import) load on use."""
+
+        def __getattr__(self, name: str) -> Any:
+            from . import operations
+
+            return getattr(operations, name)
+
+    ops = _Operations()
 
 EXIT_CHANGES = 2  # plan --detailed-exitcode, as terraform plan
 EXIT_HALTED = 4   # a cohort failed its gates: the rollout is halted
@@ -61,8 +70,12 @@ class Group(click.Group):
 
 
 def _audit_command(ctx: click.Context, status: int) -> None:
+    from . import operations
+    from .audit import redact_argv
+    from .journal import operator
+
     session = ctx.obj
-    if not isinstance(session, ops.Session) or not ctx.invoked_subcommand:
+    if not isinstance(session, operations.Session) or not ctx.invoked_subcommand:
         return
     try:
         session.audit.event("command", command=ctx.meta.get("command", ctx.invoked_subcommand),
@@ -90,6 +103,8 @@ def _audit_command(ctx: click.Context, status: int) -> None:
 def main(ctx: click.Context, state_dir: Path, log_format: str, verbose: int,
          graph_url: str | None, auth: str, audit_log: Path | None) -> None:
     """Plan and apply Microsoft 365 provisioning playbooks, cohort by cohort."""
+    from .logs import configure
+
     configure(log_format, verbose)
     ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log))
 

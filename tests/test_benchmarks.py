@@ -16,3 +16,10 @@ def test_dual_roles_benchmark_runs_and_prints_json() -> None:
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["directory_users"] == 401 and figures["roster_people"] == 60  # + the service mailbox
     assert sum(figures["classified"].values()) == 60
+
+
+def test_startup_benchmark_runs_and_prints_json() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "startup.py"), "--runs", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert set(figures) >= {"help_seconds", "validate_seconds"}

@@ -87,3 +87,21 @@ def test_an_unreachable_entra_is_a_clear_error_without_the_secret(runner: CliRun
     assert result.exit_code == 1
     assert "error:" in result.output and "Microsoft Entra" in result.output
     assert "s3cr3t-value" not in result.output
+
+
+def test_commands_that_do_not_talk_to_graph_never_import_the_sdk() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from provisioner.cli import main\n"
+        f"r = CliRunner().invoke(main, ['validate', {str(EXAMPLE)!r}])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "CliRunner().invoke(main, ['--help'])\n"
+        "sdk = ('msgraph', 'kiota', 'msal')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(sdk)}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
