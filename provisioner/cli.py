@@ -384,6 +384,8 @@ def sandbox() -> None:
 @click.option("--latency-ms", type=click.FloatRange(0), default=0, show_default=True)
 @click.option("--fault-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of requests answered 503.")
+@click.option("--lost-reply-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Share of writes made but answered 504, as if the answer was lost.")
 @click.option("--mailbox-delay", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Seconds from an Exchange licence to a usable mailbox.")
 @click.option("--ru-limit", type=click.IntRange(0), default=0,

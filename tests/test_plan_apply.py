@@ -96,6 +96,21 @@ def test_5xx_faults_are_retried_to_completion(runner: CliRunner, state_dir: Path
     assert reopen(state_dir).store.counters["faults"] > 0
 
 
+def test_a_write_whose_answer_is_lost_is_never_made_twice(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    """A 504 after the write was made: the retried POST meets its own account (ours by its
+    mark) and adopts it; no duplicate account, no membership or licence made twice."""
+    playbook = setup(people=6, lost_reply_rate=0.3, time_scale=0.01)
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    tenant = reopen(state_dir)
+    assert tenant.store.counters["lost replies"] > 0
+    upns = [u["userPrincipalName"] for u in tenant.users.values()
+            if u["userPrincipalName"].endswith("@politiker.example-region.se")]
+    assert len(upns) == len(set(upns)) == 6
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(playbook)).exit_code == 0
+
+
 def test_a_graph_error_on_one_person_does_not_stop_the_others(
         runner: CliRunner, state_dir: Path, setup: Callable[..., Path],
         monkeypatch: pytest.MonkeyPatch) -> None:

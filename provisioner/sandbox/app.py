@@ -154,13 +154,24 @@ class Sandbox:
         except FilterError as err:
             reply = Reply(400, ApiError(400, "Request_UnsupportedQuery", str(err)).body(""))
         reply.headers.update(verdict.headers)
+        lost = float(self.tenant.config.get("lost_reply_rate", 0))
+        if call.method in MUTATING and reply.status < 300 and lost and self._rng.random() < lost:
+            # The write is made, but the answer is a 504: the client cannot know it succeeded.
+            self._record_write(call)
+            store.count("mutating")
+            store.count("lost replies")
+            err = ApiError(504, "GatewayTimeout", "The gateway did not receive a timely response.")
+            return Reply(504, err.body(""), {"Retry-After": self._seconds(1)})
         if call.method in MUTATING:
             store.count("mutating")
             if reply.status < 300:
-                body = {k: v for k, v in (call.body or {}).items() if k != "passwordProfile"} \
-                    if isinstance(call.body, dict) else call.body
-                self.writes.append((call.method, call.path, json.dumps(body, sort_keys=True)))
+                self._record_write(call)
         return reply
+
+    def _record_write(self, call: Call) -> None:
+        body = {k: v for k, v in (call.body or {}).items() if k != "passwordProfile"} \
+            if isinstance(call.body, dict) else call.body
+        self.writes.append((call.method, call.path, json.dumps(body, sort_keys=True)))
 
     def _limiter(self, token: str) -> Limiter:
         limiter = self._limiters.get(token)

@@ -28,6 +28,7 @@ def describe(tenant: Tenant) -> dict[str, dict[str, Any]]:
                 if counters.get(k)}
     requests.update({"mutating": counters.get("mutating", 0),
                      "throttled (429)": counters.get("throttled", 0),
-                     "faults (503)": counters.get("faults", 0)})
+                     "faults (503)": counters.get("faults", 0),
+                     "lost replies (504 after the write)": counters.get("lost replies", 0)})
     config = {k: v for k, v in tenant.config.items()}
     return {"objects": objects, "licences": licences, "requests": requests, "settings": config}

@@ -23,6 +23,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "time_scale": 1.0,     # every delay and quota window is multiplied by this
     "latency_ms": 0,       # added to every HTTP request
     "fault_rate": 0.0,     # share of requests answered 503
+    "lost_reply_rate": 0.0,  # share of writes made but answered 504 (the client cannot know)
     "mailbox_delay": 5.0,  # seconds between an Exchange licence and a usable mailbox
     "ru_limit": 0,         # resource units per 10 s; 0 = Graph's default for the tenant size
     "write_limit": 0,      # writes per 150 s; 0 = Graph's 3,000
