@@ -23,3 +23,10 @@ def test_startup_benchmark_runs_and_prints_json() -> None:
                          capture_output=True, text=True, check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert set(figures) >= {"help_seconds", "validate_seconds"}
+
+
+def test_plan_benchmark_runs_and_prints_json() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "plan.py"), "--users", "300", "--people", "40"],
+                         capture_output=True, text=True, check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["roster_people"] == 40 and figures["changes"] > 0
