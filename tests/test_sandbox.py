@@ -268,3 +268,32 @@ def test_state_persists_between_processes(tmp_path: Any) -> None:
     again = open_tenant(tmp_path)
     assert NEW_USER["userPrincipalName"] in {u["userPrincipalName"] for u in again.users.values()}
     assert again.store.counters["mutating"] == 1
+
+
+def test_members_bind_adds_up_to_20_all_or_none(memory_sandbox: Sandbox) -> None:
+    t = memory_sandbox.tenant
+    group = next(g for g in t.store.values("groups") if g["displayName"] == "Förtroendevalda")
+    ids = list(t.users)[:3]
+    refs = [f"https://graph.microsoft.com/v1.0/directoryObjects/{i}" for i in ids]
+    r = call(memory_sandbox, "PATCH", f"/groups/{group['id']}", json={"members@odata.bind": refs[:2]})
+    assert r.status_code == 204
+    r = call(memory_sandbox, "PATCH", f"/groups/{group['id']}", json={"members@odata.bind": refs[1:]})
+    assert r.status_code == 400  # one is a member already: none is added
+    assert ids[2] not in t.store.all("groups")[group["id"]]["_members"]
+    r = call(memory_sandbox, "PATCH", f"/groups/{group['id']}", json={"members@odata.bind": refs * 7})
+    assert r.status_code == 400 and "at most 20" in error(r)["message"]
+
+
+def test_group_based_licensing_gives_the_licence_and_a_mailbox() -> None:
+    app = Sandbox(reset_tenant(None, employees=0, seed=1, mailbox_delay=0))
+    user = create(app)
+    group = next(g for g in app.tenant.store.values("groups")
+                 if g["displayName"] == "Licens E3 förtroendevalda")
+    ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{user['id']}"}
+    assert call(app, "POST", f"/groups/{group['id']}/members/$ref", json=ref).status_code == 204
+    licences = call(app, "GET", f"/users/{user['id']}?$select=assignedLicenses").json()
+    assert [lic["skuId"] for lic in licences["assignedLicenses"]] == [e3(app)]
+    assert call(app, "GET", f"/users/{user['id']}/mailboxSettings").status_code == 200
+    call(app, "DELETE", f"/groups/{group['id']}/members/{user['id']}/$ref")
+    licences = call(app, "GET", f"/users/{user['id']}?$select=assignedLicenses").json()
+    assert licences["assignedLicenses"] == []

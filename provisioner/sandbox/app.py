@@ -274,6 +274,7 @@ class Sandbox:
             ("GET", "/groups", lambda c, m: self._collection(
                 c, [t.view_group(g) for g in t.store.values("groups")], GROUP_FILTERABLE,
                 "Group", None)),
+            ("PATCH", f"/groups/{seg}", lambda c, m: _no_content(t.bind_members(m["id"], _obj(c)))),
             ("GET", f"/groups/{seg}", lambda c, m: Reply(
                 200, _select(t.view_group(t.find_group(m["id"])), c.query, None))),
             ("GET", f"/groups/{seg}/members", lambda c, m: self._collection(

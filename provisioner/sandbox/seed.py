@@ -75,6 +75,8 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     groups = [_group(rng, "Alla anställda", everyone), _group(rng, "Förtroendevalda", [])]
     groups += [_group(rng, f"Politiker {body}", []) for body in BODIES]
     groups.append(_group(rng, "Tjänstemobil pilot", []))
+    # Group-based licensing: members of this group get Office 365 E3 (and so a mailbox).
+    groups.append({**_group(rng, "Licens E3 förtroendevalda", []), "_licenses": [e3]})
     device_groups = [_group(rng, f"Intune - {name}", []) for name, _ in PILOT_DEVICES]
     store.bulk_load("groups", groups + device_groups)
     _intune(store, rng, users, device_groups)

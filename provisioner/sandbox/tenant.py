@@ -152,6 +152,8 @@ class Tenant:
     def view_user(self, doc: Doc) -> Doc:
         """The user as Graph shows it: private fields dropped, mail once the mailbox exists."""
         out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
+        out["assignedLicenses"] = [{k: v for k, v in lic.items() if not k.startswith("_")}
+                                   for lic in doc.get("assignedLicenses", [])]
         if self.mailbox_ready(doc):
             out.setdefault("mail", doc["userPrincipalName"])
             out["proxyAddresses"] = [f"SMTP:{out['mail']}"]
@@ -414,12 +416,50 @@ class Tenant:
             raise bad_request("One or more added object references already exist for the"
                               " following modified properties: 'members'.")
         self.store.put("groups", {**group, "_members": [*group["_members"], oid]})
+        self._group_licences(group, oid, +1)
+
+    def bind_members(self, gid: str, body: Doc) -> None:
+        """PATCH /groups/{id} with members@odata.bind: up to 20 in one write; if any of them
+        fails, none is added."""
+        group = self.find_group(gid)
+        if set(body) != {"members@odata.bind"} or not isinstance(body["members@odata.bind"], list):
+            raise bad_request("Only 'members@odata.bind' can be changed here.")
+        refs = body["members@odata.bind"]
+        if len(refs) > 20:
+            raise bad_request("Too many members to add in one request: at most 20.")
+        oids = [str(r).rstrip("/").rsplit("/", 1)[-1] for r in refs]
+        for oid in oids:
+            if oid not in self.users and oid not in self.store.all("devices"):
+                raise not_found(oid)
+            if oid in group["_members"] or oids.count(oid) > 1:
+                raise bad_request("One or more added object references already exist for the"
+                                  " following modified properties: 'members'.")
+        self.store.put("groups", {**group, "_members": [*group["_members"], *oids]})
+        for oid in oids:
+            self._group_licences(group, oid, +1)
+
+    def _group_licences(self, group: Doc, oid: str, sign: int) -> None:
+        """Group-based licensing: a member of a licensed group gets its licences, and a
+        mailbox follows as for a direct Exchange licence."""
+        user = self.users.get(oid)
+        if user is None or not group.get("_licenses"):
+            return
+        current = [lic for lic in user.get("assignedLicenses", [])
+                   if lic.get("_viaGroup") != group["id"]]
+        if sign > 0:
+            current += [{"skuId": sku, "disabledPlans": [], "_viaGroup": group["id"]}
+                        for sku in group["_licenses"]]
+        new = {**user, "assignedLicenses": current}
+        if sign > 0 and self._has_exchange(new) and not user.get("_mailboxRequestedAt"):
+            new["_mailboxRequestedAt"] = self.clock()
+        self._save("users", new, user)
 
     def remove_member(self, gid: str, oid: str) -> None:
         group = self.find_group(gid)
         if oid not in group["_members"]:
             raise not_found(oid)
         self.store.put("groups", {**group, "_members": [m for m in group["_members"] if m != oid]})
+        self._group_licences(group, oid, -1)
 
     def member_of(self, key: str) -> list[Doc]:
         uid = self.find_user(key)["id"]
