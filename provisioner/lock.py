@@ -20,7 +20,7 @@ from .errors import ProvisionerError
 
 
 class LockedError(ProvisionerError):
-    exit_code = 3
+    exit_code = 7
 
 
 @contextmanager

@@ -137,7 +137,7 @@ def test_a_second_apply_on_the_same_state_dir_refuses_at_once(runner: CliRunner,
                                                              ready: Path) -> None:
     with state_lock(state_dir, "apply"):
         result = cli(runner, state_dir, "apply", "--yes", str(ready))
-    assert result.exit_code == 3
+    assert result.exit_code == 7
     assert re.search(r"error: another apply \(pid \d+ on \S+, since \d{4}-\d\d-\d\dT", result.output)
     assert reopen(state_dir).store.counters["mutating"] == 0
 
