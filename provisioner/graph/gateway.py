@@ -105,6 +105,13 @@ class Graph:
                 return
             body = await self.json(builder.with_url(next_link).to_get_request_information())
 
+    async def collect(self, request_info: Any, builder: Any) -> list[Json]:
+        """Every item of a collection, all pages."""
+        items: list[Json] = []
+        async for page in self.pages(request_info, builder):
+            items.extend(page)
+        return items
+
     async def batch(self, requests: Sequence[Any]) -> list[BatchResult]:
         """Independent requests in $batch (20 a time); throttled items are sent again in a
         new batch after the longest Retry-After, as Graph asks."""
@@ -149,10 +156,7 @@ class Graph:
             select=list(select), filter=filter, top=PAGE)
         request_info = self.client.users.to_get_request_information(
             RequestConfiguration(query_parameters=params))
-        users: list[Json] = []
-        async for page in self.pages(request_info, self.client.users):
-            users.extend(page)
-        return users
+        return await self.collect(request_info, self.client.users)
 
     async def create_user(self, body: Json) -> Json:
         from msgraph.generated.models.user import User
@@ -254,10 +258,7 @@ class Graph:
             select=list(select), top=PAGE)
         request_info = self.client.groups.to_get_request_information(
             RequestConfiguration(query_parameters=params))
-        groups: list[Json] = []
-        async for page in self.pages(request_info, self.client.groups):
-            groups.extend(page)
-        return groups
+        return await self.collect(request_info, self.client.groups)
 
     async def group_member_ids(self, group_id: str) -> list[str]:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -268,10 +269,7 @@ class Graph:
         builder = self.client.groups.by_group_id(group_id).members
         params = MembersRequestBuilder.MembersRequestBuilderGetQueryParameters(select=["id"], top=PAGE)
         request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        ids: list[str] = []
-        async for page in self.pages(request_info, builder):
-            ids.extend(m["id"] for m in page)
-        return ids
+        return [m["id"] for m in await self.collect(request_info, builder)]
 
     def member_of_request(self, user_id: str) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -284,11 +282,8 @@ class Graph:
             RequestConfiguration(query_parameters=params))
 
     async def member_of_ids(self, user_id: str) -> set[str]:
-        ids: set[str] = set()
         builder = self._user(user_id).member_of
-        async for page in self.pages(self.member_of_request(user_id), builder):
-            ids.update(m["id"] for m in page)
-        return ids
+        return {m["id"] for m in await self.collect(self.member_of_request(user_id), builder)}
 
     # -- Intune --------------------------------------------------------------------------------
     async def list_managed_devices(self, select: Sequence[str]) -> list[Json]:
@@ -303,10 +298,7 @@ class Graph:
         params = ManagedDevicesRequestBuilder.ManagedDevicesRequestBuilderGetQueryParameters(
             select=list(select), top=PAGE)
         request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        out: list[Json] = []
-        async for page in self.pages(request_info, builder):
-            out.extend(page)
-        return out
+        return await self.collect(request_info, builder)
 
     async def list_devices(self, select: Sequence[str]) -> list[Json]:
         """Entra device objects (what device groups hold as members)."""
@@ -316,10 +308,7 @@ class Graph:
         params = DevicesRequestBuilder.DevicesRequestBuilderGetQueryParameters(select=list(select), top=PAGE)
         request_info = self.client.devices.to_get_request_information(
             RequestConfiguration(query_parameters=params))
-        out: list[Json] = []
-        async for page in self.pages(request_info, self.client.devices):
-            out.extend(page)
-        return out
+        return await self.collect(request_info, self.client.devices)
 
     async def device_categories(self) -> list[Json]:
         builder = self.client.device_management.device_categories
@@ -397,10 +386,7 @@ class Graph:
         params = SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
             filter=f"createdDateTime ge {since}", top=PAGE)
         request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        out: list[Json] = []
-        async for page in self.pages(request_info, builder):
-            out.extend(page)
-        return out
+        return await self.collect(request_info, builder)
 
     async def add_member(self, group_id: str, member_id: str) -> None:
         from msgraph.generated.models.reference_create import ReferenceCreate
