@@ -46,12 +46,16 @@ def leaver_changes(ctx: PlanContext, pid: str, user: DirectoryUser, now: dt.date
     delete_day = since + dt.timedelta(days=pb.leavers.delete_after_days)
     if pb.license is not None and "license" in pb.steps:
         sku = snap.skus.get(pb.license.sku)
+        via = next((g for g in snap.groups.get(pb.license.via_group or "", [])
+                    if user.id in g.member_ids), None)
         if sku is not None and sku.sku_id in user.license_ids:
             if now >= licence_day:
+                before = {"skuPartNumber": sku.part_number, "skuId": sku.sku_id,
+                          "disabledPlans": sorted(user.license_ids[sku.sku_id])}
+                if via is not None:  # group-based licensing: the membership goes
+                    before |= {"viaGroup": via.name, "groupId": via.id}
                 changes.append(Change("license", pid, Action.DELETE,
-                                      f"license:{user.upn}:{sku.part_number}",
-                                      {"skuPartNumber": sku.part_number, "skuId": sku.sku_id,
-                                       "disabledPlans": sorted(user.license_ids[sku.sku_id])}, None))
+                                      f"license:{user.upn}:{sku.part_number}", before, None))
             else:
                 schedule.setdefault(pid, []).append(f"remove licence on {licence_day:%Y-%m-%d}")
     if now >= delete_day:

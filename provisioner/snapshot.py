@@ -67,6 +67,8 @@ class Group:
     id: str
     name: str
     member_ids: frozenset[str]
+    # Group-based licensing: skuId → disabled plans, given to every member.
+    licenses: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,7 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
     users_doc, skus_doc, groups_doc = await asyncio.gather(
         graph.list_users(USER_SELECT),
         graph.subscribed_skus() if "license" in steps else _none(),
-        graph.list_groups(("id", "displayName")) if steps & {"groups", "device_settings"} else _none(),
+        graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr) for u in users_doc}
     skus = {s["skuPartNumber"]: Sku(
@@ -158,7 +160,10 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
     members = await asyncio.gather(*(graph.group_member_ids(g["id"]) for g in wanted))
     groups: dict[str, list[Group]] = {}
     for g, ids in zip(wanted, members, strict=True):
-        groups.setdefault(g["displayName"], []).append(Group(g["id"], g["displayName"], frozenset(ids)))
+        licenses = {lic["skuId"]: sorted(lic.get("disabledPlans") or [])
+                    for lic in g.get("assignedLicenses") or []}
+        groups.setdefault(g["displayName"], []).append(
+            Group(g["id"], g["displayName"], frozenset(ids), licenses))
     mailboxes: dict[str, Json | None] = {}
     if "mailbox_settings" in steps:
         mine = list(Snapshot(users).managed(owner_prefix(playbook)).values())

@@ -150,19 +150,21 @@ def test_resume_reconciles_interrupted_writes_by_reading_graph(
         runner: CliRunner, state_dir: Path, ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from provisioner.graph.gateway import Graph
 
-    original = Graph.add_member
     calls = {"n": 0}
 
-    async def dies_after_writing(self: Graph, group_id: str, member_id: str) -> None:
-        calls["n"] += 1
-        await original(self, group_id, member_id)
-        if calls["n"] == 3:
-            raise Crash  # the write is made; the outcome is never journaled
+    def dies_after_writing(original: Any) -> Any:
+        async def write(self: Graph, *args: Any) -> None:
+            calls["n"] += 1
+            await original(self, *args)
+            if calls["n"] == 3:
+                raise Crash  # the write is made; the outcome is never journaled
+        return write
 
-    monkeypatch.setattr(Graph, "add_member", dies_after_writing)
+    for name in ("add_member", "bind_members"):  # memberships go one or up to 20 to a write
+        monkeypatch.setattr(Graph, name, dies_after_writing(getattr(Graph, name)))
     with pytest.raises(Crash):
         cli(runner, state_dir, "apply", "--yes", str(ready))
-    monkeypatch.setattr(Graph, "add_member", original)
+    monkeypatch.undo()
     status = json.loads(cli(runner, state_dir, "status", "--json", str(ready)).output)
     assert status["runs"][0]["status"] == "interrupted"
     assert len(status["pending_intents"]) >= 1

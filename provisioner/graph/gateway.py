@@ -31,6 +31,7 @@ REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=No
 Json = dict[str, Any]
 RETRYABLE = {429, 503, 504}
 PAGE = 999
+MEMBERS_PER_WRITE = 20  # members@odata.bind's limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +395,16 @@ class Graph:
         ref = ReferenceCreate(odata_id=f"https://graph.microsoft.com/v1.0/directoryObjects/{member_id}")
         await self.send(self.client.groups.by_group_id(group_id).members.ref
                         .to_post_request_information(ref))
+
+    async def bind_members(self, group_id: str, member_ids: Sequence[str]) -> None:
+        """Up to 20 members in one write (PATCH members@odata.bind); all or none are added."""
+        from msgraph.generated.models.group import Group
+
+        if not 0 < len(member_ids) <= MEMBERS_PER_WRITE:
+            raise ValueError(f"bind_members: 1 to {MEMBERS_PER_WRITE} members, not {len(member_ids)}")
+        refs = [f"https://graph.microsoft.com/v1.0/directoryObjects/{m}" for m in member_ids]
+        await self.send(self.client.groups.by_group_id(group_id).to_patch_request_information(
+            Group(additional_data={"members@odata.bind": refs})))
 
     async def remove_member(self, group_id: str, member_id: str) -> None:
         # Always through /$ref: without it Graph deletes the user itself.

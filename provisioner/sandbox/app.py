@@ -45,7 +45,7 @@ from .throttle import WRITE_LIMIT, Limiter, request_cost, ru_limit_for
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
 USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
 GROUP_PROPERTIES = {"id", "displayName", "description", "mailNickname", "mailEnabled",
-                    "securityEnabled", "groupTypes"}
+                    "securityEnabled", "groupTypes", "assignedLicenses"}
 MAX_BATCH = 20
 
 

@@ -76,7 +76,8 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     groups += [_group(rng, f"Politiker {body}", []) for body in BODIES]
     groups.append(_group(rng, "Tjänstemobil pilot", []))
     # Group-based licensing: members of this group get Office 365 E3 (and so a mailbox).
-    groups.append({**_group(rng, "Licens E3 förtroendevalda", []), "_licenses": [e3]})
+    licensed = _group(rng, "Licens E3 förtroendevalda", [])
+    groups.append({**licensed, "assignedLicenses": [{"skuId": e3, "disabledPlans": []}]})
     device_groups = [_group(rng, f"Intune - {name}", []) for name, _ in PILOT_DEVICES]
     store.bulk_load("groups", groups + device_groups)
     _intune(store, rng, users, device_groups)
@@ -127,7 +128,7 @@ def _service_mailbox(rng: random.Random, e3: str) -> Doc:
 def _group(rng: random.Random, name: str, members: list[str]) -> Doc:
     return {"id": _uuid(rng), "displayName": name, "description": name,
             "mailNickname": name_token(name.replace(" ", "-"))[:64] or "group",
-            "mailEnabled": False, "securityEnabled": True, "groupTypes": [],
+            "mailEnabled": False, "securityEnabled": True, "groupTypes": [], "assignedLicenses": [],
             "_members": members}
 
 

@@ -422,6 +422,9 @@ class Tenant:
         """PATCH /groups/{id} with members@odata.bind: up to 20 in one write; if any of them
         fails, none is added."""
         group = self.find_group(gid)
+        if body.get("@odata.type", "#microsoft.graph.group") != "#microsoft.graph.group":
+            raise bad_request("Invalid @odata.type for a group.")
+        body = {k: v for k, v in body.items() if k != "@odata.type"}
         if set(body) != {"members@odata.bind"} or not isinstance(body["members@odata.bind"], list):
             raise bad_request("Only 'members@odata.bind' can be changed here.")
         refs = body["members@odata.bind"]
@@ -442,13 +445,12 @@ class Tenant:
         """Group-based licensing: a member of a licensed group gets its licences, and a
         mailbox follows as for a direct Exchange licence."""
         user = self.users.get(oid)
-        if user is None or not group.get("_licenses"):
+        if user is None or not group.get("assignedLicenses"):
             return
         current = [lic for lic in user.get("assignedLicenses", [])
                    if lic.get("_viaGroup") != group["id"]]
         if sign > 0:
-            current += [{"skuId": sku, "disabledPlans": [], "_viaGroup": group["id"]}
-                        for sku in group["_licenses"]]
+            current += [{**lic, "_viaGroup": group["id"]} for lic in group["assignedLicenses"]]
         new = {**user, "assignedLicenses": current}
         if sign > 0 and self._has_exchange(new) and not user.get("_mailboxRequestedAt"):
             new["_mailboxRequestedAt"] = self.clock()

@@ -110,6 +110,20 @@ async def removal(remove: Awaitable[None]) -> Outcome:
     return Outcome.APPLIED
 
 
+ALREADY_MEMBER = "One or more added object references already exist"
+
+
+async def add_member(graph: Graph, group_id: str, member_id: str) -> Outcome:
+    """One membership (the apply loop batches many into one write; this is the single path)."""
+    try:
+        await settle(lambda: graph.add_member(group_id, member_id), lambda exc: exc.status == 404)
+    except GraphError as exc:
+        if exc.status == 400 and ALREADY_MEMBER in exc.message:
+            return Outcome.UNCHANGED
+        raise
+    return Outcome.APPLIED
+
+
 async def settle(write: Callable[[], Awaitable[None]], lagging: Callable[[GraphError], bool],
                  timeout: float = 30.0) -> None:
     """Run ``write``, retrying while Graph's replicas have not caught up with a just-made object

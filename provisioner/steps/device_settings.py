@@ -16,8 +16,7 @@ from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..playbook import DeviceProfile
 from ..snapshot import ManagedDevice
-from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, shape
-from .groups import ALREADY_MEMBER
+from .base import ALREADY_MEMBER, REVERSIBLE, PersonRun, PersonView, PlanContext, shape
 
 
 def profile_for(ctx: PlanContext, view: PersonView) -> DeviceProfile | None:

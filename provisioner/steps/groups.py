@@ -7,14 +7,12 @@ import string
 from collections.abc import Iterable
 from typing import ClassVar
 
-from ..errors import ConfigurationError, GraphError
+from ..errors import ConfigurationError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..playbook import Playbook
 from ..roster import Person
-from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, removal, settle, shape
-
-ALREADY_MEMBER = "One or more added object references already exist"
+from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, add_member, inverse, removal, shape
 
 
 def group_names(templates: Iterable[str], person: Person) -> list[str]:
@@ -37,6 +35,8 @@ def needed_groups(playbook: Playbook, persons: Iterable[Person]) -> dict[str, in
         names = group_names(templates, p)
         profile = next((x for x in profiles if x.model.casefold() == p.device_model.casefold()), None)
         names += list(profile.groups) if profile else []
+        if playbook.license and playbook.license.via_group and "license" in playbook.steps:
+            names.append(playbook.license.via_group)
         for name in names:
             needed[name] = needed.get(name, 0) + 1
     for x in profiles:  # every profile's groups: a device that changed model leaves the old ones
@@ -106,11 +106,4 @@ class GroupsStep:
             assert change.before is not None
             return await removal(graph.remove_member(change.before["groupId"], user_id))
         assert change.after is not None
-        try:
-            await settle(lambda: graph.add_member(change.after["groupId"], user_id),  # type: ignore[index]
-                         lambda exc: exc.status == 404)
-        except GraphError as exc:
-            if exc.status == 400 and ALREADY_MEMBER in exc.message:
-                return Outcome.UNCHANGED
-            raise
-        return Outcome.APPLIED
+        return await add_member(graph, change.after["groupId"], user_id)

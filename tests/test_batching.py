@@ -1,0 +1,175 @@
+"""Fewer Entra writes per person: memberships 20 to a write, licences through a group."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from provisioner import operations as ops
+from provisioner.rollout import Report, apply_plan
+from provisioner.sandbox import Tenant, open_tenant
+from provisioner.sandbox.region import officials
+
+from .conftest import reopen
+from .test_plan_apply import cli
+
+
+def journal_rows(state_dir: Path, step: str) -> list[dict[str, Any]]:
+    db = sqlite3.connect(state_dir / "journal.sqlite")
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute(
+            "SELECT * FROM changes WHERE step = ? AND state != 'intent' ORDER BY seq", (step,))]
+    finally:
+        db.close()
+
+
+def via_group(playbook: Path, group: str = "Licens E3 förtroendevalda") -> Path:
+    text = playbook.read_text(encoding="utf-8").replace(
+        "  sku: ENTERPRISEPACK\n", f"  sku: ENTERPRISEPACK\n  via_group: {group}\n")
+    playbook.write_text(text, encoding="utf-8")
+    return playbook
+
+
+def group_members(state_dir: Path, name: str) -> set[str]:
+    tenant = open_tenant(state_dir)
+    try:
+        group = next(g for g in tenant.store.values("groups") if g["displayName"] == name)
+        return set(group["_members"])
+    finally:
+        tenant.store.close()
+
+
+def test_memberships_of_one_group_share_a_write_of_at_most_20(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    people = officials(45, 2026)
+    playbook = write_playbook(45)
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    rows = journal_rows(state_dir, "groups")
+    assert len(rows) == 90 and all(r["state"] == "applied" and r["request_id"] for r in rows)
+    per_write = Counter(r["request_id"] for r in rows)
+    assert max(per_write.values()) == 20
+    bodies = Counter(p.body for p in people)
+    expected = math.ceil(45 / 20) + sum(math.ceil(n / 20) for n in bodies.values())
+    assert len(per_write) == expected  # one write per 20 members of a group, no more
+    # Every membership is there, and the next plan has nothing to do.
+    assert len(group_members(state_dir, "Förtroendevalda")) == 45
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(playbook)).exit_code == 0
+
+
+def test_a_refused_batch_is_tried_one_by_one_so_each_gets_its_own_answer(
+        state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    """Graph adds all members of a write or none: one already in the group (added by hand
+    after the plan) must not cost the others their membership."""
+    make_sandbox()
+    playbook = write_playbook(8, steps="account, groups")
+    session = ops.Session(ops.Settings(state_dir))
+    loaded = ops.load(playbook)
+
+    async def go() -> Report:
+        async with ops.connect(session, loaded.playbook) as graph:
+            accounts, _ = await ops.plan(session, loaded)
+            accounts = replace(accounts, changes=[c for c in accounts.changes if c.step == "account"])
+            await apply_plan(graph, accounts, [], concurrency=4, mailbox_wait=0)
+            plan, _ = await ops.plan(session, loaded)
+            joins = [c for c in plan.changes if c.target.startswith("group:Förtroendevalda:")]
+            assert len(joins) == 8
+            user = await graph.get_user(joins[0].after["member"], ("id",))  # type: ignore[index]
+            assert user is not None
+            await graph.add_member(joins[0].after["groupId"], user["id"])  # type: ignore[index]
+            return await apply_plan(graph, plan, [], concurrency=4, mailbox_wait=0)
+
+    report = asyncio.run(go())
+    outcomes = {r.change.target: r.outcome for r in report.results
+                if r.change.target.startswith("group:Förtroendevalda:")}
+    assert sorted(o.value for o in outcomes.values()) == ["applied"] * 7 + ["unchanged"]
+    assert len(group_members(state_dir, "Förtroendevalda")) == 8
+
+
+def test_licence_through_a_group_is_one_membership_and_rolls_back(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    playbook = via_group(write_playbook(25))
+    planned = json.loads(cli(runner, state_dir, "plan", "--json", str(playbook)).output)
+    licences = [c for c in planned["changes"] if c["step"] == "license"]
+    assert len(licences) == 25
+    assert all(c["after"]["viaGroup"] == "Licens E3 förtroendevalda" for c in licences)
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    rows = journal_rows(state_dir, "license")
+    assert len({r["request_id"] for r in rows}) == 2  # 25 people: writes of 20 and 5
+    tenant = reopen(state_dir)
+    try:
+        ours = [u for u in tenant.users.values()
+                if u["userPrincipalName"].endswith("@politiker.example-region.se")]
+        assert len(ours) == 25
+        assert all(tenant.view_user(u)["assignedLicenses"] for u in ours)  # inherited from the group
+        assert tenant.store.counters["POST"] == 25  # the accounts; no assignLicense, no $ref
+    finally:
+        tenant.store.close()
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(playbook)).exit_code == 0
+    back = cli(runner, state_dir, "rollback", "--yes", "--person", "P00001", str(playbook))
+    assert back.exit_code == 0, back.output
+    assert len(group_members(state_dir, "Licens E3 förtroendevalda")) == 24
+
+
+def test_a_licensing_group_that_does_not_give_the_sku_is_named(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    playbook = via_group(write_playbook(3), "Tjänstemobil pilot")
+    result = cli(runner, state_dir, "plan", str(playbook))
+    assert result.exit_code == 1
+    assert "license.via_group: the group 'Tjänstemobil pilot' does not assign ENTERPRISEPACK" in result.output
+
+
+def test_the_licensing_group_cannot_also_be_in_groups(
+        runner: CliRunner, state_dir: Path, write_playbook: Callable[..., Path]) -> None:
+    playbook = via_group(write_playbook(3), "Förtroendevalda")
+    result = cli(runner, state_dir, "validate", str(playbook))
+    assert result.exit_code == 1
+    assert "license.via_group: 'Förtroendevalda' is also in `groups`" in result.output
+
+
+@pytest.mark.parametrize("status", [403, 503])
+def test_a_batch_graph_will_not_take_fails_each_of_its_changes(
+        status: int, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from provisioner.errors import GraphError, ThrottledError
+    from provisioner.graph.gateway import Graph
+
+    async def refuses(self: Graph, group_id: str, member_ids: Any) -> None:
+        cls = ThrottledError if status == 503 else GraphError
+        raise cls(status, "Authorization_RequestDenied", "Insufficient privileges.",
+                  request_id="r-1", method="PATCH", path="/groups")
+
+    make_sandbox()
+    monkeypatch.setattr(Graph, "bind_members", refuses)
+    playbook = write_playbook(5, steps="account, groups")
+    session = ops.Session(ops.Settings(state_dir))
+    loaded = ops.load(playbook)
+
+    async def go() -> Report:
+        async with ops.connect(session, loaded.playbook) as graph:
+            plan, _ = await ops.plan(session, loaded)
+            return await apply_plan(graph, plan, [], concurrency=4, mailbox_wait=0)
+
+    report = asyncio.run(go())
+    joins = [r for r in report.results if r.change.target.startswith("group:Förtroendevalda:")]
+    assert len(joins) == 5
+    assert all(r.outcome.value == "failed" and r.request_id == "r-1" for r in joins)
