@@ -392,6 +392,9 @@ def sandbox() -> None:
               help="Resource units per 10 s (0: Graph's limit for the tenant's size).")
 @click.option("--write-limit", type=click.IntRange(0), default=0,
               help="Writes per 150 s (0: Graph's 3,000).")
+@click.option("--quota-primed", is_flag=True,
+              help="Start with the write window full, as if the app had been writing at its"
+                   " ceiling: the steady state of 20 writes/s instead of a fresh burst.")
 @click.option("--fault-new-accounts-disabled", "new_accounts_disabled", is_flag=True,
               help="A wrong setting: every account created from now on comes out disabled.")
 @click.pass_obj

@@ -237,6 +237,36 @@ def test_write_quota_is_separate_from_resource_units() -> None:
     assert codes == [204, 204, 429]
 
 
+def test_a_primed_write_window_allows_the_steady_rate_and_no_burst() -> None:
+    """As if the app had written at its ceiling for the last window: one write frees every
+    window/limit seconds (150 s / 3,000 = 50 ms), never a burst."""
+    from provisioner.sandbox.throttle import Limiter
+
+    now = [1000.0]
+    limiter = Limiter(8000, 3000, 1.0, lambda: now[0], primed=True)
+    first = limiter.admit(1, True)
+    assert first.reason == "WriteLimitExceeded" and first.retry_after == 1.0  # 50 ms, in whole s
+    admitted = 0
+    for k in range(1, 201):  # 10 s, a request every 50 ms
+        now[0] = 1000.0 + k * 0.05 + 1e-9
+        admitted += limiter.admit(1, True).retry_after is None
+    assert admitted == 200  # exactly the steady rate
+    assert limiter.admit(1, True).retry_after is not None  # and nothing more
+    assert limiter.admit(1, False).retry_after is None  # reads are not writes
+
+
+def test_exchange_and_intune_are_not_charged_to_entras_quotas() -> None:
+    app = Sandbox(reset_tenant(None, employees=3, seed=1, write_limit=1, ru_limit=2,
+                               mailbox_delay=0, time_scale=0.01))
+    uid = next(iter(app.tenant.users))
+    assert call(app, "PATCH", f"/users/{uid}", json={"jobTitle": "x"}).status_code == 204
+    for _ in range(3):
+        r = call(app, "GET", f"/users/{uid}/mailboxSettings")
+        assert r.status_code in (200, 404) and "x-ms-resource-unit" not in r.headers
+        assert call(app, "GET", "/deviceManagement/managedDevices").status_code == 200
+    assert call(app, "PATCH", f"/users/{uid}", json={"jobTitle": "y"}).status_code == 429
+
+
 def test_usage_headers_report_resource_units() -> None:
     app = Sandbox(reset_tenant(None, employees=3, seed=1, ru_limit=10))
     r = call(app, "GET", "/users?$select=id")

@@ -40,7 +40,7 @@ from .tenant import (
     bad_request,
     send_mail,
 )
-from .throttle import WRITE_LIMIT, Limiter, request_cost, ru_limit_for
+from .throttle import WRITE_LIMIT, Limiter, Verdict, is_entra, request_cost, ru_limit_for
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
 USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
@@ -139,7 +139,7 @@ class Sandbox:
             err = ApiError(503, "serviceNotAvailable", "The service is temporarily unavailable.")
             return Reply(503, err.body(""), {"Retry-After": self._seconds(1)})
         cost, is_write = request_cost(call.method, call.path, call.query)
-        verdict = self._limiter(token).admit(cost, is_write)
+        verdict = self._limiter(token).admit(cost, is_write) if is_entra(call.path) else Verdict({})
         if verdict.retry_after is not None:
             store.count("throttled")
             err = ApiError(429, "TooManyRequests", "Please retry again later.")
@@ -181,6 +181,7 @@ class Sandbox:
                 int(cfg.get("ru_limit") or ru_limit_for(len(self.tenant.users))),
                 int(cfg.get("write_limit") or WRITE_LIMIT),
                 float(cfg.get("time_scale", 1.0)),
+                primed=bool(cfg.get("quota_primed", False)),
             )
             self._limiters[token] = limiter
         return limiter

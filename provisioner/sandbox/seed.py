@@ -27,6 +27,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "mailbox_delay": 5.0,  # seconds between an Exchange licence and a usable mailbox
     "ru_limit": 0,         # resource units per 10 s; 0 = Graph's default for the tenant size
     "write_limit": 0,      # writes per 150 s; 0 = Graph's 3,000
+    "quota_primed": False,  # the write window starts full, as after writing at the ceiling
     "new_accounts_disabled": False,  # fault: every created user comes out disabled
     "checkin_delay": 2.0,  # seconds from a syncDevice request to the device's check-in
 }

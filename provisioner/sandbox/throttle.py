@@ -4,6 +4,12 @@ Costs follow Microsoft's table (graph/throttling-limits): GET /users 2, GET
 /groups/{id}/members 3, GET /users/{id}/memberOf 2, GET /subscribedSkus 3, any other GET 1;
 a write costs 1 RU and 1 write. ``$select`` −1, ``$expand`` +1, ``$top`` under 20 −1,
 never below 1. Windows are sliding; every duration is multiplied by ``time_scale``.
+
+Only Entra ID (directory) requests count: Exchange (a user's mailboxSettings, sendMail) and
+Intune (deviceManagement) have their own limits, which the sandbox does not charge here.
+A limiter can start ``primed``: as if the app had written at its ceiling for the whole last
+window, so that a benchmark measures the steady state (20 writes/s) rather than a fresh
+window's burst of 3,000.
 """
 
 from __future__ import annotations
@@ -27,6 +33,15 @@ _BASE_COSTS = (
     (re.compile(r"^/users/[^/]+/memberOf/?$"), 2),
     (re.compile(r"^/subscribedSkus/?$"), 3),
 )
+
+
+_NOT_ENTRA = re.compile(
+    r"^/(deviceManagement(/|$)|users/[^/]+/(mailboxSettings|sendMail|mailFolders|messages))")
+
+
+def is_entra(path: str) -> bool:
+    """Whether a request (path relative to /v1.0) is charged to Entra ID's quotas."""
+    return not _NOT_ENTRA.match(path)
 
 
 def ru_limit_for(user_count: int) -> int:
@@ -89,11 +104,15 @@ class Limiter:
     """One per app + tenant pair."""
 
     def __init__(self, ru_limit: int, write_limit: int, time_scale: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, primed: bool = False) -> None:
         self.time_scale = time_scale
         self.ru = _Window(ru_limit, RU_WINDOW * time_scale)
         self.writes = _Window(write_limit, WRITE_WINDOW * time_scale)
         self.clock = clock
+        if primed:  # one write every window/limit seconds, for the whole last window
+            now, step = clock(), self.writes.seconds / write_limit
+            for i in range(write_limit):
+                self.writes.charge(now - self.writes.seconds + (i + 1) * step, 1)
 
     def admit(self, cost: int, is_write: bool) -> Verdict:
         now = self.clock()
