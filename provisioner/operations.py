@@ -94,15 +94,15 @@ async def connect(session: Session, playbook: Playbook) -> AsyncIterator[Graph]:
     if playbook.tenant != "sandbox":
         target = Target(tenant=playbook.tenant, device_code=settings.device_code,
                         token_cache=settings.state_dir / "msal-cache.json")
-        async with Graph(target) as graph:
+        async with Graph(target, concurrency=playbook.concurrency) as graph:
             yield graph
         return
     if settings.graph_url:
-        async with Graph(Target(graph_url=settings.graph_url)) as graph:
+        async with Graph(Target(graph_url=settings.graph_url), concurrency=playbook.concurrency) as graph:
             yield graph
         return
     with open_sandbox(settings.state_dir) as app:
-        async with Graph(Target(sandbox_app=app)) as graph:
+        async with Graph(Target(sandbox_app=app), concurrency=playbook.concurrency) as graph:
             yield graph
 
 

@@ -22,6 +22,7 @@ import structlog
 
 from ..errors import GraphError, ThrottledError, TransportError
 from .client import Target, build_adapter
+from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
 from .retry import RetryPolicy
 
 log = structlog.get_logger("provisioner.graph")
@@ -43,13 +44,16 @@ class BatchResult:
 
 class Graph:
     def __init__(self, target: Target, *, retry: RetryPolicy | None = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, concurrency: int = 8) -> None:
         from msgraph import GraphServiceClient
 
-        self.adapter, self._transport = build_adapter(target, timeout=timeout)
+        self.adapter, self._transport = build_adapter(target, timeout=timeout,
+                                                      max_connections=max(32, 3 * concurrency))
         self.client = GraphServiceClient(request_adapter=self.adapter)
         self.retry = retry or RetryPolicy()
         self.stats: Counter[str] = Counter()
+        # Requests in flight per service: at most ``concurrency``, fewer under pressure.
+        self.limits = {name: AdaptiveLimit(concurrency) for name in ("entra", "exchange", "intune")}
 
     async def __aenter__(self) -> Graph:
         return self
@@ -67,15 +71,21 @@ class Graph:
         request_info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
         method = request_info.http_method.name
 
+        limit = self.limits[service_of((request_info.url_template or "").replace("{+baseurl}", ""))]
+
         async def attempt() -> httpx.Response:
             self.stats["requests"] += 1
+            started, signal = await limit.acquire(), BUSY
             try:
                 response: httpx.Response = await self.adapter.send_primitive_async(
                     request_info, "bytes", {})
+                signal = _signal(response)
             except httpx.TransportError as exc:
                 self.stats["transport_errors"] += 1
                 raise TransportError(f"{method} {_path(request_info)}: {type(exc).__name__}:"
                                      f" {exc}") from exc
+            finally:
+                limit.release(started, signal)
             seen = REQUEST_IDS.get()
             if seen is not None and response.headers.get("request-id"):
                 seen.append(response.headers["request-id"])
@@ -415,6 +425,17 @@ class Graph:
 def _path(request_info: Any) -> str:
     template = request_info.url_template or ""
     return template.replace("{+baseurl}", "").split("{")[0] or "/"
+
+
+def _signal(response: httpx.Response) -> str:
+    """What an answer says about Graph's load, for the adaptive limit."""
+    if response.status_code in (429, 503):
+        return THROTTLED
+    usage = response.headers.get("x-ms-throttle-limit-percentage")
+    try:
+        return BUSY if usage is not None and float(usage) >= 0.8 else OK
+    except ValueError:
+        return OK
 
 
 def _retry_after(headers: Any) -> float | None:

@@ -1,0 +1,68 @@
+"""The adaptive limit on requests in flight (additive increase, multiplicative decrease)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from provisioner.graph.pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
+
+
+def test_grows_by_about_one_per_round_of_good_answers_up_to_the_ceiling() -> None:
+    limit = AdaptiveLimit(ceiling=10, limit=2)
+
+    async def go() -> None:
+        for _ in range(4):  # four rounds of `limit` answers each
+            for _ in range(int(limit.limit)):
+                limit.release(await limit.acquire(), OK)
+    asyncio.run(go())
+    assert 5 <= limit.limit <= 6.5
+    for _ in range(200):
+        limit.in_flight += 1
+        limit.release(0.0, OK)
+    assert limit.limit == 10
+
+
+def test_holds_while_graph_is_busy_and_halves_once_per_burst_of_429s() -> None:
+    limit = AdaptiveLimit(ceiling=64, limit=16)
+    for _ in range(10):
+        limit.in_flight += 1
+        limit.release(0.0, BUSY)
+    assert limit.limit == 16
+    for _ in range(10):  # ten 429s answered together are one signal
+        limit.in_flight += 1
+        limit.release(10**9, THROTTLED)
+    assert limit.limit == 8 and limit.cuts == 1
+    for _ in range(10):
+        limit._last_cut = float("-inf")  # rounds apart
+        limit.in_flight += 1
+        limit.release(0.0, THROTTLED)
+    assert limit.limit == 1  # never below one request
+
+
+def test_never_more_in_flight_than_the_limit_and_cancelled_waiters_give_their_slot_back() -> None:
+    limit = AdaptiveLimit(ceiling=3, limit=3)
+    peak = 0
+
+    async def request() -> None:
+        nonlocal peak
+        started = await limit.acquire()
+        peak = max(peak, limit.in_flight)
+        await asyncio.sleep(0.001)
+        limit.release(started, BUSY)
+
+    async def go() -> None:
+        waiting = [asyncio.create_task(request()) for _ in range(20)]
+        await asyncio.sleep(0)
+        waiting[10].cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+
+    asyncio.run(go())
+    assert peak == 3 and limit.in_flight == 0 and not limit._waiters
+
+
+def test_each_service_has_its_own_quotas() -> None:
+    assert service_of("/users/{user%2Did}/mailboxSettings") == "exchange"
+    assert service_of("/users/{user%2Did}/sendMail") == "exchange"
+    assert service_of("/deviceManagement/managedDevices") == "intune"
+    assert service_of("/users/{user%2Did}/assignLicense") == "entra"
+    assert service_of("/groups/{group%2Did}") == "entra"
