@@ -448,7 +448,6 @@ class _Stage:
                      AuditHook(self.session.audit, run_id)]
         try:
             report = await apply_plan(self.graph, plan, [*recorders, *self.hooks],
-                                      concurrency=self.pb.concurrency,
                                       mailbox_wait=_mailbox_wait(self.pb),
                                       state_dir=self.session.settings.state_dir)
         except BaseException:
@@ -527,7 +526,7 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
     try:
         report = await apply_plan(graph, planned.plan,
                                   [recorder, AuditHook(session.audit, rid), *hooks],
-                                  concurrency=loaded.playbook.concurrency, mailbox_wait=0,
+                                  mailbox_wait=0,
                                   state_dir=session.settings.state_dir)
     except BaseException:
         journal.finish_run(rid, "interrupted")

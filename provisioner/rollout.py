@@ -18,11 +18,14 @@ from pathlib import Path
 import structlog
 
 from .errors import GraphError, GraphFailure
-from .graph.gateway import MEMBERS_PER_WRITE, REQUEST_IDS, Graph
+from .graph.gateway import MEMBERS_PER_WRITE, PRIORITY, REQUEST_IDS, Graph
 from .model import Action, Change, Outcome, Plan
 from .steps import STEPS, PersonRun
 
 log = structlog.get_logger("provisioner.apply")
+WAVE = 200         # people whose changes go round by round together
+WAVES_AT_ONCE = 2  # enough that one wave's accounts always wait on the write quota
+LAST_ROUND = 1_000  # the priority of a wave's waiting changes once its rounds are done
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,20 +70,24 @@ class Report:
         return not self.failed
 
 
-async def apply_plan(graph: Graph, plan: Plan, hooks: Sequence[Hook], *, concurrency: int,
+async def apply_plan(graph: Graph, plan: Plan, hooks: Sequence[Hook], *,
                      mailbox_wait: float, state_dir: Path | None = None) -> Report:
-    applier = _Applier(graph, plan, hooks, concurrency)
+    """Carry out the plan. How many requests are in flight is the Graph's to decide (it adapts
+    to Graph's load, up to the playbook's ``concurrency``)."""
+    applier = _Applier(graph, plan, hooks)
     for run in applier.runs.values():
         run.state_dir = state_dir
     return await applier.run(mailbox_wait)
 
 
 class _Applier:
-    """Round by round: round k applies every person's k-th change (a person's changes stay in
-    order, and a failed account skips the rest of that person). Within a round, memberships
-    of the same group are added 20 to a write instead of one write each."""
+    """People in waves of ``WAVE``, a few waves at once; within a wave, round by round: round
+    k applies every person's k-th change (a person's changes stay in order, and a failed
+    account skips the rest of that person), and memberships of one group go 20 to a write.
+    Later rounds go first at Graph (``PRIORITY``), so that while one wave's accounts wait
+    for the write quota, an earlier wave's memberships and mailboxes are done."""
 
-    def __init__(self, graph: Graph, plan: Plan, hooks: Sequence[Hook], concurrency: int) -> None:
+    def __init__(self, graph: Graph, plan: Plan, hooks: Sequence[Hook]) -> None:
         self.graph = graph
         self.hooks = hooks
         self.report = Report()
@@ -89,44 +96,71 @@ class _Applier:
             self.by_person.setdefault(change.person_id, []).append(change)
         self.runs = {pid: PersonRun(pid, plan.people[pid].upn, plan.people[pid].user_id)
                      for pid in self.by_person}
-        self.gate = asyncio.Semaphore(concurrency)
-        self.deferred: list[Change] = []
         self.failed: set[str] = set()  # people whose account could not be made
 
     async def run(self, mailbox_wait: float) -> Report:
-        rounds = max((len(changes) for changes in self.by_person.values()), default=0)
+        people = list(self.by_person)
+        waves = asyncio.Semaphore(WAVES_AT_ONCE)
+
+        async def wave(index: int, pids: list[str]) -> None:
+            async with waves:
+                waiting = await self._wave(index, pids)
+            PRIORITY.set(_priority(LAST_ROUND, index))
+            await self._poll_pending(waiting, mailbox_wait)  # holds no wave slot
+
+        await asyncio.gather(*(wave(i, people[start:start + WAVE])
+                               for i, start in enumerate(range(0, len(people), WAVE))))
+        return self.report
+
+    async def _wave(self, index: int, pids: list[str]) -> list[Change]:
+        """The wave's rounds; returns its changes still waiting on Graph (mailboxes)."""
+        waiting: list[Change] = []
+        rounds = max(len(self.by_person[pid]) for pid in pids)
         for k in range(rounds):
-            due = [changes[k] for changes in self.by_person.values() if k < len(changes)]
+            due = [self.by_person[pid][k] for pid in pids if k < len(self.by_person[pid])]
             for change in due:
                 if change.person_id in self.failed:
                     self._record(ChangeResult(change, Outcome.SKIPPED, None,
                                               "not attempted: the account could not be made"))
-            await self._round([c for c in due if c.person_id not in self.failed])
-        await self._poll_pending(mailbox_wait)
-        return self.report
+            started = time.monotonic()
+            PRIORITY.set(_priority(k, index))
+            waiting += await self._round([c for c in due if c.person_id not in self.failed])
+            log.debug("apply.round", wave=index, round=k, changes=len(due),
+                      seconds=round(time.monotonic() - started, 3),
+                      limits={name: round(lim.limit, 1) for name, lim in self.graph.limits.items()})
+        return waiting
 
-    async def _round(self, changes: list[Change]) -> None:
+    async def _round(self, changes: list[Change]) -> list[Change]:
+        """One round's changes; returns those that wait on Graph (nothing was written)."""
+        not_ready = set(await self._not_ready(changes))  # e.g. mailboxes Exchange has not made
         joins: dict[str, list[Change]] = {}
         single: list[Change] = []
         for change in changes:
+            if change.id in not_ready:
+                continue
             group_id = _joins_group(change)
             (joins.setdefault(group_id, []) if group_id else single).append(change)
         chunks = [members[i:i + MEMBERS_PER_WRITE] for members in joins.values()
                   for i in range(0, len(members), MEMBERS_PER_WRITE)]
-        results = await asyncio.gather(*(self._gated(c) for c in single),
+        results = await asyncio.gather(*(self._one(c) for c in single),
                                        *(self._joined(chunk) for chunk in chunks if len(chunk) > 1),
-                                       *(self._gated(chunk[0]) for chunk in chunks if len(chunk) == 1))
+                                       *(self._one(chunk[0]) for chunk in chunks if len(chunk) == 1))
+        waiting = [c for c in changes if c.id in not_ready]
         for result in results:
             for r in result if isinstance(result, list) else [result]:
-                self._settled(r)
+                if r.outcome is Outcome.PENDING:
+                    waiting.append(r.change)
+                    continue
+                if r.outcome is Outcome.FAILED and r.change.step == "account":
+                    self.failed.add(r.change.person_id)
+                self._record(r)
+        return waiting
 
-    def _settled(self, result: ChangeResult) -> None:
-        if result.outcome is Outcome.PENDING:
-            self.deferred.append(result.change)
-            return
-        if result.outcome is Outcome.FAILED and result.change.step == "account":
-            self.failed.add(result.change.person_id)
-        self._record(result)
+    async def _not_ready(self, changes: list[Change]) -> list[str]:
+        """Ids of changes whose step says, from cheap batched reads, that Graph is not ready
+        for them (they wait for ``_poll_pending``; nothing was written)."""
+        ready = {c.id for c in await self._ready(changes)}
+        return [c.id for c in changes if c.id not in ready]
 
     def _record(self, result: ChangeResult) -> None:
         self.report.results.append(result)
@@ -155,52 +189,51 @@ class _Applier:
         """Memberships of one group, up to 20, in one write. Graph adds all or none: if it
         refuses (one is already a member, or too new to be found), each is tried alone, so
         each gets its own answer."""
-        async with self.gate:
-            for change in chunk:
-                for hook in self.hooks:
-                    hook.started(change, self.runs[change.person_id])
-            seen: list[str] = []
-            REQUEST_IDS.set(seen)
-            group_id = _joins_group(chunk[0])
-            assert group_id is not None
-            try:
-                await self.graph.bind_members(group_id, [self.runs[c.person_id].user_id or ""
-                                                         for c in chunk])
-            except GraphFailure as exc:
-                if isinstance(exc, GraphError) and exc.status in (400, 404):
-                    log.info("members.one_by_one", group_id=group_id, code=exc.code, count=len(chunk))
-                    results = None
-                else:
-                    log.warning("members.failed", group_id=group_id, code=exc.code,
-                                request_id=exc.request_id, count=len(chunk))
-                    results = [ChangeResult(c, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
-                               for c in chunk]
-            else:
-                results = [ChangeResult(c, Outcome.APPLIED, request_id=seen[-1] if seen else None)
-                           for c in chunk]
-            for result in results or ():
-                for hook in self.hooks:
-                    hook.attempted(result, self.runs[result.change.person_id])
-        if results is not None:
-            return results
-        return list(await asyncio.gather(*(self._gated(c, announced=True) for c in chunk)))
+        for change in chunk:
+            for hook in self.hooks:
+                hook.started(change, self.runs[change.person_id])
+        seen: list[str] = []
+        REQUEST_IDS.set(seen)
+        group_id = _joins_group(chunk[0])
+        assert group_id is not None
+        results: list[ChangeResult]
+        try:
+            await self.graph.bind_members(group_id, [self.runs[c.person_id].user_id or ""
+                                                     for c in chunk])
+        except GraphFailure as exc:
+            if isinstance(exc, GraphError) and exc.status in (400, 404):
+                log.info("members.one_by_one", group_id=group_id, code=exc.code, count=len(chunk))
+                return list(await asyncio.gather(*(self._one(c, announced=True) for c in chunk)))
+            log.warning("members.failed", group_id=group_id, code=exc.code,
+                        request_id=exc.request_id, count=len(chunk))
+            results = [ChangeResult(c, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
+                       for c in chunk]
+        else:
+            results = [ChangeResult(c, Outcome.APPLIED, request_id=seen[-1] if seen else None)
+                       for c in chunk]
+        for result in results:
+            for hook in self.hooks:
+                hook.attempted(result, self.runs[result.change.person_id])
+        return results
 
-    async def _poll_pending(self, wait: float) -> None:
+    async def _poll_pending(self, waiting: list[Change], wait: float) -> None:
         """Changes waiting on Graph (a mailbox) are tried again, less and less often, until
         ``wait`` seconds have passed; what still waits is recorded as pending."""
         deadline = time.monotonic() + wait
-        interval = 1.0
-        while self.deferred and time.monotonic() < deadline:
-            await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
-            interval = min(interval * 1.5, 15.0)
-            ready = await self._ready(self.deferred)
-            results = await asyncio.gather(*(self._gated(c) for c in ready))
+        interval = 0.5
+        while waiting and time.monotonic() < deadline:
+            ready = await self._ready(waiting)
+            if not ready:
+                await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+                interval = min(interval * 1.5, 15.0)
+                continue
+            results = await asyncio.gather(*(self._one(c) for c in ready))
             still = {r.change.id for r in results if r.outcome is Outcome.PENDING}
-            self.deferred = [c for c in self.deferred if c not in ready or c.id in still]
+            waiting = [c for c in waiting if c not in ready or c.id in still]
             for result in results:
                 if result.outcome is not Outcome.PENDING:
                     self._record(result)
-        for change in self.deferred:
+        for change in waiting:
             self._record(ChangeResult(change, Outcome.PENDING, "MailboxNotEnabledForRESTAPI",
                                       "the mailbox is not provisioned yet; run apply again later"))
 
@@ -213,9 +246,11 @@ class _Applier:
             ready += await probe(self.graph, mine) if probe else [c for c, _ in mine]
         return ready
 
-    async def _gated(self, change: Change, *, announced: bool = False) -> ChangeResult:
-        async with self.gate:
-            return await self._one(change, announced=announced)
+
+
+def _priority(round_: int, wave: int) -> int:
+    """Later rounds first (they finish people), then earlier waves (people started first)."""
+    return round_ * 100_000 - wave
 
 
 def _joins_group(change: Change) -> str | None:

@@ -84,14 +84,14 @@ def test_a_refused_batch_is_tried_one_by_one_so_each_gets_its_own_answer(
         async with ops.connect(session, loaded.playbook) as graph:
             accounts, _ = await ops.plan(session, loaded)
             accounts = replace(accounts, changes=[c for c in accounts.changes if c.step == "account"])
-            await apply_plan(graph, accounts, [], concurrency=4, mailbox_wait=0)
+            await apply_plan(graph, accounts, [], mailbox_wait=0)
             plan, _ = await ops.plan(session, loaded)
             joins = [c for c in plan.changes if c.target.startswith("group:Förtroendevalda:")]
             assert len(joins) == 8
             user = await graph.get_user(joins[0].after["member"], ("id",))  # type: ignore[index]
             assert user is not None
             await graph.add_member(joins[0].after["groupId"], user["id"])  # type: ignore[index]
-            return await apply_plan(graph, plan, [], concurrency=4, mailbox_wait=0)
+            return await apply_plan(graph, plan, [], mailbox_wait=0)
 
     report = asyncio.run(go())
     outcomes = {r.change.target: r.outcome for r in report.results
@@ -167,7 +167,7 @@ def test_a_batch_graph_will_not_take_fails_each_of_its_changes(
     async def go() -> Report:
         async with ops.connect(session, loaded.playbook) as graph:
             plan, _ = await ops.plan(session, loaded)
-            return await apply_plan(graph, plan, [], concurrency=4, mailbox_wait=0)
+            return await apply_plan(graph, plan, [], mailbox_wait=0)
 
     report = asyncio.run(go())
     joins = [r for r in report.results if r.change.target.startswith("group:Förtroendevalda:")]

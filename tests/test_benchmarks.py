@@ -30,3 +30,15 @@ def test_plan_benchmark_runs_and_prints_json() -> None:
                          capture_output=True, text=True, check=True).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["roster_people"] == 40 and figures["changes"] > 0
+
+
+def test_provisioning_benchmark_runs_and_prints_json() -> None:
+    out = subprocess.run([sys.executable, str(BENCH / "provisioning.py"), "--people", "30",
+                          "--baseline-people", "3", "--time-scale", "0.1"],
+                         capture_output=True, text=True, check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    ours = figures["provisioner"]
+    assert ours["accounts_made"] == 30 and ours["rejected_other"] == {}
+    # 30 accounts, 2 licensing-group writes (20 + 10), 2 Förtroendevalda writes.
+    assert ours["entra_writes"] == 34
+    assert figures["baseline"]["entra_writes_per_person"] == 3.0

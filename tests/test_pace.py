@@ -22,12 +22,15 @@ def test_grows_by_about_one_per_round_of_good_answers_up_to_the_ceiling() -> Non
     assert limit.limit == 10
 
 
-def test_holds_while_graph_is_busy_and_halves_once_per_burst_of_429s() -> None:
-    limit = AdaptiveLimit(ceiling=64, limit=16)
-    for _ in range(10):
+def test_grows_slower_while_graph_is_busy_and_halves_once_per_burst_of_429s() -> None:
+    limit, calm = AdaptiveLimit(ceiling=64, limit=16), AdaptiveLimit(ceiling=64, limit=16)
+    for _ in range(16):
         limit.in_flight += 1
         limit.release(0.0, BUSY)
-    assert limit.limit == 16
+        calm.in_flight += 1
+        calm.release(0.0, OK)
+    assert 16.2 < limit.limit < 16.3 and 16.9 < calm.limit < 17.1  # a quarter of the pace
+    limit.limit = 16
     for _ in range(10):  # ten 429s answered together are one signal
         limit.in_flight += 1
         limit.release(10**9, THROTTLED)
@@ -37,6 +40,28 @@ def test_holds_while_graph_is_busy_and_halves_once_per_burst_of_429s() -> None:
         limit.in_flight += 1
         limit.release(0.0, THROTTLED)
     assert limit.limit == 1  # never below one request
+
+
+def test_higher_priority_waiters_go_first() -> None:
+    limit = AdaptiveLimit(ceiling=1, limit=1)
+    order: list[str] = []
+
+    async def request(name: str, priority: int) -> None:
+        started = await limit.acquire(priority)
+        order.append(name)
+        await asyncio.sleep(0)
+        limit.release(started, OK)
+
+    async def go() -> None:
+        first = await limit.acquire()  # hold the only slot while the others queue
+        tasks = [asyncio.create_task(request(n, p)) for n, p in
+                 (("create-1", 0), ("create-2", 0), ("membership", 2), ("mailbox", 3))]
+        await asyncio.sleep(0)
+        limit.release(first, OK)
+        await asyncio.gather(*tasks)
+
+    asyncio.run(go())
+    assert order == ["mailbox", "membership", "create-1", "create-2"]
 
 
 def test_never_more_in_flight_than_the_limit_and_cancelled_waiters_give_their_slot_back() -> None:

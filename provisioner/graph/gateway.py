@@ -29,6 +29,9 @@ log = structlog.get_logger("provisioner.graph")
 # Graph's request-ids of the responses seen in the current task (each person's changes run
 # in their own asyncio task, so concurrent people never see each other's ids).
 REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=None)
+# Which requests Graph should see first when the adaptive limit makes them queue (the apply
+# loop puts a person's later changes before other people's first ones).
+PRIORITY: ContextVar[int] = ContextVar("priority", default=0)
 Json = dict[str, Any]
 RETRYABLE = {429, 503, 504}
 PAGE = 999
@@ -75,7 +78,7 @@ class Graph:
 
         async def attempt() -> httpx.Response:
             self.stats["requests"] += 1
-            started, signal = await limit.acquire(), BUSY
+            started, signal = await limit.acquire(PRIORITY.get()), BUSY
             try:
                 response: httpx.Response = await self.adapter.send_primitive_async(
                     request_info, "bytes", {})

@@ -14,9 +14,10 @@ Each service has its own quotas (Entra ID, Exchange, Intune), so each gets its o
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import re
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 OK, BUSY, THROTTLED = "ok", "busy", "throttled"
@@ -39,7 +40,9 @@ class AdaptiveLimit:
     in_flight: int = 0
     cuts: int = 0
     peak: float = 0.0
-    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    # (-priority, arrival, future): a higher priority first, then first come first served
+    _waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
+    _arrivals: itertools.count[int] = field(default_factory=itertools.count)
     _last_cut: float = float("-inf")
     _rtt: float = 0.1  # smoothed seconds per answer
 
@@ -47,16 +50,19 @@ class AdaptiveLimit:
         self.limit = min(self.limit, float(self.ceiling))
         self.peak = self.limit
 
-    async def acquire(self) -> float:
-        """Wait for a slot; returns the time it was granted (for the round-trip estimate)."""
+    async def acquire(self, priority: int = 0) -> float:
+        """Wait for a slot (a higher ``priority`` is served first); returns the time it was
+        granted (for the round-trip estimate)."""
         if self.in_flight >= int(self.limit) or self._waiters:
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(future)
+            entry = (-priority, next(self._arrivals), future)
+            heapq.heappush(self._waiters, entry)
             try:
                 await future
             except asyncio.CancelledError:
-                if future in self._waiters:
-                    self._waiters.remove(future)
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
                 elif future.done() and not future.cancelled():
                     self.in_flight -= 1  # the slot granted to us goes to the next in line
                     self._wake()
@@ -77,11 +83,13 @@ class AdaptiveLimit:
         elif signal == OK:
             self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
             self.peak = max(self.peak, self.limit)
+        elif signal == BUSY:  # near the quota: keep probing, at a quarter of the pace
+            self.limit = min(float(self.ceiling), self.limit + 0.25 / self.limit)
         self._wake()
 
     def _wake(self) -> None:
         while self._waiters and self.in_flight < int(self.limit):
-            future = self._waiters.popleft()
+            future = heapq.heappop(self._waiters)[2]
             if not future.done():
                 self.in_flight += 1
                 future.set_result(None)

@@ -139,7 +139,8 @@ class Sandbox:
             err = ApiError(503, "serviceNotAvailable", "The service is temporarily unavailable.")
             return Reply(503, err.body(""), {"Retry-After": self._seconds(1)})
         cost, is_write = request_cost(call.method, call.path, call.query)
-        verdict = self._limiter(token).admit(cost, is_write) if is_entra(call.path) else Verdict({})
+        entra = is_entra(call.path)
+        verdict = self._limiter(token).admit(cost, is_write) if entra else Verdict({})
         if verdict.retry_after is not None:
             store.count("throttled")
             err = ApiError(429, "TooManyRequests", "Please retry again later.")
@@ -154,6 +155,11 @@ class Sandbox:
         except FilterError as err:
             reply = Reply(400, ApiError(400, "Request_UnsupportedQuery", str(err)).body(""))
         reply.headers.update(verdict.headers)
+        if entra and is_write:
+            store.count("entra writes")
+        if reply.status >= 400:
+            code = reply.body.get("error", {}).get("code", "") if isinstance(reply.body, dict) else ""
+            store.count(f"{reply.status} {code}".strip())
         lost = float(self.tenant.config.get("lost_reply_rate", 0))
         if call.method in MUTATING and reply.status < 300 and lost and self._rng.random() < lost:
             # The write is made, but the answer is a 504: the client cannot know it succeeded.

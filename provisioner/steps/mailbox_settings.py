@@ -66,9 +66,9 @@ class MailboxSettingsStep:
 
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
         assert change.after is not None and run.user_id is not None
-        if change.before is None:
+        if change.before is None and change.id not in run.observed:
             # Read first: a missing mailbox costs a read, not a failed write, and what is
-            # there now is the image an undo restores.
+            # there now is the image an undo restores (``ready`` reads it for many at once).
             now = await self.current(graph, change, run)
             if now is None:
                 return Outcome.PENDING
@@ -85,4 +85,10 @@ class MailboxSettingsStep:
         """Which waiting changes have their mailbox now: one $batch of reads per 20."""
         ids = [run.user_id for _, run in waiting if run.user_id]
         found = await read_mailboxes(graph, ids)
-        return [c for c, run in waiting if found.get(run.user_id or "") is not None]
+        ready = []
+        for change, run in waiting:
+            settings = found.get(run.user_id or "")
+            if settings is not None:
+                run.observed[change.id] = {k: _comparable(k, settings.get(k)) for k in shape(change) or {}}
+                ready.append(change)
+        return ready
