@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo
 
@@ -20,3 +20,7 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# The benchmark suite (about 5 minutes): figures as text, then one JSON line.
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/run.py

@@ -2,10 +2,12 @@
 
     python benchmarks/dual_roles.py [--users 50000] [--people 2000]
 
-Seeds an in-process sandbox, then times separately (1) the directory read through msgraph-sdk
-(request builders, raw JSON, paging by 999) and (2) the matching, and prints both with the
-process's peak memory, as text and as one JSON line. For scale it also reads one page with
-msgraph-sdk's typed models (`graph.users.get()`), the way admins' scripts do, and extrapolates.
+Seeds a sandbox and serves it from its own process on 127.0.0.1, then, in a client process
+of its own (so that its peak memory is the client's alone), times separately (1) the
+directory read through msgraph-sdk (request builders, raw JSON, paging by 999) and (2) the
+matching, and prints both with the client's peak memory, as text and as one JSON line. For
+scale it also reads one page with msgraph-sdk's typed models (`graph.users.get()`), the way
+admins' scripts do, and extrapolates.
 """
 
 from __future__ import annotations
@@ -14,22 +16,25 @@ import argparse
 import asyncio
 import json
 import os
+import pickle
 import random
 import resource
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks._served import run_measured, served
 from provisioner.graph.client import Target
 from provisioner.graph.gateway import Graph
 from provisioner.identity import normalise_mobile
 from provisioner.matching import match_people
 from provisioner.playbook import DualRole
 from provisioner.roster import Person
-from provisioner.sandbox import Sandbox, reset_tenant
+from provisioner.sandbox import reset_tenant
 from provisioner.sandbox.region import officials, personal_number_for
 from provisioner.sandbox.seed import SANDBOX_PNR_KEY
 from provisioner.snapshot import USER_SELECT, DirectoryUser
@@ -58,19 +63,19 @@ def roster(people: int, tenant: object, share_dual: float = 0.1) -> list[Person]
     return out
 
 
-async def read(app: Sandbox) -> tuple[list[DirectoryUser], float]:
-    async with Graph(Target(sandbox_app=app)) as graph:
+async def read(url: str) -> tuple[list[DirectoryUser], float]:
+    async with Graph(Target(graph_url=url)) as graph:
         start = time.perf_counter()
         docs = await graph.list_users(USER_SELECT)
         users = [DirectoryUser.from_graph(d, "extensionAttribute15") for d in docs]
         return users, time.perf_counter() - start
 
 
-async def typed_page(app: Sandbox) -> tuple[int, float]:
+async def typed_page(url: str) -> tuple[int, float]:
     from kiota_abstractions.base_request_configuration import RequestConfiguration
     from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
-    async with Graph(Target(sandbox_app=app)) as graph:
+    async with Graph(Target(graph_url=url)) as graph:
         params = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
             select=list(USER_SELECT), top=999)
         start = time.perf_counter()
@@ -78,20 +83,10 @@ async def typed_page(app: Sandbox) -> tuple[int, float]:
         return len(page.value or []), time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=50_000)
-    ap.add_argument("--people", type=int, default=2_000)
-    args = ap.parse_args()
-    os.environ.setdefault("PROVISIONER_PNR_KEY", SANDBOX_PNR_KEY)
-
-    start = time.perf_counter()
-    tenant = reset_tenant(None, employees=args.users, seed=1)
-    seed_s = time.perf_counter() - start
-    app = Sandbox(tenant)
-    people = roster(args.people, tenant)
-
-    users, read_s = asyncio.run(read(app))
+def client(url: str, roster_file: Path) -> dict[str, object]:
+    """The measured part, in a process of its own: read, match, typed baseline page."""
+    people: list[Person] = pickle.loads(roster_file.read_bytes())
+    users, read_s = asyncio.run(read(url))
     read_peak = peak_mb()
     policy = DualRole(personal_number_attribute="extensionAttribute1",
                       birth_date_attribute="extensionAttribute2")
@@ -99,6 +94,7 @@ def main() -> None:
     results = match_people(people, users, policy, owner_prefix="provisioner:bench:",
                            key=SANDBOX_PNR_KEY.encode())
     match_s = time.perf_counter() - start
+    match_peak = peak_mb()
     tracemalloc.start()  # a second, traced run: memory the matching itself needs
     match_people(people, users, policy, owner_prefix="provisioner:bench:", key=SANDBOX_PNR_KEY.encode())
     match_mb = tracemalloc.get_traced_memory()[1] / 2**20
@@ -106,26 +102,56 @@ def main() -> None:
     counts: dict[str, int] = {}
     for r in results.values():
         counts[r.status] = counts.get(r.status, 0) + 1
-    typed_n, typed_s = asyncio.run(typed_page(app))
-    typed_total = typed_s / typed_n * len(users)
+    typed_n, typed_s = asyncio.run(typed_page(url))
+    return {"directory_users": len(users), "roster_people": len(people),
+            "directory_read_seconds": round(read_s, 2), "matching_seconds": round(match_s, 3),
+            "read_and_match_seconds": round(read_s + match_s, 2),
+            "matching_peak_alloc_mb": round(match_mb, 1),
+            "client_peak_rss_after_read_mb": round(read_peak, 1),
+            "client_peak_rss_after_match_mb": round(match_peak, 1), "classified": counts,
+            "baseline_typed_page_users": typed_n, "baseline_typed_page_seconds": round(typed_s, 2),
+            "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * len(users), 1)}
 
-    figures = {
-        "benchmark": "dual_roles", "directory_users": len(users), "roster_people": len(people),
-        "seed_seconds": round(seed_s, 2), "directory_read_seconds": round(read_s, 2),
-        "matching_seconds": round(match_s, 3), "matching_peak_alloc_mb": round(match_mb, 1),
-        "peak_rss_mb": round(peak_mb(), 1),
-        "peak_rss_after_read_mb": round(read_peak, 1), "classified": counts,
-        "baseline_typed_page_users": typed_n, "baseline_typed_page_seconds": round(typed_s, 2),
-        "baseline_typed_read_seconds_extrapolated": round(typed_total, 1),
-    }
-    print(f"directory read: {len(users)} users in {read_s:.2f} s (msgraph-sdk request builders,"
-          f" raw JSON, pages of 999)")
-    print(f"matching: {len(people)} people in {match_s * 1000:.0f} ms -> {counts};"
-          f" it allocates at most {match_mb:.0f} MB (index included)")
-    print(f"peak memory (RSS) of the whole process, the in-process sandbox's 50,000 users included:"
-          f" {figures['peak_rss_mb']} MB ({figures['peak_rss_after_read_mb']} MB after the read)")
-    print(f"baseline: graph.users.get() with typed models read {typed_n} users in {typed_s:.2f} s;"
-          f" extrapolated to {len(users)} users: {typed_total:.0f} s")
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--users", type=int, default=50_000)
+    ap.add_argument("--people", type=int, default=2_000)
+    ap.add_argument("--client", nargs=2, metavar=("URL", "ROSTER"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    os.environ.setdefault("PROVISIONER_PNR_KEY", SANDBOX_PNR_KEY)
+    if args.client:
+        print(json.dumps(client(args.client[0], Path(args.client[1]))))
+        return
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        tenant = reset_tenant(work / "tenant", employees=args.users, seed=1)
+        seed_s = time.perf_counter() - start
+        (work / "roster.pickle").write_bytes(pickle.dumps(roster(args.people, tenant)))
+        tenant.store.close()
+        del tenant
+        with served(work / "tenant") as url:
+            code, out, wall, rss = run_measured([sys.executable, __file__, "--client", url,
+                                                 str(work / "roster.pickle")])
+    if code != 0:
+        raise SystemExit(f"the client failed ({code}):\n{out[-3000:]}")
+    measured = json.loads(out.strip().splitlines()[-1])
+    figures = {"benchmark": "dual_roles", "seed_seconds": round(seed_s, 2), **measured,
+               "client_peak_rss_mb": round(rss, 1), "client_wall_seconds": round(wall, 2)}
+    n = figures["directory_users"]
+    print(f"directory read: {n} users in {figures['directory_read_seconds']:.2f} s (msgraph-sdk request"
+          " builders, raw JSON, pages of 999; the sandbox served by its own process)")
+    print(f"matching: {figures['roster_people']} people in {figures['matching_seconds'] * 1000:.0f} ms"
+          f" -> {figures['classified']}; it allocates at most {figures['matching_peak_alloc_mb']:.0f} MB"
+          " (index included)")
+    print(f"read + match: {figures['read_and_match_seconds']:.2f} s; client peak memory (RSS):"
+          f" {figures['client_peak_rss_after_match_mb']:.0f} MB after matching,"
+          f" {figures['client_peak_rss_mb']:.0f} MB at the end (the typed baseline page included)")
+    print(f"baseline: graph.users.get() with typed models read {figures['baseline_typed_page_users']}"
+          f" users in {figures['baseline_typed_page_seconds']:.2f} s; extrapolated to {n} users:"
+          f" {figures['baseline_typed_read_seconds_extrapolated']:.0f} s")
     print(json.dumps(figures))
 
 
