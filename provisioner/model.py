@@ -47,12 +47,14 @@ class Change:
     target: str
     before: Json | None
     after: Json | None
+    # What the change is, stable across runs: a hash of everything but the before-image.
+    # Computed once (a plan of 50,000 changes asks for each id several times).
+    id: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def id(self) -> str:
+    def __post_init__(self) -> None:
         digest = hashlib.sha256(canonical(
             [self.step, self.person_id, self.action.value, self.target, self.after]).encode())
-        return digest.hexdigest()[:16]
+        object.__setattr__(self, "id", digest.hexdigest()[:16])
 
     def to_json(self) -> Json:
         return {"id": self.id, "step": self.step, "person_id": self.person_id,
