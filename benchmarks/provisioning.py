@@ -61,11 +61,11 @@ P{b:05d},separate_account,,benchmark,the employee account is disabled
 """
 
 
-def make_tenant(state: Path, people: int, scale: float, latency_ms: float) -> None:
+def make_tenant(state: Path, people: int, scale: float, latency_ms: float, lost: float = 0.0) -> None:
     """A region of 2,000 employees (over 500 users: Entra's largest quota tier) with seats for
     every official, served with the documented quotas."""
     tenant = reset_tenant(state, employees=2000, seed=1, time_scale=scale,
-                          latency_ms=latency_ms * scale, quota_primed=True)
+                          latency_ms=latency_ms * scale, quota_primed=True, lost_reply_rate=lost)
     for sku in tenant.store.values("skus"):
         if sku["skuPartNumber"] == "ENTERPRISEPACK":
             units = sku["prepaidUnits"]
@@ -74,11 +74,15 @@ def make_tenant(state: Path, people: int, scale: float, latency_ms: float) -> No
 
 
 def counters(state: Path) -> dict[str, int]:
-    """The sandbox's request counters, and how many officials' accounts it now holds."""
+    """The sandbox's request counters, how many officials' accounts it now holds, and how many
+    of those are a second account for the same person (by the tool's ownership mark)."""
     tenant = open_tenant(state)
     try:
-        accounts = sum(1 for u in tenant.users.values() if u["userPrincipalName"].endswith("@" + DOMAIN))
-        return {**tenant.store.counters, "accounts": accounts}
+        ours = [u for u in tenant.users.values() if u["userPrincipalName"].endswith("@" + DOMAIN)]
+        marks = [(u.get("onPremisesExtensionAttributes") or {}).get("extensionAttribute15") for u in ours]
+        tagged = [m for m in marks if m]
+        return {**tenant.store.counters, "accounts": len(ours),
+                "duplicates": len(tagged) - len(set(tagged))}
     finally:
         tenant.store.close()
 
@@ -89,9 +93,10 @@ def rejected(c: dict[str, int]) -> dict[str, int]:
             and "MailboxNotEnabledForRESTAPI" not in k}
 
 
-def provision(work: Path, people: int, scale: float, latency_ms: float, direct: bool) -> dict[str, Any]:
+def provision(work: Path, people: int, scale: float, latency_ms: float, direct: bool,
+              lost: float) -> dict[str, Any]:
     state = work / "tenant"
-    make_tenant(state, people, scale, latency_ms)
+    make_tenant(state, people, scale, latency_ms, lost)
     (work / "roster.csv").write_text(roster_csv(officials(people, 2026)), encoding="utf-8")
     (work / "decisions.csv").write_text(DECISIONS.format(a=people - 1, b=people), encoding="utf-8")
     licence = "{sku: ENTERPRISEPACK}" if direct else f"{{sku: ENTERPRISEPACK, via_group: {LICENSING_GROUP}}}"
@@ -115,6 +120,7 @@ def provision(work: Path, people: int, scale: float, latency_ms: float, direct: 
         "entra_writes": writes, "entra_writes_per_person": round(writes / made, 4),
         "write_quota_share": round(writes / (wall / scale * WRITE_LIMIT / WRITE_WINDOW), 3),
         "throttled_429": c.get("throttled", 0), "rejected_other": rejected(c),
+        "lost_replies": c.get("lost replies", 0), "duplicate_accounts": c["duplicates"],
         "mailbox_not_ready_answers": sum(n for k, n in c.items() if "MailboxNotEnabledForRESTAPI" in k),
         "requests": sum(c.get(m, 0) for m in ("GET", "POST", "PATCH", "DELETE", "PUT")),
         "client_peak_rss_mb": round(rss, 1), "licence": "assignLicense per person" if direct
@@ -219,6 +225,8 @@ def main() -> None:
     ap.add_argument("--baseline-people", type=int, default=40)
     ap.add_argument("--direct-licence", action="store_true",
                     help="assignLicense per person instead of group-based licensing")
+    ap.add_argument("--lost-reply-rate", type=float, default=0.0,
+                    help="share of writes the sandbox makes but answers 504 (the reply is lost)")
     ap.add_argument("--baseline-client", metavar="URL", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_client:
@@ -227,7 +235,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        ours = provision(work / "ours", args.people, args.time_scale, args.latency_ms, args.direct_licence)
+        ours = provision(work / "ours", args.people, args.time_scale, args.latency_ms,
+                         args.direct_licence, args.lost_reply_rate)
         base = baseline(work / "base", min(args.baseline_people, args.people), args.people,
                         args.time_scale, args.latency_ms)
     s = args.time_scale
@@ -244,6 +253,8 @@ def main() -> None:
           f" {ours['entra_writes_per_person']:.4f} per person"
           f" (licence: {ours['licence']}); write quota used {ours['write_quota_share']:.0%};"
           f" 429s: {ours['throttled_429']}; other rejections: {ours['rejected_other'] or 'none'};"
+          f" replies lost after a write: {ours['lost_replies']}, duplicate accounts:"
+          f" {ours['duplicate_accounts']};"
           f" client peak RSS {ours['client_peak_rss_mb']:.0f} MB")
     print(f"  baseline (sequential typed script): {base['measured_people']} people in"
           f" {base['measured_seconds']:.1f} s, extrapolated to {args.people}:"
