@@ -91,3 +91,24 @@ def test_each_service_has_its_own_quotas() -> None:
     assert service_of("/deviceManagement/managedDevices") == "intune"
     assert service_of("/users/{user%2Did}/assignLicense") == "entra"
     assert service_of("/groups/{group%2Did}") == "entra"
+
+
+def test_graph_backs_off_when_the_sandbox_throttles_and_every_write_lands() -> None:
+    from provisioner.graph.client import Target
+    from provisioner.graph.gateway import Graph
+    from provisioner.sandbox import Sandbox, reset_tenant
+
+    app = Sandbox(reset_tenant(None, employees=40, seed=1, write_limit=10, time_scale=0.003,
+                               latency_ms=2))
+    users = list(app.tenant.users)[:30]
+
+    async def go() -> Graph:
+        async with Graph(Target(sandbox_app=app), concurrency=16) as graph:
+            graph.limits["entra"].limit = 16
+            await asyncio.gather(*(graph.update_user(uid, {"jobTitle": "ledamot"}) for uid in users))
+            return graph
+
+    graph = asyncio.run(go())
+    entra = graph.limits["entra"]
+    assert graph.stats["throttled"] > 0 and entra.cuts >= 1 and entra.limit < 16
+    assert all(app.tenant.users[uid]["jobTitle"] == "ledamot" for uid in users)
