@@ -1,5 +1,5 @@
-"""The apply loop: each person's Changes in step order, people concurrently (bounded),
-group memberships 20 to a write.
+"""The apply loop: each person's Changes in step order, people in pipelined waves, group
+memberships 20 to a write (see ``_Applier``).
 
 A failure stops that person's later steps (they depend on the account) but not other
 people. Mailbox settings that wait for Exchange are polled until ``mailbox_wait`` runs out,
