@@ -7,7 +7,7 @@ import json
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from provisioner import operations as ops
+from provisioner.graph.gateway import Graph
+from provisioner.model import Plan
 from provisioner.rollout import Report, apply_plan
 from provisioner.sandbox import Tenant, open_tenant
 from provisioner.sandbox.region import officials
@@ -50,6 +52,34 @@ def group_members(state_dir: Path, name: str) -> set[str]:
         tenant.store.close()
 
 
+Script = Callable[[Graph, Callable[[], Awaitable[Plan]], Callable[[Plan], Awaitable[Report]]],
+                  Awaitable[Report]]
+
+
+def apply_directly(state_dir: Path, playbook: Path, script: Script | None = None) -> Report:
+    """The apply loop itself, without the CLI's journal and audit: plan, then apply; or run
+    ``script(graph, plan, apply)`` to do something between the two."""
+    session = ops.Session(ops.Settings(state_dir))
+    loaded = ops.load(playbook)
+
+    async def go() -> Report:
+        async with ops.connect(session, loaded.playbook) as graph:
+            async def plan() -> Plan:
+                return (await ops.plan(session, loaded))[0]
+
+            async def apply(planned: Plan) -> Report:
+                return await apply_plan(graph, planned, [], mailbox_wait=0)
+
+            return await (script or (lambda _, p, a: _plan_then_apply(p, a)))(graph, plan, apply)
+
+    return asyncio.run(go())
+
+
+async def _plan_then_apply(plan: Callable[[], Awaitable[Plan]],
+                           apply: Callable[[Plan], Awaitable[Report]]) -> Report:
+    return await apply(await plan())
+
+
 def test_memberships_of_one_group_share_a_write_of_at_most_20(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
         write_playbook: Callable[..., Path]) -> None:
@@ -77,23 +107,19 @@ def test_a_refused_batch_is_tried_one_by_one_so_each_gets_its_own_answer(
     after the plan) must not cost the others their membership."""
     make_sandbox()
     playbook = write_playbook(8, steps="account, groups")
-    session = ops.Session(ops.Settings(state_dir))
-    loaded = ops.load(playbook)
+    async def meanwhile(graph: Graph, plan: Callable[[], Awaitable[Plan]],
+                        apply: Callable[[Plan], Awaitable[Report]]) -> Report:
+        accounts = await plan()
+        await apply(replace(accounts, changes=[c for c in accounts.changes if c.step == "account"]))
+        planned = await plan()
+        joins = [c for c in planned.changes if c.target.startswith("group:Förtroendevalda:")]
+        assert len(joins) == 8
+        user = await graph.get_user(joins[0].after["member"], ("id",))  # type: ignore[index]
+        assert user is not None
+        await graph.add_member(joins[0].after["groupId"], user["id"])  # type: ignore[index]
+        return await apply(planned)
 
-    async def go() -> Report:
-        async with ops.connect(session, loaded.playbook) as graph:
-            accounts, _ = await ops.plan(session, loaded)
-            accounts = replace(accounts, changes=[c for c in accounts.changes if c.step == "account"])
-            await apply_plan(graph, accounts, [], mailbox_wait=0)
-            plan, _ = await ops.plan(session, loaded)
-            joins = [c for c in plan.changes if c.target.startswith("group:Förtroendevalda:")]
-            assert len(joins) == 8
-            user = await graph.get_user(joins[0].after["member"], ("id",))  # type: ignore[index]
-            assert user is not None
-            await graph.add_member(joins[0].after["groupId"], user["id"])  # type: ignore[index]
-            return await apply_plan(graph, plan, [], mailbox_wait=0)
-
-    report = asyncio.run(go())
+    report = apply_directly(state_dir, playbook, meanwhile)
     outcomes = {r.change.target: r.outcome for r in report.results
                 if r.change.target.startswith("group:Förtroendevalda:")}
     assert sorted(o.value for o in outcomes.values()) == ["applied"] * 7 + ["unchanged"]
@@ -151,7 +177,6 @@ def test_a_batch_graph_will_not_take_fails_each_of_its_changes(
         status: int, state_dir: Path, make_sandbox: Callable[..., Tenant],
         write_playbook: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from provisioner.errors import GraphError, ThrottledError
-    from provisioner.graph.gateway import Graph
 
     async def refuses(self: Graph, group_id: str, member_ids: Any) -> None:
         cls = ThrottledError if status == 503 else GraphError
@@ -161,15 +186,7 @@ def test_a_batch_graph_will_not_take_fails_each_of_its_changes(
     make_sandbox()
     monkeypatch.setattr(Graph, "bind_members", refuses)
     playbook = write_playbook(5, steps="account, groups")
-    session = ops.Session(ops.Settings(state_dir))
-    loaded = ops.load(playbook)
-
-    async def go() -> Report:
-        async with ops.connect(session, loaded.playbook) as graph:
-            plan, _ = await ops.plan(session, loaded)
-            return await apply_plan(graph, plan, [], mailbox_wait=0)
-
-    report = asyncio.run(go())
+    report = apply_directly(state_dir, playbook)
     joins = [r for r in report.results if r.change.target.startswith("group:Förtroendevalda:")]
     assert len(joins) == 5
     assert all(r.outcome.value == "failed" and r.request_id == "r-1" for r in joins)

@@ -3,9 +3,10 @@ decrease (AIMD), as TCP does with its window.
 
 Graph's quotas are per app and tenant and shared with whatever else the app is doing, so no
 fixed pool is right: too small wastes the quota, too large earns 429s. The limit grows by
-about one per round of answers while Graph is comfortable, holds while Graph says a quota
-is over 80% used (``x-ms-throttle-limit-percentage``), and halves on a 429 or 503 (once per
-round trip, so that one burst of 429s is one signal). Retry-After itself is honoured by the
+about one per round of answers while Graph is comfortable, by a quarter of that while Graph
+says a quota is over 80% used (``x-ms-throttle-limit-percentage``: at a steady ceiling it
+always is, so holding there would never recover from a cut), and halves on a 429 or 503
+(once per round trip, so that one burst of 429s is one signal). Retry-After itself is honoured by the
 retry layer; a request waiting out its Retry-After holds no slot.
 
 Each service has its own quotas (Entra ID, Exchange, Intune), so each gets its own limit.
@@ -26,7 +27,8 @@ _EXCHANGE = re.compile(r"^/users/[^/]+/(mailboxSettings|sendMail|mailFolders|mes
 
 
 def service_of(path: str) -> str:
-    """The Graph service whose quotas a request (path relative to /v1.0) counts against."""
+    """The Graph service whose quotas a request (path relative to /v1.0) counts against.
+    The sandbox charges Entra's quotas by the same rule."""
     if path.startswith("/deviceManagement"):
         return "intune"
     return "exchange" if _EXCHANGE.match(path) else "entra"
@@ -39,7 +41,6 @@ class AdaptiveLimit:
     floor: float = 1.0
     in_flight: int = 0
     cuts: int = 0
-    peak: float = 0.0
     # (-priority, arrival, future): a higher priority first, then first come first served
     _waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
     _arrivals: itertools.count[int] = field(default_factory=itertools.count)
@@ -48,7 +49,6 @@ class AdaptiveLimit:
 
     def __post_init__(self) -> None:
         self.limit = min(self.limit, float(self.ceiling))
-        self.peak = self.limit
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for a slot (a higher ``priority`` is served first); returns the time it was
@@ -82,7 +82,6 @@ class AdaptiveLimit:
                 self.cuts += 1
         elif signal == OK:
             self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
-            self.peak = max(self.peak, self.limit)
         elif signal == BUSY:  # near the quota: keep probing, at a quarter of the pace
             self.limit = min(float(self.ceiling), self.limit + 0.25 / self.limit)
         self._wake()

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..graph.pace import service_of
+
 # Resource units per 10 s by tenant size: < 50 users, 50–500, > 500.
 RU_LIMITS = ((50, 3500), (500, 5000), (None, 8000))
 WRITE_LIMIT = 3000
@@ -35,13 +37,9 @@ _BASE_COSTS = (
 )
 
 
-_NOT_ENTRA = re.compile(
-    r"^/(deviceManagement(/|$)|users/[^/]+/(mailboxSettings|sendMail|mailFolders|messages))")
-
-
 def is_entra(path: str) -> bool:
     """Whether a request (path relative to /v1.0) is charged to Entra ID's quotas."""
-    return not _NOT_ENTRA.match(path)
+    return service_of(path) == "entra"
 
 
 def ru_limit_for(user_count: int) -> int:
