@@ -169,11 +169,34 @@ async def _expected(ctx: GateContext, people: Sequence[Person]) -> dict[str, Any
     return {"sku": sku_id, "groups": wanted}
 
 
+# Group-based licensing's errors (licenseAssignmentStates), in words an admin can act on.
+LICENCE_ERRORS = {
+    "CountViolation": "no licence left to give: buy more or free some, and Entra assigns it",
+    "MutuallyExclusiveViolation": "it conflicts with another licence the user has",
+    "DependencyViolation": "a service plan it needs is not assigned",
+    "ProhibitedInUsageLocationViolation": "it is not available in the user's usageLocation",
+    "UniquenessViolation": "an attribute it needs (such as the proxy address) is taken",
+}
+
+
+def licence_problem(user: dict[str, Any], sku_id: str | None, sku_name: str) -> str | None:
+    """Why the user does not have the SKU, or None when they have it."""
+    if any(lic["skuId"] == sku_id for lic in user.get("assignedLicenses") or []):
+        return None
+    for state in user.get("licenseAssignmentStates") or []:
+        if state.get("skuId") == sku_id and state.get("state") == "Error":
+            code = state.get("error") or "Others"
+            return (f"license: {sku_name} is not assigned: the licensing group reports {code}"
+                    f" ({LICENCE_ERRORS.get(code, 'see the group in Entra, Licenses')})")
+    return f"license: {sku_name} is not assigned"
+
+
 async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[str],
                  expected: dict[str, Any]) -> dict[str, list[str]]:
     graph = ctx.graph
     users = await graph.batch([graph.user_request(ctx.upns[p.person_id],
-                                                  ("id", "accountEnabled", "assignedLicenses"))
+                                                  ("id", "accountEnabled", "assignedLicenses",
+                                                   "licenseAssignmentStates"))
                                for p in people])
     failing: dict[str, list[str]] = {}
     found: dict[str, str] = {}
@@ -185,10 +208,10 @@ async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[st
         problems = []
         if "account_enabled" in checks and not res.body.get("accountEnabled"):
             problems.append("account_enabled: the account is disabled, sign-in is impossible")
-        licences = {lic["skuId"] for lic in res.body.get("assignedLicenses") or []}
-        if "license" in checks and expected["sku"] not in licences:
-            problems.append(f"license: {ctx.playbook.license.sku if ctx.playbook.license else ''}"
-                            " is not assigned")
+        if "license" in checks:
+            problem = licence_problem(res.body, expected["sku"],
+                                      ctx.playbook.license.sku if ctx.playbook.license else "")
+            problems += [problem] if problem else []
         if problems:
             failing[p.person_id] = problems
     pids = list(found)

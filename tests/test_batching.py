@@ -190,3 +190,34 @@ def test_a_batch_graph_will_not_take_fails_each_of_its_changes(
     joins = [r for r in report.results if r.change.target.startswith("group:Förtroendevalda:")]
     assert len(joins) == 5
     assert all(r.outcome.value == "failed" and r.request_id == "r-1" for r in joins)
+
+
+def test_with_no_seat_left_the_membership_stands_and_the_user_shows_the_licence_error(
+        memory_sandbox: Any) -> None:
+    """Entra's group-based licensing: the membership is made; the licence is not, and the user's
+    licenseAssignmentStates says why (CountViolation). The verify gate turns that into words."""
+    from provisioner.gates import licence_problem
+    from provisioner.sandbox.breaks import apply_break
+
+    from .test_sandbox import call
+
+    tenant = memory_sandbox.tenant
+    group = next(g for g in tenant.store.values("groups") if g["displayName"] == "Licens E3 förtroendevalda")
+    sku = group["assignedLicenses"][0]["skuId"]
+    unlicensed = [call(memory_sandbox, "POST", "/users", json={
+        "accountEnabled": True, "displayName": f"Ny {i}", "mailNickname": f"pol.ny{i}",
+        "userPrincipalName": f"ny{i}@politiker.example-region.se", "usageLocation": "SE",
+        "passwordProfile": {"password": "Xy7!kLmN9#pQ2$rS"}}).json()["id"] for i in (1, 2)]
+    apply_break(tenant, "seats", "ENTERPRISEPACK")
+    r = call(memory_sandbox, "PATCH", f"/groups/{group['id']}", json={"members@odata.bind": [
+        f"https://graph.microsoft.com/v1.0/directoryObjects/{u}" for u in unlicensed]})
+    assert r.status_code == 204
+    user = call(memory_sandbox, "GET", f"/users/{unlicensed[0]}",
+                params={"$select": "assignedLicenses,licenseAssignmentStates"}).json()
+    assert user["assignedLicenses"] == []
+    assert user["licenseAssignmentStates"] == [{"skuId": sku, "disabledPlans": [],
+                                                "assignedByGroup": group["id"], "state": "Error",
+                                                "error": "CountViolation"}]
+    assert licence_problem(user, sku, "ENTERPRISEPACK") == (
+        "license: ENTERPRISEPACK is not assigned: the licensing group reports CountViolation"
+        " (no licence left to give: buy more or free some, and Entra assigns it)")

@@ -61,7 +61,8 @@ USER_WRITABLE = {
     "preferredLanguage", "onPremisesExtensionAttributes", "mail", "city", "country",
     "passwordPolicies", "streetAddress", "postalCode", "state", "ageGroup",
 }
-USER_READONLY = {"id", "createdDateTime", "assignedLicenses", "proxyAddresses", "deletedDateTime"}
+USER_READONLY = {"id", "createdDateTime", "assignedLicenses", "licenseAssignmentStates",
+                 "proxyAddresses", "deletedDateTime"}
 USER_REQUIRED = ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
 USER_FILTERABLE = {
     "id", "userPrincipalName", "mail", "mailNickname", "employeeId", "displayName", "givenName",
@@ -118,8 +119,8 @@ class Tenant:
                     index[key] = doc["id"]
                 elif index.get(key) == doc["id"]:
                     del index[key]
-        for lic in doc.get("assignedLicenses", []):
-            self._consumed[lic["skuId"]] = self._consumed.get(lic["skuId"], 0) + sign
+        for sku_id in {lic["skuId"] for lic in doc.get("assignedLicenses", [])}:  # one seat a SKU
+            self._consumed[sku_id] = self._consumed.get(sku_id, 0) + sign
 
     def _save(self, kind: str, new: Doc, old: Doc | None) -> None:
         if old is not None:
@@ -152,8 +153,16 @@ class Tenant:
     def view_user(self, doc: Doc) -> Doc:
         """The user as Graph shows it: private fields dropped, mail once the mailbox exists."""
         out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
-        out["assignedLicenses"] = [{k: v for k, v in lic.items() if not k.startswith("_")}
-                                   for lic in doc.get("assignedLicenses", [])]
+        licences = doc.get("assignedLicenses", [])
+        shown = {lic["skuId"]: {k: v for k, v in lic.items() if not k.startswith("_")}
+                 for lic in reversed(licences)}  # direct and through a group: one entry a SKU
+        out["assignedLicenses"] = list(shown.values())
+        out["licenseAssignmentStates"] = [
+            {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", []),
+             "assignedByGroup": lic.get("_viaGroup"), "state": "Active", "error": None}
+            for lic in licences] + [
+            {"skuId": e["skuId"], "disabledPlans": [], "assignedByGroup": e["group"],
+             "state": "Error", "error": e["error"]} for e in doc.get("_licenseErrors", [])]
         if self.mailbox_ready(doc):
             out.setdefault("mail", doc["userPrincipalName"])
             out["proxyAddresses"] = [f"SMTP:{out['mail']}"]
@@ -449,9 +458,19 @@ class Tenant:
             return
         current = [lic for lic in user.get("assignedLicenses", [])
                    if lic.get("_viaGroup") != group["id"]]
+        errors = [e for e in user.get("_licenseErrors", []) if e["group"] != group["id"]]
         if sign > 0:
-            current += [{**lic, "_viaGroup": group["id"]} for lic in group["assignedLicenses"]]
-        new = {**user, "assignedLicenses": current}
+            # Entra processes group licences on its own: with no seat left the membership
+            # stands, and the user shows the error in licenseAssignmentStates.
+            held, skus = {lic["skuId"] for lic in current}, {s["skuId"]: s for s in self.skus()}
+            for lic in group["assignedLicenses"]:
+                sku = skus.get(lic["skuId"])
+                full = sku is not None and sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"]
+                if full and lic["skuId"] not in held:
+                    errors.append({"skuId": lic["skuId"], "group": group["id"], "error": "CountViolation"})
+                else:
+                    current.append({**lic, "_viaGroup": group["id"]})
+        new = {**user, "assignedLicenses": current, "_licenseErrors": errors}
         if sign > 0 and self._has_exchange(new) and not user.get("_mailboxRequestedAt"):
             new["_mailboxRequestedAt"] = self.clock()
         self._save("users", new, user)
