@@ -245,11 +245,15 @@ def preflight(session: ops.Session, playbook: Path) -> None:
 @main.command()
 @playbook_arg
 def permissions(playbook: Path) -> None:
-    """The least-privilege Graph application permissions this playbook's steps need."""
-    from .permissions import required
+    """The least-privilege Graph application permissions (and directory roles) this playbook
+    needs, each from the permission table of the Graph API reference page of the request."""
+    from .permissions import required, roles
 
-    for name, why in required(ops.load(playbook).playbook).items():
+    pb = ops.load(playbook).playbook
+    for name, why in required(pb).items():
         click.echo(f"{name:<56} {why}")
+    for role, why in roles(pb).items():
+        click.echo(f"{'role: ' + role:<56} {why}")
 
 
 @main.command("dual-roles")
@@ -395,6 +399,12 @@ def sandbox() -> None:
 @click.option("--quota-primed", is_flag=True,
               help="Start with the write window full, as if the app had been writing at its"
                    " ceiling: the steady state of 20 writes/s instead of a fresh burst.")
+@click.option("--replication-delay", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds a new user stays unknown (404) to other requests, as Entra's replicas"
+                   " catch up.")
+@click.option("--cloud-only", is_flag=True,
+              help="Employees are cloud accounts; by default they are synced from on-premises AD"
+                   " (onPremisesSyncEnabled), as in most regions, and read-only through Graph.")
 @click.option("--fault-new-accounts-disabled", "new_accounts_disabled", is_flag=True,
               help="A wrong setting: every account created from now on comes out disabled.")
 @click.pass_obj
@@ -438,18 +448,20 @@ def sandbox_simulate_signins(session: ops.Session, playbook: Path, cohort: str,
     """Record one sign-in per person of a cohort (disabled accounts always fail)."""
     from .cohorts import assign, is_canary
     from .sandbox.signins import simulate
-    from .snapshot import owner_prefix
+    from .snapshot import ADOPTED, adoption_property, owner_prefix
 
     loaded = ops.load(playbook)
     members = assign(loaded.playbook, loaded.roster).members
     if cohort not in members:
         raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(members)})")
     prefix = owner_prefix(loaded.playbook)
-    attr = loaded.playbook.account.ownership_attribute
+    attr, prop = loaded.playbook.account.ownership_attribute, adoption_property(loaded.playbook)
     wanted = {f"{prefix}{p.person_id}" for p in members[cohort] if not is_canary(p.person_id)}
+    wanted |= {f"{tag}{ADOPTED}" for tag in wanted}
     with ops.open_sandbox(session.settings.state_dir) as app:
         upns = [u["userPrincipalName"] for u in app.tenant.users.values()
-                if (u.get("onPremisesExtensionAttributes") or {}).get(attr) in wanted]
+                if (u.get("onPremisesExtensionAttributes") or {}).get(attr) in wanted
+                or u.get(prop) in wanted]
         counts = simulate(app.tenant, upns, success_rate, seed)
     click.echo(f"Sign-ins for cohort {cohort}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
@@ -475,12 +487,15 @@ def sandbox_simulate_checkins(session: ops.Session, compliance_rate: float,
 
 
 @sandbox.command("break")
-@click.argument("kind", type=click.Choice(["domain", "permission", "group", "seats", "usage-location"]))
+@click.argument("kind", type=click.Choice(["domain", "permission", "role", "extension", "access-pass-policy",
+                                           "group", "seats", "usage-location"]))
 @click.argument("target")
 @click.pass_obj
 def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
     """Make the tenant not ready in one way (a preflight check fails): domain NAME,
-    permission NAME, group NAME, seats SKU, usage-location UPN."""
+    permission NAME, role NAME (the app's directory role), extension NAME (the directory
+    extension adoption marks live in), access-pass-policy disabled|GROUP, group NAME, seats SKU,
+    usage-location UPN."""
     from .sandbox.breaks import apply_break
 
     with ops.open_sandbox(session.settings.state_dir) as app:

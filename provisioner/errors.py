@@ -10,7 +10,8 @@
         ├── TransportError           no answer: connection refused, timeout, TLS
         ├── StepFailure              a step could not do its part (no guide without its pass)
         └── GraphError               Graph answered no: status, code, message, request-id
-            └── ThrottledError       429/503/504 with an optional Retry-After
+            ├── ThrottledError       429/503/504 with an optional Retry-After
+            └── NotReplicatedError   404 for an object this process made moments ago
 
 Transport failures are kept apart from Graph's answers because only the latter say for sure
 whether a write happened. Exit codes live on the classes and are mapped once, in the CLI.
@@ -100,6 +101,11 @@ class GraphError(GraphFailure):
             d.get("code") == code and (target is None or d.get("target") == target)
             for d in self.details
         )
+
+
+class NotReplicatedError(GraphError):
+    """A 404 about an object this process created (or tried to) moments ago: Entra's replicas
+    have not caught up yet, so the request is retried rather than failed."""
 
 
 class ThrottledError(GraphError):

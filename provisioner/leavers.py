@@ -17,7 +17,7 @@ import datetime as dt
 
 from .model import Action, Change, Json
 from .playbook import Playbook
-from .snapshot import DirectoryUser, Snapshot
+from .snapshot import DirectoryUser, Snapshot, mark
 from .steps.base import PlanContext
 
 LEAVERS = "leavers"
@@ -29,12 +29,11 @@ def leaver_changes(ctx: PlanContext, pid: str, user: DirectoryUser, now: dt.date
     since_iso = snap.leaving_since.get(pid)
     since = dt.datetime.fromisoformat(since_iso) if since_iso else now
     changes = _remove_groups(pb, snap, pid, user)
-    attr = pb.account.ownership_attribute
-    if user.adopted:
+    if user.adopted:  # only the mark goes; the account is the employee's
         ext = user.attributes.get("onPremisesExtensionAttributes") or {}
-        changes.append(Change("account", pid, Action.UPDATE, f"user:{user.upn}",
-                              {"onPremisesExtensionAttributes": {attr: ext.get(attr)}},
-                              {"onPremisesExtensionAttributes": {attr: None}}))
+        in_slot = ext.get(pb.account.ownership_attribute) == user.owner_tag  # marked before 0.2
+        before, after = mark(user, pb, None, adopted=not in_slot)
+        changes.append(Change("account", pid, Action.UPDATE, f"user:{user.upn}", before, after))
         return changes
     if user.attributes.get("accountEnabled", True):
         changes.append(Change("account", pid, Action.UPDATE, f"user:{user.upn}",

@@ -14,7 +14,7 @@ import structlog
 from .audit import AuditLog, audit_key
 from .cohorts import Assignment, assign, is_canary
 from .dualrole import analyse
-from .errors import InputError, ProvisionerError, StalePlanError
+from .errors import GraphError, InputError, ProvisionerError, StalePlanError
 from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, guides_late, verify
 from .graph.client import Target
 from .graph.gateway import Graph
@@ -25,7 +25,7 @@ from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
 from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate, load_playbook
-from .preflight import Check, failures, plan_checks, raise_if_failed, tenant_checks
+from .preflight import Check, failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
@@ -152,7 +152,12 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
             guides = journal.last_applied(pb.name, "guide") if "guide" in pb.steps else {}
             since = journal.leaving_since(pb.name)
     needed = set(needed_groups(pb, everyone)) | mine
-    snapshot = await read_snapshot(graph, pb, loaded.roster, needed)
+    try:
+        snapshot = await read_snapshot(graph, pb, loaded.roster, needed)
+    except GraphError as exc:
+        if exc.status == 403:  # say which permission is missing, as preflight would
+            raise_if_failed([await permissions_check(graph, pb)])
+        raise
     return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine))
 
 

@@ -137,4 +137,10 @@ def _warnings(ctx: PlanContext, changes: list[Change]) -> list[str]:
         if needed > sku.free:
             warnings.append(f"license: {needed} {sku.part_number} licences needed but only"
                             f" {sku.free} free ({sku.enabled} bought, {sku.consumed} in use)")
+    guide = ctx.playbook.guide
+    mailed = [c for c in changes if c.step == "guide" and (c.after or {}).get("delivery") == "email"]
+    if guide is not None and guide.email_access_pass and any((c.after or {}).get("needs_secret")
+                                                             for c in mailed):
+        warnings.append("guide.email_access_pass: Temporary Access Passes are e-mailed to private"
+                        " addresses; whoever reads such a mailbox can sign in as the person")
     return warnings

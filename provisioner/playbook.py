@@ -84,6 +84,11 @@ class Account(_Strict):
     ownership_attribute: Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")] = (
         "extensionAttribute15"
     )
+    # Where the tool marks an existing account it adopts (use_existing): most employees are
+    # synced from on-premises AD, where onPremisesExtensionAttributes are read-only, so the mark
+    # goes into a directory extension registered on the tool's app
+    # (extension_{appId}_{name}, cloud-mastered and writable on synced users too).
+    adoption_extension: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,79}$")] = "provisionerOwner"
     # False: this playbook only works on accounts that exist (staff): a person without one is
     # held, never given a new account.
     create: bool = True
@@ -203,8 +208,14 @@ class AccessPass(_Strict):
     the person's guide), or as a fallback a generated password to change at first sign-in."""
 
     method: Literal["temporary_access_pass", "password"] = "temporary_access_pass"
-    lifetime_minutes: Annotated[int, Field(ge=10, le=43200)] = 7 * 24 * 60
+    # A default tenant's policy allows 60 to 480 minutes: a pass valid for the first working
+    # day. A longer one needs the region's policy changed first (preflight checks it).
+    lifetime_minutes: Annotated[int, Field(ge=10, le=43200)] = 480
     usable_once: bool = True
+    # When a cohort has a start date, its passes become valid at this local time that day
+    # (startDateTime), not when the guide is written weeks earlier.
+    valid_from: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "08:00"
+    time_zone: str = "Europe/Stockholm"
 
 
 class Guide(_Strict):
@@ -214,6 +225,9 @@ class Guide(_Strict):
     sender: str | None = Field(None, description="service mailbox that sends guides by e-mail")
     lead_days: Annotated[float, Field(ge=0)] = 0
     help: str = "IT-supporten: 010-123 45 67, support@example-region.se (vardagar 8–17)"
+    # A Temporary Access Pass is a credential: by default an e-mailed guide says the code comes
+    # on paper or by SMS from the secretariat, and only the printable guide carries it.
+    email_access_pass: bool = False
     organisation: str = "Region Exempel"
 
     @model_validator(mode="after")

@@ -10,17 +10,21 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .errors import GraphError, ProvisionerError
+from .graph.client import client_id as app_id
 from .graph.gateway import Graph
 from .model import Action, Plan
-from .permissions import GRAPH_APP_ID, required
+from .permissions import GRAPH_APP_ID, missing, required, roles
 from .playbook import Playbook
 from .roster import Person
-from .snapshot import Snapshot
+from .snapshot import Snapshot, adoption_property
 from .steps.groups import needed_groups
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
-# The app the in-process and served sandbox know this tool as.
-SANDBOX_CLIENT_ID = "5a7d0d1e-0000-4000-8000-00000000beef"
+# What Entra Connect syncs from AD: read-only through Graph on a synced user.
+ON_PREMISES_MASTERED = frozenset({
+    "accountEnabled", "displayName", "givenName", "surname", "userPrincipalName", "mailNickname",
+    "department", "jobTitle", "mobilePhone", "businessPhones", "employeeId", "otherMails",
+    "onPremisesExtensionAttributes", "passwordProfile"})
 
 
 class PreflightError(ProvisionerError):
@@ -45,18 +49,23 @@ async def tenant_checks(graph: Graph, playbook: Playbook, persons: list[Person],
                         snapshot: Snapshot) -> list[Check]:
     """The checks that need no plan: domain, groups, permissions."""
     return [await _domain(graph, playbook), _groups(playbook, persons, snapshot),
-            await _permissions(graph, playbook)]
+            await permissions_check(graph, playbook), await _access_pass_policy(graph, playbook, snapshot)]
 
 
 def plan_checks(playbook: Playbook, plan: Plan, snapshot: Snapshot, cohort: str | None) -> list[Check]:
     """The checks on what the next cohort would do: seats, usage location, names."""
     part = plan.only(cohort) if cohort else plan
     return [_seats(playbook, part, snapshot, cohort), _usage_location(part, snapshot),
-            _naming(plan, snapshot)]
+            _naming(plan, snapshot), _adoption(playbook, part, snapshot), _synced(part, snapshot)]
 
 
 async def _domain(graph: Graph, playbook: Playbook) -> Check:
-    domains = {d["id"].lower(): d for d in await graph.domains()}
+    try:
+        domains = {d["id"].lower(): d for d in await graph.domains()}
+    except GraphError as exc:
+        if exc.status != 403:
+            raise
+        return Check("domain", FAIL, f"cannot read the tenant's domains ({exc.code}): see permissions")
     found = domains.get(playbook.domain.lower())
     if found is None:
         return Check("domain", FAIL, f"{playbook.domain} is not a domain of the tenant: add it in"
@@ -65,6 +74,47 @@ async def _domain(graph: Graph, playbook: Playbook) -> Check:
         return Check("domain", FAIL, f"{playbook.domain} is not verified: add the DNS TXT record"
                      " Entra shows and verify it; accounts on it cannot be created until then")
     return Check("domain", OK, f"{playbook.domain} is a verified domain")
+
+
+async def _access_pass_policy(graph: Graph, playbook: Playbook, snapshot: Snapshot) -> Check:
+    """The tenant's Temporary Access Pass policy must let every pass the playbook asks for be
+    issued: enabled, covering the officials, the lifetime inside its bounds."""
+    spec = playbook.access_pass
+    if "access_pass" not in playbook.steps or spec is None or spec.method != "temporary_access_pass":
+        return Check("access pass", OK, "no Temporary Access Pass step")
+    try:
+        policy = await graph.access_pass_policy()
+    except GraphError as exc:
+        if exc.status != 403:
+            raise
+        return Check("access pass", FAIL, f"cannot read the Temporary Access Pass policy ({exc.code}):"
+                     " see permissions")
+    where = "Entra admin center, Protection, Authentication methods, Temporary Access Pass"
+    if policy.get("state") != "enabled":
+        return Check("access pass", FAIL, f"Temporary Access Pass is disabled in the tenant:"
+                     f" enable it ({where})")
+    low, high = policy.get("minimumLifetimeInMinutes", 60), policy.get("maximumLifetimeInMinutes", 480)
+    problems = []
+    if not low <= spec.lifetime_minutes <= high:
+        problems.append(f"access_pass.lifetime_minutes is {spec.lifetime_minutes}, the policy allows"
+                        f" {low} to {high}: change one or the other")
+    if policy.get("isUsableOnce") and not spec.usable_once:
+        problems.append("the policy allows one-time passes only: set access_pass.usable_once: true")
+    targets = {t.get("id") for t in policy.get("includeTargets") or []}
+    mine = {g.id: name for name in _static_groups(playbook) for g in snapshot.groups.get(name, [])}
+    if "all_users" not in targets and not targets & set(mine):
+        problems.append("the policy enables passes only for groups none of which this playbook puts"
+                        f" people in: add one of {', '.join(sorted(set(mine.values()))) or 'its groups'}"
+                        f" to the policy's targets ({where})")
+    if problems:
+        return Check("access pass", FAIL, "; ".join(problems))
+    return Check("access pass", OK, f"enabled for these people, {spec.lifetime_minutes} minutes"
+                 f" is within {low}–{high}")
+
+
+def _static_groups(playbook: Playbook) -> list[str]:
+    """The groups every person of the playbook is put in (names without placeholders)."""
+    return [g for g in playbook.groups if "{" not in g] if "groups" in playbook.steps else []
 
 
 def _groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Check:
@@ -81,22 +131,29 @@ def _groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Ch
     return Check("groups", OK, f"all {len(needed)} groups exist, once each")
 
 
-async def _permissions(graph: Graph, playbook: Playbook) -> Check:
-    client_id = SANDBOX_CLIENT_ID if playbook.tenant == "sandbox" else playbook.tenant.client_id
+async def permissions_check(graph: Graph, playbook: Playbook) -> Check:
+    client_id = app_id(playbook.tenant)
     try:
         granted = await graph.granted_app_permissions(client_id, GRAPH_APP_ID)
+        held = await graph.app_directory_roles(client_id)
     except GraphError as exc:
         return Check("permissions", FAIL, f"cannot read the permissions granted to app {client_id}"
                      f" ({exc.code}): grant Application.Read.All")
-    if granted is None:
+    if granted is None or held is None:
         return Check("permissions", FAIL, f"no service principal for app {client_id} in the tenant:"
                      " create the enterprise application (admin consent) first")
-    missing = {p: why for p, why in required(playbook).items() if p not in granted}
-    if missing:
-        return Check("permissions", FAIL, "not granted: " + "; ".join(
-            f"{p} (to {why})" for p, why in missing.items())
-            + ". Grant them as application permissions with admin consent"
-            " (`provisioner permissions` lists all)")
+    problems = []
+    lacking = missing(playbook, granted)
+    if lacking:
+        problems.append("not granted: " + "; ".join(f"{p} (to {why})" for p, why in lacking.items())
+                        + ". Grant them as application permissions with admin consent"
+                        " (`provisioner permissions` lists all)")
+    for role, why in roles(playbook).items():
+        if role not in held:
+            problems.append(f"the app has no {role} role (needed to {why}): assign it to the app in"
+                            " Entra, Roles and administrators")
+    if problems:
+        return Check("permissions", FAIL, "; ".join(problems))
     return Check("permissions", OK, f"the {len(required(playbook))} permissions the steps need are granted")
 
 
@@ -146,6 +203,33 @@ def _naming(plan: Plan, snapshot: Snapshot) -> Check:
         return Check("naming", FAIL, f"the naming policy gives addresses already in use:"
                      f" {', '.join(clashes[:10])}; change naming in the playbook")
     return Check("naming", OK, f"{len(creates)} new addresses, no collision")
+
+
+def _adoption(playbook: Playbook, part: Plan, snapshot: Snapshot) -> Check:
+    """Adopted accounts are marked in a directory extension the region registers once."""
+    prop = adoption_property(playbook)
+    adopting = sum(1 for c in part.changes if c.step == "account" and prop in (c.after or {}))
+    if not adopting:
+        return Check("adoption", OK, "no existing account is adopted")
+    if not snapshot.adoption_registered:
+        return Check("adoption", FAIL, f"{adopting} existing accounts would be adopted, but the app has no"
+                     f" directory extension {prop}: register it once (POST /applications/{{object id}}"
+                     f"/extensionProperties with {{\"name\": \"{playbook.account.adoption_extension}\","
+                     ' "dataType": "String", "targetObjects": ["User"]}; see the README, A real tenant)')
+    return Check("adoption", OK, f"{adopting} adopted accounts are marked in {prop}")
+
+
+def _synced(part: Plan, snapshot: Snapshot) -> Check:
+    """Nothing the plan writes on an AD-synced account is mastered on-premises: Graph refuses
+    those writes (onPremisesExtensionAttributes and the identity attributes the sync flows)."""
+    users = {u.upn.lower(): u for u in snapshot.users.values() if u.synced}
+    bad = sorted({c.target.split(":", 1)[1] for c in part.changes if c.step == "account"
+                  and c.action is Action.UPDATE and c.target.split(":", 1)[1].lower() in users
+                  and set(c.after or {}) & ON_PREMISES_MASTERED})
+    if bad:
+        return Check("synced accounts", FAIL, f"the plan would change on-premises attributes of"
+                     f" {len(bad)} AD-synced accounts ({', '.join(bad[:5])}): change them in AD instead")
+    return Check("synced accounts", OK, "nothing mastered on-premises is written")
 
 
 def raise_if_failed(checks: list[Check]) -> None:

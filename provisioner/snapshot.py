@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GraphError
+from .graph.client import client_id
 from .graph.gateway import Graph
 from .model import Json
 from .playbook import Playbook
@@ -18,7 +19,7 @@ from .roster import Roster
 USER_SELECT = (
     "id", "userPrincipalName", "mailNickname", "displayName", "givenName", "surname",
     "accountEnabled", "employeeId", "department", "jobTitle", "usageLocation", "mobilePhone",
-    "otherMails", "assignedLicenses", "onPremisesExtensionAttributes",
+    "otherMails", "assignedLicenses", "onPremisesExtensionAttributes", "onPremisesSyncEnabled",
 )
 MAILBOX_NOT_READY = "MailboxNotEnabledForRESTAPI"
 ADOPTED = ":adopted"  # ownership tag suffix of an existing account taken over (use_existing)
@@ -33,10 +34,15 @@ class DirectoryUser:
     owner_tag: str | None
 
     @classmethod
-    def from_graph(cls, doc: Json, ownership_attribute: str) -> DirectoryUser:
+    def from_graph(cls, doc: Json, ownership_attribute: str, adoption_property: str = "") -> DirectoryUser:
         ext = doc.get("onPremisesExtensionAttributes") or {}
         return cls(doc["id"], doc["userPrincipalName"], doc.get("mailNickname") or "",
-                   doc, ext.get(ownership_attribute))
+                   doc, ext.get(ownership_attribute) or doc.get(adoption_property) or None)
+
+    @property
+    def synced(self) -> bool:
+        """Synced from on-premises AD: its identity attributes are read-only through Graph."""
+        return bool(self.attributes.get("onPremisesSyncEnabled"))
 
     @property
     def adopted(self) -> bool:
@@ -127,6 +133,7 @@ class Snapshot:
     guides: dict[str, str] = field(default_factory=dict)  # person_id → when their guide went out
     leaving_since: dict[str, str] = field(default_factory=dict)  # person_id → first leaver stage
     playbook_groups: frozenset[str] = frozenset()  # the user groups this playbook manages
+    adoption_registered: bool = True  # the directory extension for adoption marks exists
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""
@@ -142,16 +149,39 @@ def owner_prefix(playbook: Playbook) -> str:
     return f"provisioner:{playbook.name}:"
 
 
+def adoption_property(playbook: Playbook) -> str:
+    """The directory extension holding the mark of an adopted account:
+    extension_{the app's appId without dashes}_{name} (graph/extensibility-overview)."""
+    app_id = client_id(playbook.tenant)
+    return f"extension_{app_id.replace('-', '').lower()}_{playbook.account.adoption_extension}"
+
+
+def mark(user: DirectoryUser | None, playbook: Playbook, value: str | None,
+         adopted: bool) -> tuple[Json, Json]:
+    """(before, after) of setting the ownership mark: an adopted account's in the directory
+    extension, an account the tool made in its onPremisesExtensionAttributes slot."""
+    if adopted:
+        prop = adoption_property(playbook)
+        return {prop: user.attributes.get(prop) if user else None}, {prop: value}
+    attr = playbook.account.ownership_attribute
+    have = (user.attributes.get("onPremisesExtensionAttributes") or {}) if user else {}
+    return ({"onPremisesExtensionAttributes": {attr: have.get(attr)}},
+            {"onPremisesExtensionAttributes": {attr: value}})
+
+
 async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
                         group_names: set[str]) -> Snapshot:
     attr = playbook.account.ownership_attribute
     steps = set(playbook.steps)
+    adoption = adoption_property(playbook)
+    # Selecting an extension the tenant has not registered is an error: read it only if it is.
+    registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
     users_doc, skus_doc, groups_doc = await asyncio.gather(
-        graph.list_users(USER_SELECT),
+        graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
         graph.subscribed_skus() if "license" in steps else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
     )
-    users = {u["id"]: DirectoryUser.from_graph(u, attr) for u in users_doc}
+    users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}
     skus = {s["skuPartNumber"]: Sku(
         s["skuId"], s["skuPartNumber"], int(s["prepaidUnits"]["enabled"]),
         int(s["consumedUnits"]), {p["servicePlanName"]: p["servicePlanId"] for p in s["servicePlans"]},
@@ -169,7 +199,7 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
         mine = list(Snapshot(users).managed(owner_prefix(playbook)).values())
         mailboxes = await read_mailboxes(graph, [u.id for u in mine])
     intune = await read_intune(graph) if "device_settings" in steps else Intune()
-    return Snapshot(users, skus, groups, mailboxes, intune)
+    return Snapshot(users, skus, groups, mailboxes, intune, adoption_registered=registered)
 
 
 async def read_mailboxes(graph: Graph, user_ids: list[str]) -> dict[str, Json | None]:

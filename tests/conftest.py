@@ -11,7 +11,12 @@ import structlog
 from click.testing import CliRunner
 
 from provisioner.sandbox import Sandbox, Tenant, open_tenant, reset_tenant
+from provisioner.sandbox.authz import SANDBOX_APP_ID
 from provisioner.sandbox.region import officials, roster_csv
+from provisioner.sandbox.seed import ADOPTION_EXTENSION
+
+# Where the sandbox region's registered directory extension keeps an adopted account's mark.
+ADOPTION_PROP = f"extension_{SANDBOX_APP_ID.replace('-', '')}_{ADOPTION_EXTENSION}"
 
 PLAYBOOK = """\
 name: test-officials

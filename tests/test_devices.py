@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 from provisioner.cli import main
 from provisioner.sandbox import Sandbox, Tenant, reset_tenant
 
-from .conftest import reopen
+from .conftest import ADOPTION_PROP, reopen
 
 PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
 
@@ -98,7 +98,7 @@ def test_rollback_removes_the_device_memberships(runner: CliRunner, state_dir: P
     t = reopen(state_dir)
     staff = {u["employeeId"]: u for u in t.users.values()}
     assert staff["E30001"]["accountEnabled"]  # the staff member's account is untouched
-    assert staff["E30001"]["onPremisesExtensionAttributes"]["extensionAttribute15"] is None
+    assert staff["E30001"][ADOPTION_PROP] is None
     t.store.close()
 
 

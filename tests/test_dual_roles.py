@@ -14,7 +14,7 @@ from provisioner.cli import main
 from provisioner.identity import personal_number_hash
 from provisioner.sandbox import Tenant
 
-from .conftest import reopen
+from .conftest import ADOPTION_PROP, reopen
 
 KEY = "test-pnr-key"
 PNR = "19811218-9876"
@@ -55,6 +55,8 @@ def employee(state_dir: Path, given: str, surname: str, **attrs: Any) -> str:
         "userPrincipalName": f"{local}@example-region.se", "usageLocation": "SE",
         "passwordProfile": {"password": "Xy!12345abcd"}, "onPremisesExtensionAttributes": ext,
         **attrs})
+    # Entra Connect then takes it over: an employee synced from on-premises AD.
+    t.store.put("users", {**t.users[doc["id"]], "onPremisesSyncEnabled": True})
     t.store.close()
     return str(doc["id"])
 
@@ -169,7 +171,8 @@ def test_use_existing_adopts_the_employee_account_without_a_second_identity(
     t = reopen(state_dir)
     user = t.users[uid]
     assert user["department"] == "IT" and user["displayName"] == "Karin Lindqvist"  # untouched
-    assert user["onPremisesExtensionAttributes"]["extensionAttribute15"] == "provisioner:dual:P1:adopted"
+    assert user["onPremisesSyncEnabled"] and user[ADOPTION_PROP] == "provisioner:dual:P1:adopted"
+    assert user["onPremisesExtensionAttributes"]["extensionAttribute15"] is None  # read-only: synced
     groups = {g["displayName"] for g in t.store.values("groups") if uid in g["_members"]}
     assert groups == {"Förtroendevalda", "Politiker Kulturnämnden"}
     t.store.close()
@@ -177,7 +180,7 @@ def test_use_existing_adopts_the_employee_account_without_a_second_identity(
     # Rollback gives the employee account back as it was: never deleted.
     cli(runner, state_dir, "rollback", "--yes", str(playbook))
     t = reopen(state_dir)
-    assert uid in t.users and t.users[uid]["onPremisesExtensionAttributes"]["extensionAttribute15"] is None
+    assert uid in t.users and t.users[uid][ADOPTION_PROP] is None
     assert not any(uid in g["_members"] for g in t.store.values("groups"))
 
 

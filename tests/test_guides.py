@@ -30,7 +30,7 @@ domain: politiker.example-region.se
 naming: {{mail_nickname: "pol.{{upn_local}}"}}
 license: {{sku: ENTERPRISEPACK}}
 dual_role: {{policy: separate_account}}
-access_pass: {{method: {method}, lifetime_minutes: 4320}}
+access_pass: {{method: {method}, lifetime_minutes: 480}}
 guide: {{language: {language}, delivery: {delivery}, sender: lathundar@example-region.se, lead_days: 3}}
 steps: [account, license, access_pass, guide]
 {cohorts}
@@ -135,6 +135,41 @@ def test_email_delivery_is_one_way_and_sends_through_graph(
     sent = list(reopen(state_dir).store.values("sentMail"))
     assert [m["to"] for m in sent] == [["asa@example.org"]]
     assert "content" not in json.dumps(sent)  # the sandbox keeps the envelope only
+
+
+def _mailed_and_printed(state_dir: Path) -> tuple[str, str]:
+    import hashlib
+
+    (sent,) = reopen(state_dir).store.values("sentMail")
+    printed = guide_file(state_dir, "P1").read_text(encoding="utf-8")
+    return sent["bodySha256"], hashlib.sha256(printed.encode()).hexdigest()
+
+
+def test_an_e_mailed_guide_does_not_carry_the_pass(runner: CliRunner, state_dir: Path,
+                                                  setup: Callable[..., Path]) -> None:
+    """A pass is a credential: by default only the printed guide holds it; the e-mail says it
+    comes on paper or by SMS."""
+    playbook = setup(delivery="email")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    mailed, printed = _mailed_and_printed(state_dir)
+    assert mailed != printed
+    from provisioner.steps.guide import render
+
+    data = {"language": "sv", "upn": "a@b", "given": "Åsa", "name": "Åsa O'Brien", "delivery": "email"}
+    assert "på papper eller via SMS" in render(data, {}, elsewhere=True)
+    assert "på papper eller via SMS" not in render(data, {"access_pass": "X"})
+
+
+def test_mailing_the_pass_is_explicit_and_warned_about(runner: CliRunner, state_dir: Path,
+                                                      setup: Callable[..., Path]) -> None:
+    playbook = setup(delivery="email")
+    playbook.write_text(playbook.read_text(encoding="utf-8").replace(
+        "lead_days: 3}", "lead_days: 3, email_access_pass: true}"), encoding="utf-8")
+    plan = cli(runner, state_dir, "plan", str(playbook))
+    assert "guide.email_access_pass: Temporary Access Passes are e-mailed to private addresses" in plan.output
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    mailed, printed = _mailed_and_printed(state_dir)
+    assert mailed == printed
 
 
 def test_the_password_fallback_is_shown_in_the_guide_and_is_one_way(

@@ -15,7 +15,7 @@ from provisioner.cli import main
 from provisioner.sandbox import Tenant
 from provisioner.sandbox.region import officials, roster_csv
 
-from .conftest import reopen
+from .conftest import ADOPTION_PROP, reopen
 from .test_rollback import directory
 
 HEADER = "person_id,given_name,surname,role,body\n"
@@ -179,4 +179,4 @@ def test_a_dual_role_leaver_keeps_the_employee_account(
     assert after["user"]["accountEnabled"] is True
     assert after["user"]["assignedLicenses"] == karin["user"]["assignedLicenses"]
     assert after["groups"] == ["Alla anställda"]  # only what the official role added is gone
-    assert after["user"]["onPremisesExtensionAttributes"]["extensionAttribute15"] is None
+    assert after["user"][ADOPTION_PROP] is None

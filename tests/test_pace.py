@@ -99,7 +99,7 @@ def test_graph_backs_off_when_the_sandbox_throttles_and_every_write_lands() -> N
     from provisioner.sandbox import Sandbox, reset_tenant
 
     app = Sandbox(reset_tenant(None, employees=40, seed=1, write_limit=10, time_scale=0.003,
-                               latency_ms=2))
+                               latency_ms=2, cloud_only=True))
     users = list(app.tenant.users)[:30]
 
     async def go() -> Graph:

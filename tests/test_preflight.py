@@ -49,7 +49,10 @@ def test_each_break_is_named_and_blocks_apply(runner: CliRunner, state_dir: Path
     assert "preflight failed; apply does not start until this is fixed" in applied.output
     assert reopen(state_dir).store.counters["mutating"] == 0
     plan = cli(runner, state_dir, "plan", str(ready))
-    if kind != "group":  # a missing group is already an error for the planner itself
+    if target == "GroupMember.ReadWrite.All":
+        # Without it the directory cannot even be read (GET /groups answers 403): plan says why.
+        assert plan.exit_code == 5 and named.split("FAIL  ")[1] in plan.output
+    elif kind != "group":  # a missing group is already an error for the planner itself
         assert "NOT READY (apply will refuse)" in plan.output
 
 
@@ -93,7 +96,7 @@ def test_passes_and_e_mailed_guides_need_their_permissions(runner: CliRunner, st
     make_sandbox()
     example = Path(__file__).parent.parent / "playbooks" / "fritidspolitiker-epost.yaml"
     out = runner.invoke(main, ["permissions", str(example)]).output
-    assert "UserAuthenticationMethod.ReadWrite.All" in out and "Mail.Send" in out
+    assert "UserAuthMethod-TAP.ReadWrite.All" in out and "Mail.Send" in out
     cli(runner, state_dir, "sandbox", "break", "permission", "Mail.Send")
     result = runner.invoke(main, ["--state-dir", str(state_dir), "preflight", str(example)],
                            env={"PROVISIONER_PNR_KEY": "sandbox-personnummer-key"})

@@ -231,7 +231,7 @@ def test_batch_items_are_throttled_one_by_one() -> None:
 
 
 def test_write_quota_is_separate_from_resource_units() -> None:
-    app = Sandbox(reset_tenant(None, employees=3, seed=1, write_limit=2, time_scale=0.01))
+    app = Sandbox(reset_tenant(None, employees=3, seed=1, write_limit=2, time_scale=0.01, cloud_only=True))
     codes = [call(app, "PATCH", f"/users/{uid}", json={"jobTitle": "x"}).status_code
              for uid in list(app.tenant.users)[:3]]
     assert codes == [204, 204, 429]
@@ -257,7 +257,7 @@ def test_a_primed_write_window_allows_the_steady_rate_and_no_burst() -> None:
 
 def test_exchange_and_intune_are_not_charged_to_entras_quotas() -> None:
     app = Sandbox(reset_tenant(None, employees=3, seed=1, write_limit=1, ru_limit=2,
-                               mailbox_delay=0, time_scale=0.01))
+                               mailbox_delay=0, time_scale=0.01, cloud_only=True))
     uid = next(iter(app.tenant.users))
     assert call(app, "PATCH", f"/users/{uid}", json={"jobTitle": "x"}).status_code == 204
     for _ in range(3):

@@ -18,6 +18,13 @@ import httpx
 GRAPH_BASE = "https://graph.microsoft.com/v1.0"
 # In-process requests never leave the process; the name just has to be a valid URL.
 SANDBOX_BASE = "https://graph.sandbox.invalid/v1.0"
+# The app registration the sandbox tenant knows this tool as (its tokens stand for it).
+SANDBOX_CLIENT_ID = "5a7d0d1e-0000-4000-8000-00000000beef"
+
+
+def client_id(tenant: Any) -> str:
+    """The app registration's appId: the playbook's, or the one the sandbox knows."""
+    return SANDBOX_CLIENT_ID if tenant == "sandbox" else str(tenant.client_id)
 
 
 @dataclass(frozen=True, slots=True)

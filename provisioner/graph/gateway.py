@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
@@ -20,7 +21,9 @@ from typing import Any
 import httpx
 import structlog
 
-from ..errors import GraphError, ThrottledError, TransportError
+from ..errors import GraphError, NotReplicatedError, ThrottledError, TransportError
+from .batch import MAX_ITEMS, Item, batch_request
+from .batch import payload as batch_payload
 from .client import Target, build_adapter
 from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
 from .retry import RetryPolicy
@@ -34,6 +37,9 @@ REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=No
 PRIORITY: ContextVar[int] = ContextVar("priority", default=0)
 Json = dict[str, Any]
 RETRYABLE = {429, 503, 504}
+# How long after this process creates an object a 404 about it is taken for replication lag
+# (Entra's replicas usually catch up within seconds).
+REPLICATION_WINDOW = 120.0
 PAGE = 999
 MEMBERS_PER_WRITE = 20  # members@odata.bind's limit
 
@@ -57,6 +63,8 @@ class Graph:
         self.stats: Counter[str] = Counter()
         # Requests in flight per service: at most ``concurrency``, fewer under pressure.
         self.limits = {name: AdaptiveLimit(concurrency) for name in ("entra", "exchange", "intune")}
+        # ids and UPNs (lower case) of users this process created or tried to, with when
+        self._fresh: dict[str, float] = {}
 
     async def __aenter__(self) -> Graph:
         return self
@@ -93,17 +101,34 @@ class Graph:
             if seen is not None and response.headers.get("request-id"):
                 seen.append(response.headers["request-id"])
             if response.status_code >= 400:
-                raise _error(response, method, _path(request_info))
+                error = _error(response, method, _path(request_info))
+                if error.status == 404 and self._about_fresh(request_info):
+                    raise NotReplicatedError(404, error.code, error.message, request_id=error.request_id,
+                                             method=method, path=error.path)
+                raise error
             return response
 
         def on_retry(exc: BaseException, wait: float) -> None:
             self.stats["retries"] += 1
             if isinstance(exc, ThrottledError) and exc.status == 429:
                 self.stats["throttled"] += 1
+            if isinstance(exc, NotReplicatedError):
+                self.stats["not_replicated"] += 1
             log.debug("graph.retry", method=method, path=_path(request_info),
                       error=getattr(exc, "code", type(exc).__name__), wait=round(wait, 3))
 
         return await self.retry.run(attempt, on_retry)
+
+    def _about_fresh(self, request_info: Any) -> bool:
+        """Does the request name (in its path or body) an object made here moments ago?"""
+        now = time.monotonic()
+        self._fresh = {k: t for k, t in self._fresh.items() if now - t < REPLICATION_WINDOW}
+        if not self._fresh:
+            return False
+        params = request_info.path_parameters or {}
+        text = " ".join(str(v).lower() for v in params.values()) + " " + \
+            (request_info.content or b"").decode("utf-8", "replace").lower()
+        return any(key in text for key in self._fresh)
 
     async def json(self, request_info: Any) -> Any:
         response = await self.send(request_info)
@@ -128,30 +153,24 @@ class Graph:
 
     async def batch(self, requests: Sequence[Any]) -> list[BatchResult]:
         """Independent requests in $batch (20 a time); throttled items are sent again in a
-        new batch after the longest Retry-After, as Graph asks."""
-        from msgraph_core.requests.batch_request_builder import BatchRequestBuilder
-        from msgraph_core.requests.batch_request_content import BatchRequestContent
-        from msgraph_core.requests.batch_request_item import BatchRequestItem
-
+        new batch after the longest Retry-After, as Graph asks. Items are built by
+        ``batch.py``, not msgraph-core (its item URLs are absolute: see there)."""
         results: dict[int, BatchResult] = {}
         pending = list(range(len(requests)))
         for _round in range(self.retry.attempts):
             if not pending:
                 break
             retry_wait = 0.0
-            for start in range(0, len(pending), 20):
-                chunk = pending[start:start + 20]
-                content = BatchRequestContent()
-                for index in chunk:
-                    content.add_request(str(index), BatchRequestItem(requests[index], id=str(index)))
-                request_info = await BatchRequestBuilder(self.adapter).to_post_request_information(content)
+            for start in range(0, len(pending), MAX_ITEMS):
+                chunk = pending[start:start + MAX_ITEMS]
+                body = batch_payload([(str(i), Item(requests[i])) for i in chunk])
                 self.stats["batches"] += 1
-                body = await self.json(request_info)
-                for item in body.get("responses", []):
-                    headers = {k.lower(): v for k, v in (item.get("headers") or {}).items()}
-                    results[int(item["id"])] = BatchResult(item["status"], item.get("body"), headers)
-                    if item["status"] in RETRYABLE:
-                        self.stats["throttled" if item["status"] == 429 else "retries"] += 1
+                answer = await self.json(batch_request(body))
+                for entry in answer.get("responses", []):
+                    headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
+                    results[int(entry["id"])] = BatchResult(entry["status"], entry.get("body"), headers)
+                    if entry["status"] in RETRYABLE:
+                        self.stats["throttled" if entry["status"] == 429 else "retries"] += 1
                         retry_wait = max(retry_wait, _retry_after(headers) or self.retry.initial)
             pending = [i for i in pending if results[i].status in RETRYABLE]
             if pending:
@@ -175,8 +194,12 @@ class Graph:
     async def create_user(self, body: Json) -> Json:
         from msgraph.generated.models.user import User
 
-        return dict(await self.json(self.client.users.to_post_request_information(
+        if body.get("userPrincipalName"):
+            self._fresh[str(body["userPrincipalName"]).lower()] = time.monotonic()
+        created = dict(await self.json(self.client.users.to_post_request_information(
             User(additional_data=dict(body)))))
+        self._fresh[created["id"].lower()] = time.monotonic()
+        return created
 
     def user_request(self, key: str, select: Sequence[str]) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -235,15 +258,25 @@ class Graph:
     def _taps(self, user_id: str) -> Any:
         return self._user(user_id).authentication.temporary_access_pass_methods
 
-    async def create_access_pass(self, user_id: str, lifetime_minutes: int, usable_once: bool) -> Json:
-        """A Temporary Access Pass; the pass is in the answer, once, and nowhere else."""
+    async def create_access_pass(self, user_id: str, lifetime_minutes: int, usable_once: bool,
+                                 start: str | None = None) -> Json:
+        """A Temporary Access Pass, valid from ``start`` (ISO 8601, UTC) or now; the pass is in
+        the answer, once, and nowhere else."""
         from msgraph.generated.models.temporary_access_pass_authentication_method import (
             TemporaryAccessPassAuthenticationMethod,
         )
 
-        body = TemporaryAccessPassAuthenticationMethod(additional_data={
-            "lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once})
+        data: Json = {"lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once}
+        if start:
+            data["startDateTime"] = start
+        body = TemporaryAccessPassAuthenticationMethod(additional_data=data)
         return dict(await self.json(self._taps(user_id).to_post_request_information(body)))
+
+    async def access_pass_policy(self) -> Json:
+        """The tenant's Temporary Access Pass policy (authentication methods policy)."""
+        builder = (self.client.policies.authentication_methods_policy.authentication_method_configurations
+                   .by_authentication_method_configuration_id("TemporaryAccessPass"))
+        return dict(await self.json(builder.to_get_request_information()))
 
     async def access_passes(self, user_id: str) -> list[Json]:
         return list((await self.json(self._taps(user_id).to_get_request_information()))["value"])
@@ -387,6 +420,34 @@ class Graph:
             granted.update(roles[a["appRoleId"]] for a in page
                            if a.get("resourceId") == resource["id"] and a.get("appRoleId") in roles)
         return granted
+
+    async def extension_properties(self, app_id: str) -> set[str]:
+        """Names of the directory extensions registered on the app ``app_id``; none when the
+        tenant has no such application."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
+
+        # msgraph-sdk's applications_with_app_id() builder has no extensionProperties.
+        info = RequestInformation(Method.GET, "{+baseurl}/applications(appId='{appId}')/extensionProperties",
+                                  {"appId": app_id})
+        info.headers.try_add("Accept", "application/json")
+        try:
+            return {e["name"] for e in (await self.json(info)).get("value", [])}
+        except GraphError as exc:
+            if exc.status == 404:
+                return set()
+            raise
+
+    async def app_directory_roles(self, client_id: str) -> set[str] | None:
+        """Display names of the directory roles the app ``client_id`` holds; None when it has
+        no service principal in the tenant."""
+        mine = await self._service_principal(client_id, ("id", "appId"))
+        if mine is None:
+            return None
+        builder = self.client.service_principals.by_service_principal_id(mine["id"]).member_of
+        found = await self.collect(builder.to_get_request_information(), builder)
+        return {o.get("displayName", "") for o in found
+                if o.get("@odata.type") == "#microsoft.graph.directoryRole"}
 
     # -- sign-in logs ----------------------------------------------------------------------
     async def sign_ins(self, since: str) -> list[Json]:

@@ -28,7 +28,7 @@ _EXCHANGE = re.compile(r"^/users/[^/]+/(mailboxSettings|sendMail|mailFolders|mes
 
 def service_of(path: str) -> str:
     """The Graph service whose quotas a request (path relative to /v1.0) counts against.
-    The sandbox charges Entra's quotas by the same rule."""
+    The sandbox keeps its own rule, from the same documentation."""
     if path.startswith("/deviceManagement"):
         return "intune"
     return "exchange" if _EXCHANGE.match(path) else "entra"

@@ -16,7 +16,7 @@ from tenacity import (
     stop_after_attempt,
 )
 
-from ..errors import ThrottledError, TransportError
+from ..errors import NotReplicatedError, ThrottledError, TransportError
 
 T = TypeVar("T")
 log = structlog.get_logger("provisioner.graph")
@@ -45,7 +45,7 @@ class RetryPolicy:
                 on_retry(exc, wait)
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type((ThrottledError, TransportError)),
+            retry=retry_if_exception_type((ThrottledError, TransportError, NotReplicatedError)),
             wait=self.wait,
             stop=stop_after_attempt(self.attempts),
             before_sleep=before_sleep,

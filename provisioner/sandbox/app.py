@@ -18,17 +18,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import devices
+from . import authz, devices
 from .odata_filter import FilterError, compile_filter
 from .signins import SIGNIN_FILTERABLE
 from .tenant import (
+    DIRECTORY_EXTENSION,
     GROUP_FILTERABLE,
     USER_DEFAULT_SELECT,
     USER_FILTERABLE,
@@ -147,6 +148,10 @@ class Sandbox:
             headers = {**verdict.headers, "Retry-After": _num(verdict.retry_after),
                        "x-ms-throttle-scope": "Tenant_Application/ReadWrite/sandbox/provisioner"}
             return Reply(429, err.body(""), headers)
+        denial = self._denied(call)
+        if denial is not None:
+            store.count("403 denied")
+            return denial
         store.count(call.method)
         try:
             reply = self._route(call)
@@ -173,6 +178,25 @@ class Sandbox:
             if reply.status < 300:
                 self._record_write(call)
         return reply
+
+    def _denied(self, call: Call) -> Reply | None:
+        """403 when the app lacks the permission or directory role the endpoint documents."""
+        granted, roles = authz_grants(self.tenant)
+        denial = authz.check(call.method, call.path, call.body, granted, roles,
+                             lambda ref: _is_device_ref(self.tenant, ref))
+        if denial is None:
+            return None
+        service = "intune" if call.path.lower().startswith("/devicemanagement") else \
+            "exchange" if re.match(r"^/users/[^/]+/(mailboxSettings|sendMail)", call.path, re.I) else "entra"
+        if service == "exchange":
+            err = ApiError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+        elif service == "intune":
+            err = ApiError(403, "Forbidden", "Application is not authorized to perform this operation:"
+                           f" {denial.reason}.")
+        else:
+            err = ApiError(403, "Authorization_RequestDenied",
+                           "Insufficient privileges to complete the operation.")
+        return Reply(403, err.body(""))
 
     def _record_write(self, call: Call) -> None:
         body = {k: v for k, v in (call.body or {}).items() if k != "passwordProfile"} \
@@ -217,6 +241,9 @@ class Sandbox:
             err = ApiError(400, "BadRequest",
                            f"Number of batch requests exceeds the maximum of {MAX_BATCH}.")
             return Reply(400, err.body(""))
+        if any(not isinstance(r, dict) or _absolute(str(r.get("url", ""))) for r in requests):
+            # Item URLs are relative to the version: https://learn.microsoft.com/graph/json-batching
+            return Reply(400, bad_request("Invalid batch payload format.").body(""))
         ids = [str(r.get("id")) for r in requests]
         if len(set(ids)) != len(ids):
             err = ApiError(400, "BadRequest", "Batch request contains duplicate ids.")
@@ -234,8 +261,8 @@ class Sandbox:
                                                       "Failed dependency.").body(""), {}
             else:
                 url = urlsplit(str(item.get("url", "")))
-                rel = "/" + unquote(url.path).lstrip("/").removeprefix("v1.0/")
-                inner = Call(str(item.get("method", "GET")).upper(), rel, dict(parse_qsl(url.query)),
+                inner = Call(str(item.get("method", "GET")).upper(), unquote(url.path),
+                             _item_query(url.query),
                              {k.lower(): v for k, v in (item.get("headers") or {}).items()},
                              item.get("body"), call.base)
                 reply = self.handle(inner, token)
@@ -255,8 +282,7 @@ class Sandbox:
         seg = r"(?P<id>[^/]+)"
         return [
             ("GET", "/users", lambda c, m: self._collection(
-                c, list(t.users.values()), USER_FILTERABLE, "User", USER_DEFAULT_SELECT,
-                view=t.view_user)),
+                c, t.visible_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT, view=t.view_user)),
             ("POST", "/users", lambda c, m: Reply(201, _ctx(t.create_user(_obj(c)), "users"))),
             ("GET", f"/users/{seg}", lambda c, m: Reply(
                 200, _select(t.view_user(t.find_user(m["id"])), c.query, USER_DEFAULT_SELECT))),
@@ -333,6 +359,12 @@ class Sandbox:
                 {"id", "appId", "displayName"}, "ServicePrincipal", None)),
             ("GET", f"/servicePrincipals/{seg}/appRoleAssignments", lambda c, m: Reply(
                 200, {"value": _app_role_assignments(t, m["id"])})),
+            ("GET", f"/servicePrincipals/{seg}/memberOf", lambda c, m: Reply(
+                200, {"value": _directory_roles(t, m["id"])})),
+            ("GET", r"/applications\(appId='(?P<app>[^']*)'\)/extensionProperties", lambda c, m: Reply(
+                200, {"value": t.extension_properties(m["app"])})),
+            ("GET", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/"
+                    "TemporaryAccessPass", lambda c, m: Reply(200, t.access_pass_policy())),
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),
         ]
@@ -370,6 +402,31 @@ def _app_role_assignments(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
                        " of its queried reference-property objects are not present.")
     return [{"id": f"{sp_id}-{role}", "appRoleId": role, "principalId": sp_id,
              "resourceId": resource} for resource, role in sp.get("_granted", [])]
+
+
+def _directory_roles(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
+    """The directory roles a service principal holds, as its memberOf lists them
+    (serviceprincipal-list-memberof: directoryRole objects)."""
+    sp = tenant.store.all("servicePrincipals").get(sp_id)
+    if sp is None:
+        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{sp_id}' does not exist or one"
+                       " of its queried reference-property objects are not present.")
+    return [{"@odata.type": "#microsoft.graph.directoryRole", "id": authz.role_id(f"role:{name}"),
+             "displayName": name, "roleTemplateId": authz.role_id(f"template:{name}")}
+            for name in sp.get("_directoryRoles", [])]
+
+
+def authz_grants(tenant: Tenant) -> tuple[set[str], set[str]]:
+    """The application permissions granted to the sandbox's app, and its directory roles."""
+    sps = list(tenant.store.values("servicePrincipals"))
+    names = {r["id"]: r["value"] for sp in sps for r in sp.get("appRoles") or []}
+    app = next((sp for sp in sps if sp.get("appId") == authz.SANDBOX_APP_ID), {})
+    return ({names[rid] for _, rid in app.get("_granted", []) if rid in names},
+            set(app.get("_directoryRoles", [])))
+
+
+def _is_device_ref(tenant: Tenant, ref: Any) -> bool:
+    return isinstance(ref, str) and ref.rstrip("/").rsplit("/", 1)[-1] in tenant.store.all("devices")
 
 
 def _device(tenant: Tenant, oid: str) -> dict[str, Any]:
@@ -411,7 +468,7 @@ def _select(doc: dict[str, Any], query: dict[str, str],
     known = {"user": USER_PROPERTIES, "group": GROUP_PROPERTIES}.get(kind or "")
     out = {}
     for f in fields:
-        if known is not None and f not in known:
+        if known is not None and f not in known and not DIRECTORY_EXTENSION.match(f):
             raise bad_request(f"Could not find a property named '{f}' on type 'microsoft.graph.{kind}'.")
         out[f] = doc.get(f)
     if "@odata.type" in doc:
@@ -438,6 +495,21 @@ def _decode_skiptoken(token: str | None) -> int:
         return int(json.loads(base64.urlsafe_b64decode(token.encode()))["o"])
     except (ValueError, KeyError, TypeError):
         raise bad_request("Invalid $skiptoken.") from None
+
+
+def _absolute(url: str) -> bool:
+    return bool(urlsplit(url).scheme) or url.startswith("//")
+
+
+def _item_query(query: str) -> dict[str, str]:
+    """A batch item's query as Graph reads it: names are taken as written, so a
+    percent-encoded ``%24select`` is not ``$select`` (an unknown parameter, ignored)."""
+    out = {}
+    for part in query.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            out[name] = unquote(value.replace("+", " "))
+    return out
 
 
 def _num(seconds: float) -> str:

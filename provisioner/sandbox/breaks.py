@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from . import authz
 from .tenant import Tenant
 
 KINDS = {
     "domain": "NAME: the domain is no longer verified",
     "permission": "NAME: revoke this Graph application permission from the tool's app",
+    "role": "NAME: remove this directory role from the tool's app (e.g. User Administrator)",
+    "extension": "NAME: delete the directory extension (e.g. provisionerOwner)",
+    "access-pass-policy": "disabled|GROUP: turn Temporary Access Passes off, or limit them to a group",
     "group": "NAME: delete the group",
     "seats": "SKU: no free seats left on this subscription",
     "usage-location": "UPN: clear the account's usageLocation",
@@ -22,16 +26,40 @@ def apply_break(tenant: Tenant, kind: str, target: str) -> str:
         store.put("domains", {**domain, "isVerified": False})
         return f"{target} is no longer verified"
     if kind == "permission":
-        from .seed import GRAPH_APP_ROLES
-
-        role = GRAPH_APP_ROLES.get(target)
-        if role is None:
-            raise ValueError(f"unknown permission {target} (known: {', '.join(GRAPH_APP_ROLES)})")
+        if target not in authz.KNOWN:
+            raise ValueError(f"unknown permission {target} (known: {', '.join(authz.KNOWN)})")
         for sp in list(store.values("servicePrincipals")):
             if "_granted" in sp:
-                kept = [g for g in sp["_granted"] if g[1] != role]
+                kept = [g for g in sp["_granted"] if g[1] != authz.role_id(target)]
                 store.put("servicePrincipals", {**sp, "_granted": kept})
         return f"{target} revoked"
+    if kind == "role":
+        if target not in authz.DIRECTORY_ROLES:
+            raise ValueError(f"unknown role {target} (known: {', '.join(authz.DIRECTORY_ROLES)})")
+        for sp in list(store.values("servicePrincipals")):
+            if "_directoryRoles" in sp:
+                store.put("servicePrincipals", {**sp, "_directoryRoles": [
+                    r for r in sp["_directoryRoles"] if r != target]})
+        return f"the app's {target} role removed"
+    if kind == "extension":
+        found = [e for e in store.values("extensionProperties") if e["name"].endswith(f"_{target}")]
+        if not found:
+            raise ValueError(f"no directory extension named {target}")
+        for e in found:
+            store.remove("extensionProperties", e["id"])
+        return f"directory extension {target} deleted"
+    if kind == "access-pass-policy":
+        policy = tenant.access_pass_policy()
+        if target == "disabled":
+            changed = {**policy, "state": "disabled"}
+        else:
+            group = next((g for g in store.values("groups") if g["displayName"] == target), None)
+            if group is None:
+                raise ValueError(f"access-pass-policy takes 'disabled' or a group name, not {target!r}")
+            changed = {**policy, "includeTargets": [{"targetType": "group", "id": group["id"],
+                                                     "isRegistrationRequired": False}]}
+        store.put("authenticationMethodConfigurations", changed)
+        return f"Temporary Access Pass policy: {'disabled' if target == 'disabled' else 'only ' + target}"
     if kind == "group":
         found = [g for g in store.values("groups") if g["displayName"] == target]
         if not found:

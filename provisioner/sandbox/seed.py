@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import uuid
 from typing import Any
 
 from ..identity import personal_number_hash
 from ..naming import name_token
-from . import devices
+from . import authz, devices
 from .region import BODIES, PILOT_DEVICES, employees, pilot_staff
 from .store import Doc, Store
 from .tenant import Tenant
@@ -30,7 +31,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "quota_primed": False,  # the write window starts full, as after writing at the ceiling
     "new_accounts_disabled": False,  # fault: every created user comes out disabled
     "checkin_delay": 2.0,  # seconds from a syncDevice request to the device's check-in
+    "cloud_only": False,   # employees are cloud accounts, not synced from on-premises AD
+    "replication_delay": 0.0,  # seconds a new user stays unknown to other requests
 }
+# The directory extension the region registered on the tool's app, as the README says to:
+# where the tool marks an adopted (often AD-synced) employee account as taken over.
+ADOPTION_EXTENSION = "provisionerOwner"
 
 SKUS = (
     # skuPartNumber, display, seats beyond employees, service plans
@@ -70,7 +76,7 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
         })
     store.bulk_load("skus", skus)
     e3 = skus[0]["skuId"]
-    users = _employees(rng, employees_count, seed, e3)
+    users = _employees(rng, employees_count, seed, e3, synced=not store.config["cloud_only"])
     store.bulk_load("users", [*users, _service_mailbox(rng, e3)])
     everyone = [u["id"] for u in users]
     groups = [_group(rng, "Alla anställda", everyone), _group(rng, "Förtroendevalda", [])]
@@ -84,7 +90,8 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     _intune(store, rng, users, device_groups)
 
 
-def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
+def _employees(rng: random.Random, count: int, seed: int, e3: str, *, synced: bool) -> list[Doc]:
+    """Employees as Entra Connect syncs them from the region's AD (or cloud-only accounts)."""
     taken: set[str] = set()
     docs = []
     for e in employees(count, seed):
@@ -110,8 +117,18 @@ def _employees(rng: random.Random, count: int, seed: int, e3: str) -> list[Doc]:
             "assignedLicenses": [{"skuId": e3, "disabledPlans": []}],
             "passwordProfile": {"forceChangePasswordNextSignIn": False},
             "_mailboxRequestedAt": 0,
+            **(_synced(e.employee_id) if synced else {"onPremisesSyncEnabled": None}),
         })
     return docs
+
+
+def _synced(employee_id: str) -> Doc:
+    """The on-premises properties Entra Connect writes (read-only through Graph)."""
+    guid = uuid.uuid5(uuid.NAMESPACE_OID, f"ad:{employee_id}")  # the AD objectGUID it anchors on
+    return {"onPremisesSyncEnabled": True,
+            "onPremisesImmutableId": base64.b64encode(guid.bytes_le).decode(),
+            "onPremisesSamAccountName": employee_id.lower(), "onPremisesDomainName": "ad.example-region.se",
+            "onPremisesLastSyncDateTime": "2026-11-30T23:40:00Z"}
 
 
 def _service_mailbox(rng: random.Random, e3: str) -> Doc:
@@ -164,35 +181,18 @@ def _intune(store: Store, rng: random.Random, users: list[Doc], device_groups: l
             devices.enroll(tenant, user["userPrincipalName"], f"C{i:08d}", models[i % len(models)], rng)
 
 
-# Microsoft Graph's app roles (application permissions) that the tool can need, with the ids
-# Microsoft publishes for them.
-GRAPH_APP_ROLES = {
-    "User.ReadWrite.All": "741f803b-c850-494e-b5df-cde7c675a1ca",
-    "Directory.Read.All": "7ab1d382-f21e-4acd-a863-ba3e13f7da61",
-    "Group.Read.All": "5b567255-7703-4780-807c-7be8301ae99b",
-    "GroupMember.ReadWrite.All": "dbaae8cf-10b5-4b86-a4a1-f871c94c6695",
-    "Organization.Read.All": "498476ce-e0fe-48b0-b801-37ba7e2685c6",
-    "Domain.Read.All": "dbb9058a-0e50-45d7-ae91-66909b5d4664",
-    "Application.Read.All": "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30",
-    "MailboxSettings.ReadWrite": "6931bccd-447a-43d1-b442-00a195474933",
-    "Mail.Send": "b633e1c5-b582-4048-a93e-9f11b44c7e96",
-    "UserAuthenticationMethod.ReadWrite.All": "50483e42-d915-4231-9639-7fdb7fd190e5",
-    "DeviceManagementManagedDevices.ReadWrite.All": "243333ab-4d21-40cb-a475-36241daa0842",
-    "DeviceManagementManagedDevices.PrivilegedOperations.All": "5b07b0dd-2377-4e44-a38d-703f09a0dc3c",
-    "Device.Read.All": "7438b122-aefc-4978-80ed-43db9fcc7715",
-    "AuditLog.Read.All": "b0afded3-3588-46d8-8b3d-9842eff778da",
-}
-
-
 def _service_principals(store: Store, rng: random.Random) -> None:
-    """Microsoft Graph's service principal, and this tool's app with every permission granted
-    (`sandbox break permission NAME` revokes one)."""
-    from ..permissions import GRAPH_APP_ID
-    from ..preflight import SANDBOX_CLIENT_ID
-
-    graph_sp = {"id": _uuid(rng), "appId": GRAPH_APP_ID, "displayName": "Microsoft Graph",
-                "appRoles": [{"id": rid, "value": name, "allowedMemberTypes": ["Application"],
-                              "isEnabled": True} for name, rid in GRAPH_APP_ROLES.items()]}
-    app_sp = {"id": _uuid(rng), "appId": SANDBOX_CLIENT_ID, "displayName": "provisioner (sandbox)",
-              "_granted": [[graph_sp["id"], rid] for rid in GRAPH_APP_ROLES.values()]}
+    """Microsoft Graph's service principal with its application permissions, and this tool's
+    app with what a region grants it (`sandbox break permission|role NAME` takes one away)."""
+    graph_sp = {"id": _uuid(rng), "appId": authz.GRAPH_APP_ID, "displayName": "Microsoft Graph",
+                "appRoles": [{"id": authz.role_id(name), "value": name,
+                              "allowedMemberTypes": ["Application"], "isEnabled": True}
+                             for name in authz.KNOWN]}
+    app_sp = {"id": _uuid(rng), "appId": authz.SANDBOX_APP_ID, "displayName": "provisioner (sandbox)",
+              "_granted": [[graph_sp["id"], authz.role_id(n)] for n in authz.GRANTED_BY_DEFAULT],
+              "_directoryRoles": list(authz.ROLES_BY_DEFAULT)}
     store.bulk_load("servicePrincipals", [graph_sp, app_sp])
+    store.bulk_load("extensionProperties", [{
+        "id": _uuid(rng), "_appId": authz.SANDBOX_APP_ID, "dataType": "String", "isMultiValued": False,
+        "isSyncedFromOnPremises": False, "targetObjects": ["User"], "appDisplayName": app_sp["displayName"],
+        "name": f"extension_{authz.SANDBOX_APP_ID.replace('-', '')}_{ADOPTION_EXTENSION}"}])

@@ -62,7 +62,23 @@ USER_WRITABLE = {
     "passwordPolicies", "streetAddress", "postalCode", "state", "ageGroup",
 }
 USER_READONLY = {"id", "createdDateTime", "assignedLicenses", "licenseAssignmentStates",
-                 "proxyAddresses", "deletedDateTime"}
+                 "proxyAddresses", "deletedDateTime", "onPremisesSyncEnabled", "onPremisesImmutableId",
+                 "onPremisesSamAccountName", "onPremisesDomainName", "onPremisesLastSyncDateTime"}
+# What Entra Connect's default rules sync from on-premises AD: on a user with
+# onPremisesSyncEnabled these are mastered on-premises and read-only through Graph
+# (learn.microsoft.com/graph/api/resources/onpremisesextensionattributes: "the source of
+# authority for this set of properties is the on-premises Active Directory ... and is
+# read-only"; the same holds for the identity attributes the sync rules flow). usageLocation,
+# licences, memberships of cloud groups and an app's own directory extensions stay writable.
+ON_PREMISES_MASTERED = {
+    "accountEnabled", "displayName", "givenName", "surname", "userPrincipalName", "mailNickname",
+    "mail", "department", "jobTitle", "mobilePhone", "businessPhones", "employeeId", "employeeType",
+    "companyName", "officeLocation", "streetAddress", "city", "state", "postalCode", "country",
+    "preferredLanguage", "otherMails", "onPremisesExtensionAttributes", "passwordProfile",
+}
+SYNCED_READ_ONLY = ("Unable to update the specified properties for on-premises mastered Directory"
+                    " Sync objects or objects currently undergoing migration.")
+DIRECTORY_EXTENSION = re.compile(r"^extension_[0-9a-f]{32}_[A-Za-z0-9_]+$")
 USER_REQUIRED = ("accountEnabled", "displayName", "mailNickname", "userPrincipalName", "passwordProfile")
 USER_FILTERABLE = {
     "id", "userPrincipalName", "mail", "mailNickname", "employeeId", "displayName", "givenName",
@@ -146,9 +162,23 @@ class Tenant:
         if doc is None:
             oid = self._unique["userPrincipalName"].get(key.lower())
             doc = self.users.get(oid) if oid else None
-        if doc is None:
+        if doc is None or not self.replicated(doc):
             raise not_found(key)
         return doc
+
+    def visible_users(self) -> list[Doc]:
+        if not float(self.config.get("replication_delay", 0)):
+            return list(self.users.values())
+        return [u for u in self.users.values() if self.replicated(u)]
+
+    def replicated(self, doc: Doc) -> bool:
+        """Whether the replica a request lands on knows the object yet. Entra ID is
+        eventually consistent: a user created a moment ago can be unknown (404
+        Request_ResourceNotFound) to the next request for a few seconds
+        (learn.microsoft.com/graph/best-practices-concept#handling-expected-errors)."""
+        made = doc.get("_createdAt")
+        delay = float(self.config.get("replication_delay", 0))
+        return made is None or not delay or self.clock() >= made + self.scaled(delay)
 
     def view_user(self, doc: Doc) -> Doc:
         """The user as Graph shows it: private fields dropped, mail once the mailbox exists."""
@@ -180,7 +210,7 @@ class Tenant:
         self._check_names(body)
         self._check_unique(body, None)
         doc: Doc = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(),
-                    "assignedLicenses": [], **body}
+                    "assignedLicenses": [], **body, "_createdAt": self.clock()}
         doc["passwordProfile"] = {"forceChangePasswordNextSignIn":
                                   body["passwordProfile"].get("forceChangePasswordNextSignIn", True)}
         if self.config.get("new_accounts_disabled"):
@@ -195,6 +225,8 @@ class Tenant:
     def update_user(self, key: str, body: Doc) -> None:
         doc = self.find_user(key)
         self._check_properties(body, "Microsoft.DirectoryServices.User")
+        if doc.get("onPremisesSyncEnabled") and set(body) & ON_PREMISES_MASTERED:
+            raise bad_request(SYNCED_READ_ONLY)
         if "passwordProfile" in body:
             self._check_password(body["passwordProfile"])
         self._check_names(body)
@@ -211,6 +243,8 @@ class Tenant:
 
     def delete_user(self, key: str) -> None:
         doc = self.find_user(key)
+        if doc.get("onPremisesSyncEnabled"):
+            raise bad_request(SYNCED_READ_ONLY)
         groups = [g for g in self.store.values("groups") if doc["id"] in g["_members"]]
         for g in groups:
             self.store.put("groups", {**g, "_members": [m for m in g["_members"] if m != doc["id"]]})
@@ -249,8 +283,35 @@ class Tenant:
         for key in body:
             if key in USER_READONLY:
                 raise bad_request(f"Property '{key}' is read-only and cannot be set.")
-            if key not in USER_WRITABLE:
+            if key not in USER_WRITABLE and key not in self.extension_names():
                 raise bad_request(f"Property '{key}' does not exist on type '{type_name}'.")
+            if key in self.extension_names() and not isinstance(body[key], str | None):
+                raise bad_request(f"Invalid value specified for property '{key}' of resource 'User'.")
+
+    # -- authentication methods policy -------------------------------------------------------
+    def access_pass_policy(self) -> Doc:
+        """The Temporary Access Pass method configuration (a default tenant's values unless
+        the region changed them)."""
+        stored = self.store.all("authenticationMethodConfigurations").get("TemporaryAccessPass")
+        return {**default_access_pass_policy(), **(stored or {})}
+
+    def targeted(self, user: Doc, policy: Doc) -> bool:
+        targets = {t["id"] for t in policy.get("includeTargets", [])}
+        excluded = {t["id"] for t in policy.get("excludeTargets", [])}
+        groups = {g["id"] for g in self.store.values("groups") if user["id"] in g["_members"]}
+        return ("all_users" in targets or bool(targets & groups)) and not excluded & groups
+
+    # -- directory extensions (learn.microsoft.com/graph/extensibility-overview) ------------
+    def extension_names(self) -> set[str]:
+        """Directory extension properties registered on users: extension_{appId}_{name}."""
+        return {e["name"] for e in self.store.values("extensionProperties")
+                if "User" in e.get("targetObjects", [])}
+
+    def extension_properties(self, app_id: str) -> list[Doc]:
+        if not any(sp.get("appId") == app_id for sp in self.store.values("servicePrincipals")):
+            raise not_found(app_id)
+        return [{k: v for k, v in e.items() if not k.startswith("_")}
+                for e in self.store.values("extensionProperties") if e["_appId"] == app_id]
 
     def _check_password(self, profile: Any) -> None:
         password = profile.get("password") if isinstance(profile, dict) else None
@@ -419,7 +480,7 @@ class Tenant:
         if not isinstance(ref, str) or set(body) != {"@odata.id"}:
             raise bad_request("Invalid request body: '@odata.id' is required.")
         oid = ref.rstrip("/").rsplit("/", 1)[-1]
-        if oid not in self.users and oid not in self.store.all("devices"):
+        if not self._known_member(oid):
             raise not_found(oid)
         if oid in group["_members"]:
             raise bad_request("One or more added object references already exist for the"
@@ -441,7 +502,7 @@ class Tenant:
             raise bad_request("Too many members to add in one request: at most 20.")
         oids = [str(r).rstrip("/").rsplit("/", 1)[-1] for r in refs]
         for oid in oids:
-            if oid not in self.users and oid not in self.store.all("devices"):
+            if not self._known_member(oid):
                 raise not_found(oid)
             if oid in group["_members"] or oids.count(oid) > 1:
                 raise bad_request("One or more added object references already exist for the"
@@ -449,6 +510,10 @@ class Tenant:
         self.store.put("groups", {**group, "_members": [*group["_members"], *oids]})
         for oid in oids:
             self._group_licences(group, oid, +1)
+
+    def _known_member(self, oid: str) -> bool:
+        user = self.users.get(oid)
+        return self.replicated(user) if user is not None else oid in self.store.all("devices")
 
     def _group_licences(self, group: Doc, oid: str, sign: int) -> None:
         """Group-based licensing: a member of a licensed group gets its licences, and a
@@ -496,21 +561,42 @@ class AuthMethods:
         self.tenant = tenant
 
     def create(self, key: str, body: Doc) -> Doc:
+        """POST .../temporaryAccessPassMethods, bounded by the tenant's policy
+        (authentication-post-temporaryaccesspassmethods; temporaryAccessPassAuthenticationMethod-
+        Configuration: state, includeTargets, minimum/maximum/default lifetime, isUsableOnce)."""
         import secrets
 
         user = self.tenant.find_user(key)
-        lifetime = body.get("lifetimeInMinutes", 60)
-        if not isinstance(lifetime, int) or not 10 <= lifetime <= 43200:
-            raise bad_request("The lifetime of a Temporary Access Pass must be between 10 and"
-                              " 43200 minutes.")
         unknown = set(body) - {"lifetimeInMinutes", "isUsableOnce", "startDateTime", "@odata.type"}
         if unknown:
             raise bad_request(f"Property '{sorted(unknown)[0]}' does not exist on type"
                               " 'microsoft.graph.temporaryAccessPassAuthenticationMethod'.")
+        policy = self.tenant.access_pass_policy()
+        if policy["state"] != "enabled" or not self.tenant.targeted(user, policy):
+            raise ApiError(400, "badRequest", "Temporary Access Pass authentication method is not"
+                           " enabled for the user by the authentication methods policy.")
+        lifetime = body.get("lifetimeInMinutes", policy["defaultLifetimeInMinutes"])
+        low, high = policy["minimumLifetimeInMinutes"], policy["maximumLifetimeInMinutes"]
+        if not isinstance(lifetime, int) or not low <= lifetime <= high:
+            raise ApiError(400, "badRequest", f"The lifetime of the Temporary Access Pass ({lifetime}"
+                           f" minutes) is outside the range the policy allows ({low} to {high} minutes).")
+        once = bool(body.get("isUsableOnce", policy["isUsableOnce"]))
+        if policy["isUsableOnce"] and not once:
+            raise ApiError(400, "badRequest", "The authentication methods policy allows one-time"
+                           " Temporary Access Passes only.")
+        start = body.get("startDateTime") or _now_iso()
+        try:
+            starts = dt.datetime.fromisoformat(str(start).replace("Z", "+00:00"))
+        except ValueError:
+            raise bad_request("Invalid value specified for property 'startDateTime'.") from None
+        if starts.tzinfo is None:
+            raise bad_request("Invalid value specified for property 'startDateTime'.")
         method = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(),
-                  "startDateTime": body.get("startDateTime") or _now_iso(),
-                  "lifetimeInMinutes": lifetime, "isUsableOnce": bool(body.get("isUsableOnce", False)),
-                  "isUsable": True, "methodUsabilityReason": "EnabledByPolicy"}
+                  "startDateTime": starts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "lifetimeInMinutes": lifetime, "isUsableOnce": once,
+                  "isUsable": starts <= dt.datetime.now(dt.UTC),
+                  "methodUsabilityReason": "EnabledByPolicy" if starts <= dt.datetime.now(dt.UTC)
+                  else "NotYetValid"}
         self.tenant.store.put("users", {**user, "_tap": method})
         alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%&*+-=?@"
         return {**method, "temporaryAccessPass": "".join(secrets.choice(alphabet) for _ in range(16))}
@@ -544,6 +630,16 @@ def send_mail(tenant: Tenant, sender: str, body: Doc) -> None:
                                   "to": to, "subject": message.get("subject"), "sent": _now_iso(),
                                   "bodySha256": hashlib.sha256(content.encode()).hexdigest(),
                                   "bodyBytes": len(content.encode())})
+
+
+def default_access_pass_policy() -> Doc:
+    """As a tenant has it out of the box (temporaryaccesspassauthenticationmethodconfiguration:
+    minimum 60 and maximum 480 minutes, default 60, not one-time only), enabled for all users."""
+    return {"@odata.type": "#microsoft.graph.temporaryAccessPassAuthenticationMethodConfiguration",
+            "id": "TemporaryAccessPass", "state": "enabled", "defaultLifetimeInMinutes": 60,
+            "defaultLength": 8, "minimumLifetimeInMinutes": 60, "maximumLifetimeInMinutes": 480,
+            "isUsableOnce": False, "excludeTargets": [],
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}]}
 
 
 def default_mailbox_settings() -> Doc:

@@ -21,8 +21,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..graph.pace import service_of
-
 # Resource units per 10 s by tenant size: < 50 users, 50–500, > 500.
 RU_LIMITS = ((50, 3500), (500, 5000), (None, 8000))
 WRITE_LIMIT = 3000
@@ -37,9 +35,15 @@ _BASE_COSTS = (
 )
 
 
+# Outlook (Exchange Online) resources of a user and Intune's deviceManagement have quotas of
+# their own (graph/throttling-limits: "Outlook service limits", "Intune service limits").
+_NOT_ENTRA = re.compile(r"^/(users/[^/]+/(mailboxSettings|sendMail|mailFolders|messages|events|calendar)"
+                        r"|deviceManagement)(/|$)", re.IGNORECASE)
+
+
 def is_entra(path: str) -> bool:
     """Whether a request (path relative to /v1.0) is charged to Entra ID's quotas."""
-    return service_of(path) == "entra"
+    return not _NOT_ENTRA.match(path)
 
 
 def ru_limit_for(user_count: int) -> int:

@@ -18,6 +18,20 @@ from .account import generate_password
 from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext, removal
 
 
+def valid_from(day: str, at: str, zone: str) -> str | None:
+    """The cohort's start day at the local time ``at``, in UTC, for startDateTime; None when
+    that moment has passed (a pass cannot start in the past: it is valid from now)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from .. import clock
+
+    local = dt.datetime.fromisoformat(f"{day}T{at}").replace(tzinfo=ZoneInfo(zone))
+    if local <= clock.now():
+        return None
+    return local.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class AccessPassStep:
     name: ClassVar[str] = "access_pass"
 
@@ -30,6 +44,9 @@ class AccessPassStep:
         upn = view.user.upn if view.user else view.names.upn
         after = {"method": spec.method, "lifetimeInMinutes": spec.lifetime_minutes,
                  "isUsableOnce": spec.usable_once}
+        starts = ctx.starts.get(pid)
+        if spec.method == "temporary_access_pass" and starts:
+            after["startDateTime"] = valid_from(starts, spec.valid_from, spec.time_zone)
         return [Change(self.name, pid, Action.CREATE, f"access-pass:{upn}", None, after)]
 
     def reversibility(self, change: Change) -> str:
@@ -65,7 +82,8 @@ class AccessPassStep:
             run.secrets["password"] = password
             return Outcome.APPLIED
         issued = await graph.create_access_pass(run.user_id, change.after["lifetimeInMinutes"],
-                                                change.after["isUsableOnce"])
+                                                change.after["isUsableOnce"],
+                                                change.after.get("startDateTime"))
         run.secrets["access_pass"] = str(issued["temporaryAccessPass"])
         run.observed[change.id] = {"methodId": issued["id"]}  # what undo revokes; not the pass
         return Outcome.APPLIED

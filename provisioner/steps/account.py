@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from ..snapshot import ADOPTED
+from ..snapshot import ADOPTED, adoption_property
 from .base import (
     COMPENSABLE,
     REVERSIBLE,
@@ -62,10 +62,16 @@ class AccountStep:
         changed = [k for k in MANAGED if k in wanted and current.get(k) != wanted[k]]
         before = {k: current.get(k) for k in changed}
         after = {k: wanted[k] for k in changed}
-        have = current.get("onPremisesExtensionAttributes") or {}
-        if any(have.get(k) != v for k, v in marks.items()):
-            before["onPremisesExtensionAttributes"] = {k: have.get(k) for k in marks}
-            after["onPremisesExtensionAttributes"] = marks
+        if view.adopted:  # most employees are synced: the mark goes where Graph lets us write
+            prop = adoption_property(ctx.playbook)
+            if current.get(prop) != marks[ctx.playbook.account.ownership_attribute]:
+                before[prop] = current.get(prop)
+                after[prop] = marks[ctx.playbook.account.ownership_attribute]
+        else:
+            have = current.get("onPremisesExtensionAttributes") or {}
+            if any(have.get(k) != v for k, v in marks.items()):
+                before["onPremisesExtensionAttributes"] = {k: have.get(k) for k in marks}
+                after["onPremisesExtensionAttributes"] = marks
         if not after:
             return []
         return [Change(self.name, pid, Action.UPDATE, f"user:{view.user.upn}", before, after)]

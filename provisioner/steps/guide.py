@@ -29,10 +29,11 @@ def device_family(model: str) -> str:
     return next((family for key, family in FAMILY.items() if low.startswith(key)), "web")
 
 
-def _pass_terms(ctx: PlanContext) -> Json:
+def _pass_terms(ctx: PlanContext, starts: str | None) -> Json:
     spec = ctx.playbook.access_pass
     return {"lifetimeInMinutes": spec.lifetime_minutes if spec else None,
-            "usableOnce": spec.usable_once if spec else None}
+            "usableOnce": spec.usable_once if spec else None,
+            "passValidFrom": f"{starts} {spec.valid_from}" if spec and starts else None}
 
 
 def _employee_upn(view: PersonView) -> str | None:
@@ -65,7 +66,8 @@ class GuideStep:
             "needs_secret": "access_pass" in ctx.playbook.steps and not view.adopted,
             "cohort": ctx.cohort_of.get(p.person_id, "all"), "playbook": ctx.playbook.name,
             "starts": ctx.starts.get(p.person_id),
-            **_pass_terms(ctx),
+            "emailSecret": bool(email and spec.email_access_pass),
+            **_pass_terms(ctx, ctx.starts.get(p.person_id)),
         }
         return [Change(self.name, p.person_id, Action.CREATE, f"guide:{p.person_id}", None, after)]
 
@@ -108,12 +110,15 @@ class GuideStep:
         if data["delivery"] == "email":
             subject = ("Din lathund: så loggar du in" if data["language"] == "sv"
                        else "Your quick guide: signing in")
-            await graph.send_mail(data["sender"], data["to"], subject, html)
+            # The pass is a credential: it goes to a private mailbox only if the playbook says so.
+            mailed = html if data.get("emailSecret") or not secret else render(data, {}, elsewhere=True)
+            await graph.send_mail(data["sender"], data["to"], subject, mailed)
         run.secrets.clear()  # delivered: the secret has no other place to be
         return Outcome.APPLIED
 
 
-def render(data: Json, secret: dict[str, str]) -> str:
+def render(data: Json, secret: dict[str, str], elsewhere: bool = False) -> str:
+    """The guide; ``elsewhere``: the first sign-in code is handed over on paper or by SMS."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     search = [data["templates"], str(TEMPLATES)] if data.get("templates") else [str(TEMPLATES)]
@@ -124,7 +129,8 @@ def render(data: Json, secret: dict[str, str]) -> str:
         **{k: v for k, v in data.items() if k not in ("templates",)},
         device_family=device_family(data.get("device") or ""),
         access_pass=secret.get("access_pass"), password=secret.get("password"),
-        lifetime_text=_lifetime(minutes, data["language"]), usable_once=bool(data.get("usableOnce")))
+        lifetime_text=_lifetime(minutes, data["language"]), usable_once=bool(data.get("usableOnce")),
+        secret_elsewhere=elsewhere)
 
 
 def _lifetime(minutes: int, language: str) -> str:

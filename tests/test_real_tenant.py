@@ -1,0 +1,372 @@
+"""The sandbox answers as a real regional tenant does, and the tool works through it: synced
+employees, permissions and directory roles enforced. Each sandbox behaviour names the page of
+Microsoft's Graph documentation it follows."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from provisioner.cli import main
+from provisioner.permissions import required, roles
+from provisioner.playbook import load_playbook
+from provisioner.sandbox import Sandbox, Tenant, authz, open_tenant, reset_tenant
+
+from .conftest import ADOPTION_PROP, reopen
+
+PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
+ALL_STEPS = "account, license, groups, mailbox_settings, access_pass, guide"
+SYNCED_READ_ONLY = ("Unable to update the specified properties for on-premises mastered Directory"
+                    " Sync objects or objects currently undergoing migration.")
+
+
+def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
+    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
+
+
+def call(app: Sandbox, method: str, path: str, body: Any = None) -> httpx.Response:
+    async def go() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="https://graph.sandbox.invalid/v1.0/") as client:
+            return await client.request(method, path.lstrip("/"), json=body,
+                                        headers={"Authorization": "Bearer t"})
+    return asyncio.run(go())
+
+
+def grant_exactly(state_dir: Path, permissions: set[str], directory_roles: set[str]) -> None:
+    """The tool's app holds these application permissions and roles, and nothing else."""
+    t = open_tenant(state_dir)
+    for sp in list(t.store.values("servicePrincipals")):
+        if sp.get("appId") == authz.SANDBOX_APP_ID:
+            graph = next(s for s in t.store.values("servicePrincipals") if s["appId"] == authz.GRAPH_APP_ID)
+            t.store.put("servicePrincipals", {**sp, "_granted": [[graph["id"], authz.role_id(p)]
+                                                                for p in sorted(permissions)],
+                                              "_directoryRoles": sorted(directory_roles)})
+    t.store.close()
+
+
+def with_pass(playbook: Path, section: str = "{lifetime_minutes: 60}") -> Path:
+    playbook.write_text(playbook.read_text(encoding="utf-8") + f"access_pass: {section}\nguide: {{}}\n",
+                        encoding="utf-8")
+    return playbook
+
+
+@pytest.fixture
+def region() -> Sandbox:
+    return Sandbox(reset_tenant(None, employees=30, seed=3, mailbox_delay=0))
+
+
+def an_employee(app: Sandbox) -> dict[str, Any]:
+    return next(u for u in app.tenant.users.values() if u.get("employeeId") == "E10001")
+
+
+# -- synced employees (learn.microsoft.com/graph/api/resources/onpremisesextensionattributes;
+#    user-update: on-premises mastered properties of a synced user are read-only) ----------
+def test_the_regions_employees_are_synced_from_ad(region: Sandbox) -> None:
+    doc = call(region, "GET", f"/users/{an_employee(region)['id']}"
+               "?$select=onPremisesSyncEnabled,onPremisesImmutableId").json()
+    assert doc["onPremisesSyncEnabled"] is True and doc["onPremisesImmutableId"]
+
+
+@pytest.mark.parametrize("body", [
+    {"onPremisesExtensionAttributes": {"extensionAttribute15": "x"}},
+    {"displayName": "Someone Else"}, {"department": "IT"}, {"accountEnabled": False},
+])
+def test_a_synced_users_on_premises_attributes_are_read_only(region: Sandbox, body: Any) -> None:
+    response = call(region, "PATCH", f"/users/{an_employee(region)['id']}", body)
+    assert response.status_code == 400
+    assert response.json()["error"] == {**response.json()["error"], "code": "Request_BadRequest",
+                                        "message": SYNCED_READ_ONLY}
+
+
+def test_cloud_attributes_and_the_apps_directory_extension_stay_writable(region: Sandbox) -> None:
+    uid = an_employee(region)["id"]
+    assert call(region, "PATCH", f"/users/{uid}", {"usageLocation": "NO"}).status_code == 204
+    assert call(region, "PATCH", f"/users/{uid}", {ADOPTION_PROP: "mine"}).status_code == 204
+    doc = call(region, "GET", f"/users/{uid}?$select=usageLocation,{ADOPTION_PROP}").json()
+    assert doc == {"usageLocation": "NO", ADOPTION_PROP: "mine"}
+
+
+def test_an_unregistered_extension_is_not_a_property(region: Sandbox) -> None:
+    """extensibility-overview: a directory extension exists once registered on an application."""
+    prop = "extension_00000000000000000000000000000000_other"
+    response = call(region, "PATCH", f"/users/{an_employee(region)['id']}", {prop: "x"})
+    assert response.status_code == 400
+    assert "does not exist on type" in response.json()["error"]["message"]
+
+
+def test_the_extension_is_listed_on_its_application(region: Sandbox) -> None:
+    """application-list-extensionproperty."""
+    body = call(region, "GET", f"/applications(appId='{authz.SANDBOX_APP_ID}')/extensionProperties").json()
+    assert [(e["name"], e["dataType"], e["targetObjects"]) for e in body["value"]] == [
+        (ADOPTION_PROP, "String", ["User"])]
+
+
+def test_cloud_only_reset_gives_writable_employees(tmp_path: Path) -> None:
+    app = Sandbox(reset_tenant(None, employees=30, seed=3, cloud_only=True))
+    response = call(app, "PATCH", f"/users/{an_employee(app)['id']}", {"department": "IT"})
+    assert response.status_code == 204
+
+
+def test_the_pilot_adopts_synced_staff_and_ends_with_nothing_to_do(
+        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> None:
+    """Every person of the device pilot is an existing, AD-synced employee (use_existing)."""
+    make_sandbox(employees=60, checkin_delay=0)
+    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
+        shutil.copy(PLAYBOOKS / name, tmp_path / name)
+    pilot = tmp_path / "pilot.yaml"
+    pilot.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
+                     .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
+    result = cli(runner, state_dir, "apply", "--yes", str(pilot))
+    assert result.exit_code == 0, result.output
+    t = reopen(state_dir)
+    marked = [u for u in t.users.values() if u.get(ADOPTION_PROP)]
+    assert len(marked) == 8 and all(u["onPremisesSyncEnabled"] for u in marked)
+    assert t.store.counters["400 Request_BadRequest"] == 0
+    t.store.close()
+    assert cli(runner, state_dir, "plan", "--cohort", "pilot", "--detailed-exitcode",
+               str(pilot)).exit_code == 0
+
+
+def test_adoption_needs_the_registered_extension(runner: CliRunner, state_dir: Path, tmp_path: Path,
+                                                 make_sandbox: Callable[..., Tenant]) -> None:
+    make_sandbox()
+    (tmp_path / "roster.csv").write_text(
+        "person_id,given_name,surname,body,employee_id\nP1,Karin,Lindqvist,Kulturnämnden,E10001\n",
+        encoding="utf-8")
+    playbook = tmp_path / "pb.yaml"
+    playbook.write_text("name: adopt\nroster: roster.csv\ndomain: example-region.se\n"
+                        "license: {sku: EXCHANGESTANDARD}\nsteps: [account, license]\n"
+                        "dual_role: {policy: use_existing}\n", encoding="utf-8")
+    assert cli(runner, state_dir, "preflight", str(playbook)).exit_code == 0
+    cli(runner, state_dir, "sandbox", "break", "extension", "provisionerOwner")
+    result = cli(runner, state_dir, "preflight", str(playbook))
+    assert result.exit_code == 5
+    assert f"FAIL  adoption        1 existing accounts would be adopted, but the app has no directory" \
+           f" extension {ADOPTION_PROP}" in result.output
+
+
+# -- permissions and roles (the Permissions table of each endpoint's reference page) ----------
+def test_a_missing_permission_is_403_as_graph_answers(region: Sandbox) -> None:
+    """user-list: User.Read.All least; a token without any of its permissions gets 403."""
+    assert call(region, "GET", "/users?$top=1").status_code == 200
+    tenant = region.tenant
+    sp = next(s for s in tenant.store.values("servicePrincipals") if s["appId"] == authz.SANDBOX_APP_ID)
+    keep = [g for g in sp["_granted"] if g[1] != authz.role_id("User.ReadWrite.All")]
+    tenant.store.put("servicePrincipals", {**sp, "_granted": keep})
+    response = call(region, "GET", "/users?$top=1")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "Authorization_RequestDenied"
+    assert response.json()["error"]["message"] == "Insufficient privileges to complete the operation."
+    # Any higher-privileged permission of the page's table is enough.
+    tenant.store.put("servicePrincipals", {**sp, "_granted": [*keep, [sp["_granted"][0][0],
+                                                                      authz.role_id("Directory.Read.All")]]})
+    assert call(region, "GET", "/users?$top=1").status_code == 200
+
+
+def test_a_password_reset_needs_a_directory_role(region: Sandbox) -> None:
+    """user-update: updating passwordProfile app-only needs User Administrator or higher."""
+    user = next(u for u in region.tenant.users.values() if not u.get("onPremisesSyncEnabled"))
+    body = {"passwordProfile": {"password": "Xy!12345abcdEF", "forceChangePasswordNextSignIn": True}}
+    assert call(region, "PATCH", f"/users/{user['id']}", body).status_code == 204
+    sp = next(s for s in region.tenant.store.values("servicePrincipals")
+              if s["appId"] == authz.SANDBOX_APP_ID)
+    region.tenant.store.put("servicePrincipals", {**sp, "_directoryRoles": []})
+    response = call(region, "PATCH", f"/users/{user['id']}", body)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "Authorization_RequestDenied"
+
+
+def test_a_device_in_a_group_needs_device_readwrite(region: Sandbox) -> None:
+    """group-post-members: adding a device needs Device.ReadWrite.All as well."""
+    tenant = region.tenant
+    device = next(iter(tenant.store.values("devices")))
+    group = next(g for g in tenant.store.values("groups") if g["displayName"].startswith("Intune - "))
+    sp = next(s for s in tenant.store.values("servicePrincipals") if s["appId"] == authz.SANDBOX_APP_ID)
+    tenant.store.put("servicePrincipals", {**sp, "_granted": [
+        g for g in sp["_granted"] if g[1] != authz.role_id("Device.ReadWrite.All")]})
+    ref = {"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{device['id']}"}
+    assert call(region, "POST", f"/groups/{group['id']}/members/$ref", ref).status_code == 403
+
+
+@pytest.mark.parametrize("name", ["playbook", "pilot"])
+def test_exactly_what_provisioner_permissions_lists_is_enough(
+        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path], name: str) -> None:
+    """The witness test of the permission table: the app holds only what `provisioner
+    permissions` asks for, and a whole apply, its gates, a re-plan and a rollback meet no 403."""
+    if name == "pilot":
+        make_sandbox(employees=60, checkin_delay=0)
+        for f in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
+            shutil.copy(PLAYBOOKS / f, tmp_path / f)
+        path = tmp_path / "pilot.yaml"
+        path.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
+                        .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
+    else:
+        make_sandbox()
+        path = with_pass(write_playbook(4, steps=ALL_STEPS))
+    pb = load_playbook(path)
+    grant_exactly(state_dir, set(required(pb)), set(roles(pb)))
+    assert cli(runner, state_dir, "preflight", str(path)).exit_code == 0
+    applied = cli(runner, state_dir, "apply", "--yes", str(path))
+    assert applied.exit_code == 0, applied.output
+    assert cli(runner, state_dir, "rollback", "--yes", str(path)).exit_code == 0
+    t = reopen(state_dir)
+    assert t.store.counters["403 denied"] == 0
+    assert t.store.counters["mutating"] > 0
+    t.store.close()
+
+
+def test_each_permission_asked_for_is_needed(runner: CliRunner, state_dir: Path,
+                                             make_sandbox: Callable[..., Tenant],
+                                             write_playbook: Callable[..., Path]) -> None:
+    """Take any one away and preflight names it: none of them is asked for in vain."""
+    make_sandbox()
+    path = with_pass(write_playbook(2, steps=ALL_STEPS))
+    needed = required(load_playbook(path))
+    for permission in needed:
+        grant_exactly(state_dir, set(needed) - {permission}, {"User Administrator"})
+        result = cli(runner, state_dir, "preflight", str(path))
+        assert result.exit_code == 5, permission
+        named = "grant Application.Read.All" if permission == "Application.Read.All" \
+            else f"not granted: {permission} (to "  # without it the grants cannot be read at all
+        assert named in result.output, result.output
+
+
+def test_a_password_fallback_needs_the_user_administrator_role(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    path = with_pass(write_playbook(2, steps="account, license, access_pass, guide"),
+                     "{method: password}")
+    assert roles(load_playbook(path)) == {
+        "User Administrator": "set a first password people change at sign-in"}
+    assert cli(runner, state_dir, "preflight", str(path)).exit_code == 0
+    cli(runner, state_dir, "sandbox", "break", "role", "User Administrator")
+    result = cli(runner, state_dir, "preflight", str(path))
+    assert result.exit_code == 5
+    assert "the app has no User Administrator role (needed to set a first password" in result.output
+
+
+def test_the_readme_lists_what_provisioner_permissions_prints(runner: CliRunner) -> None:
+    example = PLAYBOOKS / "fritidspolitiker-epost.yaml"
+    out = runner.invoke(main, ["permissions", str(example)]).output
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert out.strip() and out in readme
+
+
+# -- replication delay (graph/best-practices-concept: a new object may be unknown, 404, to
+#    the next requests for a few seconds) ---------------------------------------------------
+NEW_USER = {"accountEnabled": True, "displayName": "Ny Person", "mailNickname": "ny.person",
+            "userPrincipalName": "ny.person@politiker.example-region.se",
+            "passwordProfile": {"password": "Xy!12345abcdEF"}}
+
+
+def test_a_new_user_is_unknown_to_other_requests_for_the_delay() -> None:
+    clock = [1000.0]
+    tenant = reset_tenant(None, employees=30, seed=3, replication_delay=5)
+    tenant.clock = lambda: clock[0]
+    app = Sandbox(tenant)
+    created = call(app, "POST", "/users", NEW_USER)
+    assert created.status_code == 201
+    uid = created.json()["id"]
+    unknown = call(app, "GET", f"/users/{uid}")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "Request_ResourceNotFound"
+    assert call(app, "POST", f"/users/{uid}/assignLicense",
+                {"addLicenses": [], "removeLicenses": []}).status_code == 404
+    # The primary already holds the name: a second create is a conflict, not a second user.
+    assert call(app, "POST", "/users", NEW_USER).status_code == 400
+    clock[0] += 5
+    assert call(app, "GET", f"/users/{uid}").status_code == 200
+
+
+def test_a_cohort_survives_replication_delay(runner: CliRunner, state_dir: Path,
+                                             make_sandbox: Callable[..., Tenant],
+                                             write_playbook: Callable[..., Path]) -> None:
+    """Every follow-up after a create (licence, memberships, pass, mailbox) meets the delay and
+    waits it out: nobody fails, nothing is made twice, and a re-plan has nothing to do."""
+    make_sandbox(replication_delay=1.5)
+    path = with_pass(write_playbook(6, steps=ALL_STEPS))
+    result = cli(runner, state_dir, "apply", "--yes", str(path))
+    assert result.exit_code == 0, result.output
+    t = reopen(state_dir)
+    assert t.store.counters["404 Request_ResourceNotFound"] > 0  # the delay was really met
+    officials = [u for u in t.users.values()
+                 if u["userPrincipalName"].endswith("@politiker.example-region.se")]
+    assert len(officials) == 6
+    t.store.close()
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(path)).exit_code == 0
+
+
+# -- the Temporary Access Pass policy (temporaryaccesspassauthenticationmethodconfiguration-get:
+#    state, includeTargets, minimum 60 / maximum 480 minutes by default, isUsableOnce) ---------
+def test_the_default_policy_bounds_a_pass(region: Sandbox) -> None:
+    policy = call(region, "GET", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/"
+                  "TemporaryAccessPass").json()
+    assert (policy["state"], policy["minimumLifetimeInMinutes"], policy["maximumLifetimeInMinutes"],
+            policy["defaultLifetimeInMinutes"]) == ("enabled", 60, 480, 60)
+    uid = an_employee(region)["id"]
+    taps = f"/users/{uid}/authentication/temporaryAccessPassMethods"
+    week = call(region, "POST", taps, {"lifetimeInMinutes": 10080, "isUsableOnce": True})
+    assert week.status_code == 400 and week.json()["error"]["code"] == "badRequest"
+    later = call(region, "POST", taps, {"lifetimeInMinutes": 480, "isUsableOnce": True,
+                                        "startDateTime": "2099-03-02T07:00:00Z"})
+    assert later.status_code == 201
+    assert (later.json()["startDateTime"], later.json()["methodUsabilityReason"]) == (
+        "2099-03-02T07:00:00Z", "NotYetValid")
+
+
+def test_a_disabled_or_narrowed_policy_refuses_a_pass(tmp_path: Path) -> None:
+    from provisioner.sandbox.breaks import apply_break
+
+    tenant = reset_tenant(None, employees=30, seed=3)
+    app = Sandbox(tenant)
+    uid = an_employee(app)["id"]
+    taps = f"/users/{uid}/authentication/temporaryAccessPassMethods"
+    apply_break(tenant, "access-pass-policy", "Tjänstemobil pilot")  # a group she is not in
+    assert call(app, "POST", taps, {"lifetimeInMinutes": 60}).status_code == 400
+    apply_break(tenant, "access-pass-policy", "Alla anställda")
+    assert call(app, "POST", taps, {"lifetimeInMinutes": 60}).status_code == 201
+    apply_break(tenant, "access-pass-policy", "disabled")
+    assert call(app, "POST", taps, {"lifetimeInMinutes": 60}).status_code == 400
+
+
+@pytest.mark.parametrize(("break_", "named"), [
+    ("disabled", "Temporary Access Pass is disabled in the tenant"),
+    ("Tjänstemobil pilot", "the policy enables passes only for groups none of which this playbook"
+                           " puts people in: add one of Förtroendevalda"),
+])
+def test_preflight_checks_the_pass_policy(runner: CliRunner, state_dir: Path,
+                                          make_sandbox: Callable[..., Tenant],
+                                          write_playbook: Callable[..., Path], break_: str,
+                                          named: str) -> None:
+    make_sandbox()
+    path = with_pass(write_playbook(2, steps=ALL_STEPS))
+    assert cli(runner, state_dir, "preflight", str(path)).exit_code == 0
+    cli(runner, state_dir, "sandbox", "break", "access-pass-policy", break_)
+    result = cli(runner, state_dir, "preflight", str(path))
+    assert result.exit_code == 5 and named in result.output, result.output
+
+
+def test_preflight_refuses_a_lifetime_outside_the_policy(runner: CliRunner, state_dir: Path,
+                                                        make_sandbox: Callable[..., Tenant],
+                                                        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    path = with_pass(write_playbook(2, steps=ALL_STEPS), "{lifetime_minutes: 10080}")
+    result = cli(runner, state_dir, "preflight", str(path))
+    assert result.exit_code == 5
+    assert "access_pass.lifetime_minutes is 10080, the policy allows 60 to 480" in result.output
+
+
+def test_a_cohorts_passes_start_when_the_cohort_starts() -> None:
+    from provisioner.steps.access_pass import valid_from
+
+    assert valid_from("2099-03-02", "08:00", "Europe/Stockholm") == "2099-03-02T07:00:00Z"  # CET
+    assert valid_from("2099-06-01", "08:00", "Europe/Stockholm") == "2099-06-01T06:00:00Z"  # CEST
+    assert valid_from("2000-01-01", "08:00", "Europe/Stockholm") is None  # past: valid from now
