@@ -305,6 +305,19 @@ def approve(session: ops.Session, playbook: Path, cohort: str, note: str | None)
     click.echo(f"Cohort {cohort} approved by {who}. `provisioner apply {playbook}` goes on.")
 
 
+@main.command()
+@playbook_arg
+@click.option("--person", "person_id", metavar="ID", required=True)
+@click.option("--happened/--again", required=True,
+              help="The e-mail arrived (or the pass works): record it as done; or send and issue again.")
+@click.pass_obj
+def settle(session: ops.Session, playbook: Path, person_id: str, happened: bool) -> None:
+    """Settle a person's e-mailed guide or pass that got no clear answer from Graph."""
+    n = ops.settle(session, ops.load(playbook), person_id, happened)
+    click.echo(f"{person_id}: {n} uncertain changes settled ("
+               f"{'done' if happened else 'the next apply does them again'}).")
+
+
 def _confirmed(yes: bool, question: str) -> bool:
     if yes:
         return True

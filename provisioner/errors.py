@@ -8,9 +8,10 @@
     ├── ConfigurationError           the tenant is not what the playbook expects (group, SKU)
     └── GraphFailure                 talking to Graph went wrong
         ├── TransportError           no answer: connection refused, timeout, TLS
+        ├── AmbiguousOutcome         a write that cannot be read back got no clear answer
         ├── StepFailure              a step could not do its part (no guide without its pass)
         └── GraphError               Graph answered no: status, code, message, request-id
-            ├── ThrottledError       429/503/504 with an optional Retry-After
+            ├── ThrottledError       429 or a 5xx worth asking again, optional Retry-After
             └── NotReplicatedError   404 for an object this process made moments ago
 
 Transport failures are kept apart from Graph's answers because only the latter say for sure
@@ -62,6 +63,19 @@ class GraphFailure(ProvisionerError):
 
 class TransportError(GraphFailure):
     """No usable answer came back; whether a write happened is unknown."""
+
+
+class AmbiguousOutcome(GraphFailure):
+    """A write whose effect cannot be read back (an e-mail, a new Temporary Access Pass) got no
+    clear answer (504, 500, a lost connection): it may or may not have happened, so it is not
+    sent again; a human settles it (``provisioner settle``)."""
+
+    code = "AmbiguousOutcome"
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
 
 
 class StepFailure(GraphFailure):

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS audit_head (path TEXT PRIMARY KEY, seq INTEGER NOT NU
 
 INTENT = "intent"  # written before the Graph write; no outcome seen yet
 APPLIED_STATES = ("applied", "reconciled")
+AMBIGUOUS = "AmbiguousOutcome"  # errors.AmbiguousOutcome.code
 
 
 def now() -> str:
@@ -252,6 +253,26 @@ class Journal:
             "SELECT c.person_id, MAX(c.started) FROM changes c JOIN runs r ON r.id = c.run_id"
             " WHERE r.playbook_name = ? AND c.step = ? AND c.state = 'applied'"
             " AND c.undone_by IS NULL AND c.undo_of IS NULL GROUP BY c.person_id", (playbook, step)))
+
+    def uncertain(self, playbook: str) -> dict[str, list[tuple[int, str]]]:
+        """person_id → (seq, step) of writes that got no clear answer and cannot be read back
+        (an e-mail, a pass): not repeated until a human settles them."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for pid, seq, step in self._db.execute(
+                "SELECT c.person_id, c.seq, c.step FROM changes c JOIN runs r ON r.id = c.run_id"
+                " WHERE r.playbook_name = ? AND c.state = 'failed' AND c.error_code = ?"
+                " ORDER BY c.seq", (playbook, AMBIGUOUS)):
+            out.setdefault(pid, []).append((seq, step))
+        return out
+
+    def settle(self, seqs: Sequence[int], happened: bool, who: str) -> None:
+        """A human's word on uncertain writes: it happened (applied), or do it again."""
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE changes SET state = ?, error_code = ?, message = ? WHERE seq = ?",
+            [("applied" if happened else "failed", None if happened else "AmbiguousSettled",
+              f"settled by {who}: {'it happened' if happened else 'do it again'}", seq) for seq in seqs])
+        self._db.execute("COMMIT")
 
     def leaving_since(self, playbook: str) -> dict[str, str]:
         """person_id → when their first leaver stage was applied."""

@@ -145,12 +145,13 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
     everyone = _everyone(assignment)
     templates = pb.groups if "groups" in pb.steps else ()
     mine = {n for p in everyone for n in group_names(templates, p)}
-    guides, since = {}, {}
+    guides, since, uncertain = {}, {}, frozenset[str]()
     if state_dir is not None:
         with Journal(state_dir) as journal:  # what the journal knows that the directory cannot say
             mine |= journal.added_groups(pb.name)
             guides = journal.last_applied(pb.name, "guide") if "guide" in pb.steps else {}
             since = journal.leaving_since(pb.name)
+            uncertain = frozenset(journal.uncertain(pb.name))
     needed = set(needed_groups(pb, everyone)) | mine
     try:
         snapshot = await read_snapshot(graph, pb, loaded.roster, needed)
@@ -158,7 +159,8 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])
         raise
-    return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine))
+    return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine),
+                   uncertain=uncertain)
 
 
 def _everyone(assignment: Assignment) -> list[Any]:
@@ -625,6 +627,20 @@ def _applies(r: Any) -> str:
     else:
         what = f"held: {r.reason}"
     return f"{what} ({r.source})"
+
+
+def settle(session: Session, loaded: Loaded, person_id: str, happened: bool) -> int:
+    """A human's word on a person's writes that got no clear answer (an e-mailed guide, a new
+    pass): it happened, or the next apply does it again. Journaled and audited."""
+    who = operator()
+    with state_lock(session.settings.state_dir, "settle"), Journal(session.settings.state_dir) as journal:
+        found = journal.uncertain(loaded.playbook.name).get(person_id, [])
+        if not found:
+            raise InputError(f"{person_id} has no write of unknown outcome to settle")
+        journal.settle([seq for seq, _ in found], happened, who)
+    session.audit.event("settle", person_id=person_id, steps=sorted({s for _, s in found}),
+                        happened=happened, settled_by=who)
+    return len(found)
 
 
 def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> str:

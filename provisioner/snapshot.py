@@ -134,6 +134,7 @@ class Snapshot:
     leaving_since: dict[str, str] = field(default_factory=dict)  # person_id → first leaver stage
     playbook_groups: frozenset[str] = frozenset()  # the user groups this playbook manages
     adoption_registered: bool = True  # the directory extension for adoption marks exists
+    uncertain: frozenset[str] = frozenset()  # people with an e-mail or pass of unknown fate
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""

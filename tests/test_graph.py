@@ -191,3 +191,55 @@ def test_failed_sign_in_names_the_aadsts_error_but_no_secret() -> None:
         run(MsalTokenProvider(Failing()).get_authorization_token(f"{GRAPH_BASE}/users"))
     assert str(err.value) == ("sign-in to Microsoft Entra failed: invalid_client: AADSTS7000215:"
                               " Invalid client secret provided.")
+
+
+def test_a_mail_whose_answer_is_lost_is_never_sent_again() -> None:
+    """sendMail cannot be read back: after a 504 it may have gone out, so it is not repeated."""
+    from provisioner.errors import AmbiguousOutcome
+
+    router = respx.MockRouter()
+    route = router.post(url__regex=r".*/users/u1/sendMail$").mock(
+        return_value=graph_error(504, "GatewayTimeout", "lost", **{"Retry-After": "0"}))
+
+    async def go() -> None:
+        async with graph_with(router) as graph:
+            await graph.send_mail("u1", "x@example.org", "s", "<p>hi</p>")
+
+    with pytest.raises(AmbiguousOutcome):
+        run(go())
+    assert route.call_count == 1
+
+
+def test_a_mail_refused_with_429_is_sent_again() -> None:
+    router = respx.MockRouter()
+    route = router.post(url__regex=r".*/users/u1/sendMail$").mock(side_effect=[
+        graph_error(429, "TooManyRequests", "later", **{"Retry-After": "0"}), httpx.Response(202)])
+
+    async def go() -> None:
+        async with graph_with(router) as graph:
+            await graph.send_mail("u1", "x@example.org", "s", "<p>hi</p>")
+
+    run(go())
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_a_read_is_asked_again_after_a_5xx(status: int) -> None:
+    router = respx.MockRouter()
+    route = router.get(url__startswith=USERS).mock(side_effect=[
+        graph_error(status, "InternalServerError", "oops"), httpx.Response(200, json={"value": []})])
+    assert run(_users(graph_with(router))) == []
+    assert route.call_count == 2
+
+
+@pytest.mark.parametrize(("retry_after", "waited"), [(120.0, 120.0), (400.0, 150.0)])
+def test_retry_after_is_honoured_up_to_the_write_window(retry_after: float, waited: float) -> None:
+    """Asking again before Graph's Retry-After only extends the throttling; the wait is capped
+    at Entra's 150 s write window."""
+    from tenacity import Future, RetryCallState
+
+    state = RetryCallState(None, None, (), {})
+    outcome: Future = Future(1)
+    outcome.set_exception(ThrottledError(429, "TooManyRequests", "later", retry_after=retry_after))
+    state.outcome = outcome
+    assert RetryPolicy().wait(state) == waited

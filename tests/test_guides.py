@@ -237,3 +237,33 @@ def test_a_regions_own_template_overrides_the_default(tmp_path: Path) -> None:
     (tmp_path / "guide.sv.html.j2").write_text("<p>Hej {{ given }}, {{ access_pass }}</p>", encoding="utf-8")
     data = {"language": "sv", "given": "Bo", "templates": str(tmp_path), "device": ""}
     assert render(data, {"access_pass": "XYZ"}) == "<p>Hej Bo, XYZ</p>"
+
+
+def test_a_pass_whose_answer_is_lost_waits_for_a_human(runner: CliRunner, state_dir: Path,
+                                                       setup: Callable[..., Path]) -> None:
+    """The sandbox makes the pass but the answer is lost (504): the tool does not issue another
+    on its own; the plan says to settle, and `settle --again` lets the next apply issue one."""
+    playbook = setup()
+    text = playbook.read_text(encoding="utf-8")
+    playbook.write_text(text.replace("steps: [account, license, access_pass, guide]",
+                                     "steps: [account, license]"), encoding="utf-8")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    playbook.write_text(text, encoding="utf-8")
+    t = reopen(state_dir)
+    t.store.set_config({"lost_reply_rate": 1.0})  # every write is made, its answer lost
+    t.store.close()
+    first = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert first.exit_code == 4 and "AmbiguousOutcome" in first.output  # the gate halts
+    t = reopen(state_dir)
+    made = sum(1 for u in t.users.values() if u.get("_tap"))
+    t.store.set_config({"lost_reply_rate": 0.0})
+    t.store.close()
+    assert made == 3  # each pass was made once and not asked for again
+    plan = cli(runner, state_dir, "plan", str(playbook))
+    assert "access-pass:" not in plan.output and "guide:P1" not in plan.output
+    assert "provisioner settle PLAYBOOK --person P1 --happened` or `--again`" in plan.output
+    assert cli(runner, state_dir, "settle", str(playbook), "--person", "P1", "--again").exit_code == 0
+    again = cli(runner, state_dir, "plan", str(playbook))
+    assert "+ create access-pass:asa.obrien@politiker.example-region.se  [P1]" in again.output
+    assert "+ create guide:P1  [P1]" in again.output and "guide:P3" not in again.output
+    assert cli(runner, state_dir, "settle", str(playbook), "--person", "P1", "--again").exit_code == 1

@@ -5,6 +5,7 @@ Microsoft's Graph documentation it follows."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -370,3 +371,49 @@ def test_a_cohorts_passes_start_when_the_cohort_starts() -> None:
     assert valid_from("2099-03-02", "08:00", "Europe/Stockholm") == "2099-03-02T07:00:00Z"  # CET
     assert valid_from("2099-06-01", "08:00", "Europe/Stockholm") == "2099-06-01T06:00:00Z"  # CEST
     assert valid_from("2000-01-01", "08:00", "Europe/Stockholm") is None  # past: valid from now
+
+
+# -- Intune and Graph's small print ---------------------------------------------------------
+def test_a_devices_category_is_set_through_beta(region: Sandbox) -> None:
+    """v1.0 documents no way to set a managed device's category (microsoft-graph-docs-contrib
+    #9142); beta's managedDevices/{id}/deviceCategory/$ref is the form that works."""
+    device = next(iter(region.tenant.store.values("managedDevices")))
+    category = next(iter(region.tenant.store.values("deviceCategories")))
+    ref = {"@odata.id": f"https://graph.microsoft.com/beta/deviceManagement/deviceCategories/{category['id']}"}
+    path = f"/deviceManagement/managedDevices/{device['id']}/deviceCategory/$ref"
+    assert call(region, "PUT", path, ref).status_code == 400  # under /v1.0
+
+    async def beta() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=region),
+                                     base_url="https://graph.sandbox.invalid/beta/") as client:
+            return await client.put(path.lstrip("/"), json=ref, headers={"Authorization": "Bearer t"})
+    assert asyncio.run(beta()).status_code == 204
+
+
+def test_paths_are_case_insensitive(region: Sandbox) -> None:
+    """Graph's URL paths are case-insensitive (graph/use-the-api: "... are case insensitive")."""
+    assert call(region, "GET", "/Users?$top=1").status_code == 200
+    uid = next(u["id"] for u in region.tenant.users.values() if not u.get("onPremisesSyncEnabled"))
+    assert call(region, "DELETE", f"/users/{uid}").status_code == 204
+    assert call(region, "POST", f"/directory/deleteditems/{uid}/restore").status_code == 200
+
+
+def test_a_device_is_asked_to_sync_only_when_changed(
+        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> None:
+    make_sandbox(employees=60, checkin_delay=0)
+    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
+        shutil.copy(PLAYBOOKS / name, tmp_path / name)
+    pilot = tmp_path / "pilot.yaml"
+    pilot.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
+                     .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
+    plan = cli(runner, state_dir, "plan", "--cohort", "pilot", str(pilot)).output
+    changes = re.findall(r"device-(?:group:[^:]+|category):(\w+)", plan)
+    assert cli(runner, state_dir, "apply", "--yes", str(pilot)).exit_code == 0
+    t = reopen(state_dir)
+    synced = t.store.counters["syncDevice"]
+    t.store.close()
+    assert synced == len(changes) > 0  # once after each change made
+    cli(runner, state_dir, "apply", "--yes", "--cohort", "pilot", str(pilot))
+    t = reopen(state_dir)
+    assert t.store.counters["syncDevice"] == synced  # nothing changed: nothing to sync
+    t.store.close()

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import structlog
 
-from ..errors import GraphError, NotReplicatedError, ThrottledError, TransportError
+from ..errors import AmbiguousOutcome, GraphError, NotReplicatedError, ThrottledError, TransportError
 from .batch import MAX_ITEMS, Item, batch_request
 from .batch import payload as batch_payload
 from .client import Target, build_adapter
@@ -36,7 +36,16 @@ REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=No
 # loop puts a person's later changes before other people's first ones).
 PRIORITY: ContextVar[int] = ContextVar("priority", default=0)
 Json = dict[str, Any]
-RETRYABLE = {429, 503, 504}
+RETRYABLE = {429, 503, 504}  # for a batch's items (reads)
+# Which answers are asked again, by kind of request. Reads, PUT, PATCH and DELETE are
+# idempotent: any 5xx that may pass is retried. A POST whose repeat the tool recognises
+# (a duplicate UPN, an existing member) is retried when Graph was busy or the answer was lost.
+# A POST whose effect cannot be read back (sendMail, a new pass) only when Graph says it did
+# not take it (429, 503); anything else is ambiguous and goes to a human.
+IDEMPOTENT = frozenset({429, 500, 502, 503, 504})
+REPEATABLE = frozenset({429, 503, 504})
+ONCE = frozenset({429, 503})
+AMBIGUOUS = frozenset({500, 502, 504})
 # How long after this process creates an object a 404 about it is taken for replication lag
 # (Entra's replicas usually catch up within seconds).
 REPLICATION_WINDOW = 120.0
@@ -74,13 +83,15 @@ class Graph:
         await self._transport.aclose()
 
     # -- sending ---------------------------------------------------------------------------
-    async def send(self, request_info: Any) -> httpx.Response:
-        """Send one request with retries; raise GraphError for an error answer."""
+    async def send(self, request_info: Any, *, once: bool = False) -> httpx.Response:
+        """Send one request with retries; raise GraphError for an error answer. ``once``: the
+        request's effect cannot be read back, so an ambiguous answer is never repeated."""
         from kiota_abstractions.native_response_handler import NativeResponseHandler
         from kiota_http.middleware.options import ResponseHandlerOption
 
         request_info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
         method = request_info.http_method.name
+        retryable = ONCE if once else REPEATABLE if method == "POST" else IDEMPOTENT
 
         limit = self.limits[service_of((request_info.url_template or "").replace("{+baseurl}", ""))]
 
@@ -93,6 +104,9 @@ class Graph:
                 signal = _signal(response)
             except httpx.TransportError as exc:
                 self.stats["transport_errors"] += 1
+                if once:
+                    raise AmbiguousOutcome(0, f"{method} {_path(request_info)}: no answer"
+                                           f" ({type(exc).__name__})") from exc
                 raise TransportError(f"{method} {_path(request_info)}: {type(exc).__name__}:"
                                      f" {exc}") from exc
             finally:
@@ -100,8 +114,11 @@ class Graph:
             seen = REQUEST_IDS.get()
             if seen is not None and response.headers.get("request-id"):
                 seen.append(response.headers["request-id"])
+            if once and response.status_code in AMBIGUOUS:
+                raise AmbiguousOutcome(response.status_code, f"{method} {_path(request_info)}:"
+                                       f" {response.status_code} {response.reason_phrase}")
             if response.status_code >= 400:
-                error = _error(response, method, _path(request_info))
+                error = _error(response, method, _path(request_info), retryable)
                 if error.status == 404 and self._about_fresh(request_info):
                     raise NotReplicatedError(404, error.code, error.message, request_id=error.request_id,
                                              method=method, path=error.path)
@@ -270,7 +287,8 @@ class Graph:
         if start:
             data["startDateTime"] = start
         body = TemporaryAccessPassAuthenticationMethod(additional_data=data)
-        return dict(await self.json(self._taps(user_id).to_post_request_information(body)))
+        info = self._taps(user_id).to_post_request_information(body)
+        return dict((await self.send(info, once=True)).json())
 
     async def access_pass_policy(self) -> Json:
         """The tenant's Temporary Access Pass policy (authentication methods policy)."""
@@ -294,7 +312,7 @@ class Graph:
             "message": {"subject": subject, "body": {"contentType": "HTML", "content": html},
                         "toRecipients": [{"emailAddress": {"address": to}}]},
             "saveToSentItems": False})
-        await self.send(self._user(sender).send_mail.to_post_request_information(body))
+        await self.send(self._user(sender).send_mail.to_post_request_information(body), once=True)
 
     # -- groups ----------------------------------------------------------------------------
     async def list_groups(self, select: Sequence[str]) -> list[Json]:
@@ -376,14 +394,21 @@ class Graph:
         await self.send(self._managed(device_id).sync_device.to_post_request_information())
 
     async def set_device_category(self, device_id: str, category_id: str | None) -> None:
-        ref = self._managed(device_id).device_category.ref
-        if category_id is None:
-            await self.send(ref.to_delete_request_information())
-            return
-        from msgraph.generated.models.reference_update import ReferenceUpdate
+        """PUT (or DELETE) beta's managedDevices/{id}/deviceCategory/$ref: v1.0 documents no way
+        to set a device's category (microsoft-graph-docs-contrib #9142); this is the form Intune
+        admins use. msgraph-sdk is v1.0 only, so the request is built here."""
+        from kiota_abstractions.method import Method
+        from kiota_abstractions.request_information import RequestInformation
 
-        await self.send(ref.to_put_request_information(ReferenceUpdate(
-            odata_id=f"https://graph.microsoft.com/v1.0/deviceManagement/deviceCategories/{category_id}")))
+        template = "{+baseurl}/deviceManagement/managedDevices/{id}/deviceCategory/$ref"
+        info = RequestInformation(Method.DELETE if category_id is None else Method.PUT, template)
+        beta = self.adapter.base_url.rsplit("/", 1)[0] + "/beta"
+        info.url = f"{beta}/deviceManagement/managedDevices/{device_id}/deviceCategory/$ref"
+        if category_id is not None:
+            info.headers.try_add("Content-Type", "application/json")
+            info.content = json.dumps({"@odata.id": "https://graph.microsoft.com/beta/deviceManagement"
+                                       f"/deviceCategories/{category_id}"}).encode()
+        await self.send(info)
 
     # -- tenant readiness ------------------------------------------------------------------
     async def domains(self) -> list[Json]:
@@ -510,7 +535,8 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _error(response: httpx.Response, method: str, path: str) -> GraphError:
+def _error(response: httpx.Response, method: str, path: str,
+           retryable: frozenset[int] = REPEATABLE) -> GraphError:
     try:
         error = response.json().get("error", {})
     except (json.JSONDecodeError, AttributeError):
@@ -520,7 +546,7 @@ def _error(response: httpx.Response, method: str, path: str) -> GraphError:
     request_id = response.headers.get("request-id")
     kwargs: dict[str, Any] = {"request_id": request_id, "details": error.get("details") or [],
                               "method": method, "path": path}
-    if response.status_code in RETRYABLE:
+    if response.status_code in retryable:
         return ThrottledError(response.status_code, code, message,
                               retry_after=_retry_after(response.headers), **kwargs)
     return GraphError(response.status_code, code, message, **kwargs)

@@ -26,7 +26,9 @@ log = structlog.get_logger("provisioner.graph")
 class RetryPolicy:
     attempts: int = 8
     initial: float = 0.5   # seconds, for backoff without Retry-After
-    maximum: float = 60.0  # cap on any single wait, Retry-After included
+    # Cap on any single wait. Graph's Retry-After is honoured up to Entra's whole write window
+    # (150 s): waiting less and asking again while throttled only extends the throttling.
+    maximum: float = 150.0
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -81,7 +81,7 @@ class Sandbox:
         self.writes: list[tuple[str, str, str]] = []
         self._rng = random.Random(tenant.config.get("seed", 0))
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
-            (m, re.compile(f"^{p}/?$"), h) for m, p, h in self._table()
+            (m, re.compile(f"^{p}/?$", re.IGNORECASE), h) for m, p, h in self._table()
         ]
         self.app = Starlette(routes=[Route("/{path:path}", self._endpoint,
                                            methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
@@ -93,7 +93,8 @@ class Sandbox:
     async def _endpoint(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         path = "/" + request.path_params["path"]
-        if not path.startswith("/v1.0/") and path != "/v1.0":
+        version = path.split("/")[1]
+        if version not in ("v1.0", "beta"):
             return self._render(Reply(404, ApiError(404, "BadRequest", "Invalid version.").body(
                 request_id)), request_id)
         auth = request.headers.get("authorization", "")
@@ -107,8 +108,8 @@ class Sandbox:
             err = bad_request("Unable to read JSON request payload. Please ensure Content-Type"
                               " header is set and payload is of valid JSON format.")
             return self._render(Reply(400, err.body(request_id)), request_id)
-        base = f"{request.url.scheme}://{request.url.netloc}/v1.0"
-        call = Call(request.method, path[len("/v1.0"):] or "/", dict(request.query_params),
+        base = f"{request.url.scheme}://{request.url.netloc}/{version}"
+        call = Call(request.method, path[len(version) + 1:] or "/", dict(request.query_params),
                     {k.lower(): v for k, v in request.headers.items()}, body, base)
         latency = float(self.tenant.config.get("latency_ms", 0)) / 1000
         if latency:
@@ -335,10 +336,12 @@ class Sandbox:
              lambda c, m: Reply(200, devices.view(t, devices.find(t, m["id"])))),
             ("POST", f"/deviceManagement/managedDevices/{seg}/syncDevice",
              lambda c, m: _no_content(devices.sync(t, m["id"]))),
+            # v1.0 documents no way to set a device's category (docs-contrib #9142); the
+            # form that works is beta's deviceCategory/$ref.
             ("PUT", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
-             lambda c, m: _no_content(devices.set_category(t, m["id"], c.body))),
+             lambda c, m: _no_content(devices.set_category(t, m["id"], c.body) if _beta(c) else None)),
             ("DELETE", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
-             lambda c, m: _no_content(devices.clear_category(t, m["id"]))),
+             lambda c, m: _no_content(devices.clear_category(t, m["id"]) if _beta(c) else None)),
             ("GET", "/deviceManagement/deviceCategories", lambda c, m: Reply(
                 200, {"value": list(t.store.values("deviceCategories"))})),
             ("GET", "/deviceManagement/deviceConfigurations", lambda c, m: Reply(
@@ -495,6 +498,12 @@ def _decode_skiptoken(token: str | None) -> int:
         return int(json.loads(base64.urlsafe_b64decode(token.encode()))["o"])
     except (ValueError, KeyError, TypeError):
         raise bad_request("Invalid $skiptoken.") from None
+
+
+def _beta(call: Call) -> bool:
+    if not call.base.endswith("/beta"):
+        raise ApiError(400, "BadRequest", "Resource not found for the segment 'deviceCategory'.")
+    return True
 
 
 def _absolute(url: str) -> bool:

@@ -86,6 +86,7 @@ def find(tenant: Tenant, device_id: str) -> Doc:
 
 def sync(tenant: Tenant, device_id: str) -> None:
     doc = find(tenant, device_id)
+    tenant.store.count("syncDevice")
     tenant.store.put("managedDevices", {**doc, "_syncRequestedAt": now_iso()})
 
 

@@ -39,8 +39,10 @@ class AccessPassStep:
         spec = ctx.playbook.access_pass
         assert spec is not None
         pid = view.person.person_id
-        if view.adopted or pid in ctx.snapshot.guides:
-            return []  # staff sign in as always; a delivered guide already carried a secret
+        if view.adopted or pid in ctx.snapshot.guides or pid in ctx.snapshot.uncertain:
+            # staff sign in as always; a delivered guide already carried a secret; an
+            # uncertain one waits for a human (the guide step says so)
+            return []
         upn = view.user.upn if view.user else view.names.upn
         after = {"method": spec.method, "lifetimeInMinutes": spec.lifetime_minutes,
                  "isUsableOnce": spec.usable_once}

@@ -133,7 +133,8 @@ class DeviceSettingsStep:
                 outcome = Outcome.UNCHANGED
             else:
                 raise
-        if data.get("sync"):
-            # Ask the device to check in now, so its new profiles arrive today, not in 8 hours.
+        if data.get("sync") and outcome is Outcome.APPLIED:
+            # Ask a changed device to check in now, so its new profiles arrive today, not in
+            # 8 hours; never for a change that was already made (nothing new to fetch).
             await graph.sync_device(data["managedDeviceId"])
         return outcome

@@ -43,6 +43,16 @@ def _employee_upn(view: PersonView) -> str | None:
     return None
 
 
+def _uncertain(ctx: PlanContext, pid: str) -> bool:
+    """A guide or pass of this person got no clear answer: it is not sent again on its own."""
+    if pid not in ctx.snapshot.uncertain:
+        return False
+    ctx.notes[pid] = ("a guide e-mail or pass got no clear answer from Graph (it may have gone out):"
+                      f" ask the person, then `provisioner settle PLAYBOOK --person {pid} --happened`"
+                      " or `--again`")
+    return True
+
+
 class GuideStep:
     name: ClassVar[str] = "guide"
     goes_with_user: ClassVar[bool] = False  # a file on disk does not go with a deleted account
@@ -51,7 +61,7 @@ class GuideStep:
         spec = ctx.playbook.guide
         assert spec is not None
         p = view.person
-        if p.person_id in ctx.snapshot.guides:
+        if p.person_id in ctx.snapshot.guides or _uncertain(ctx, p.person_id):
             return []
         email = spec.delivery == "email" and bool(p.private_email)
         templates = ctx.playbook.resolve(spec.templates) if spec.templates else None
