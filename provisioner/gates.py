@@ -292,7 +292,7 @@ async def signin(ctx: GateContext, spec: SigninGate) -> GateResult:
     people = ctx.real_people
     if ctx.applied_at is None or not people:
         return GateResult("signin", WAIT, "waiting for the cohort to be applied")
-    events = await ctx.graph.sign_ins(_odata_time(ctx.applied_at))
+    events = await ctx.graph.sign_ins(_odata_time(ctx.applied_at), [ctx.upns[p.person_id] for p in people])
     ok = {e["userPrincipalName"].lower() for e in events
           if (e.get("status") or {}).get("errorCode") == 0}
     last_failure: dict[str, str] = {}

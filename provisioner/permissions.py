@@ -168,6 +168,7 @@ def operations(playbook: Playbook) -> dict[str, str]:
         ops.setdefault("update_mailbox_settings", "set a leaver's automatic reply")
     if any(c.gates.signin for c in playbook.cohorts):
         ops["sign_ins"] = "the sign-in gate reads the cohort's sign-ins"
+        ops.setdefault("subscribed_skus", "preflight: the tenant has Entra ID P1 or P2 (sign-in logs)")
     if any(c.gates.verify for c in playbook.cohorts):
         ops["member_of"] = "the verify gate reads memberships"
         if "mailbox_settings" in steps:

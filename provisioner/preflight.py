@@ -16,7 +16,7 @@ from .model import Action, Plan
 from .permissions import GRAPH_APP_ID, missing, required, roles
 from .playbook import Playbook
 from .roster import Person
-from .snapshot import Snapshot, adoption_property
+from .snapshot import Snapshot, adoption_property, signin_gate
 from .steps.groups import needed_groups
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
@@ -56,7 +56,8 @@ def plan_checks(playbook: Playbook, plan: Plan, snapshot: Snapshot, cohort: str 
     """The checks on what the next cohort would do: seats, usage location, names."""
     part = plan.only(cohort) if cohort else plan
     return [_seats(playbook, part, snapshot, cohort), _usage_location(part, snapshot),
-            _naming(plan, snapshot), _adoption(playbook, part, snapshot), _synced(part, snapshot)]
+            _naming(plan, snapshot), _adoption(playbook, part, snapshot), _synced(part, snapshot),
+            _sign_in_logs(playbook, snapshot)]
 
 
 async def _domain(graph: Graph, playbook: Playbook) -> Check:
@@ -217,6 +218,22 @@ def _adoption(playbook: Playbook, part: Plan, snapshot: Snapshot) -> Check:
                      f"/extensionProperties with {{\"name\": \"{playbook.account.adoption_extension}\","
                      ' "dataType": "String", "targetObjects": ["User"]}; see the README, A real tenant)')
     return Check("adoption", OK, f"{adopting} adopted accounts are marked in {prop}")
+
+
+PREMIUM_PLANS = ("AAD_PREMIUM", "AAD_PREMIUM_P2")
+
+
+def _sign_in_logs(playbook: Playbook, snapshot: Snapshot) -> Check:
+    """The sign-in gate reads auditLogs/signIns, which needs Microsoft Entra ID P1 or P2."""
+    if not signin_gate(playbook):
+        return Check("sign-in logs", OK, "no sign-in gate")
+    premium = sorted(s.part_number for s in snapshot.skus.values()
+                     if s.enabled > 0 and set(s.plans) & set(PREMIUM_PLANS))
+    if not premium:
+        return Check("sign-in logs", FAIL, "a cohort has a sign-in gate, but Graph's sign-in logs need"
+                     " Microsoft Entra ID P1 or P2 and the tenant has neither (subscriptions: "
+                     f"{', '.join(sorted(snapshot.skus)) or 'none'}): buy one, or drop the gate")
+    return Check("sign-in logs", OK, f"Entra ID P1/P2 through {', '.join(premium)}")
 
 
 def _synced(part: Plan, snapshot: Snapshot) -> Check:

@@ -146,6 +146,10 @@ class Snapshot:
                 {u.mail_nickname.lower() for u in self.users.values() if u.mail_nickname})
 
 
+def signin_gate(playbook: Playbook) -> bool:
+    return any(c.gates.signin for c in playbook.cohorts)
+
+
 def owner_prefix(playbook: Playbook) -> str:
     return f"provisioner:{playbook.name}:"
 
@@ -179,7 +183,7 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
     registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
     users_doc, skus_doc, groups_doc = await asyncio.gather(
         graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
-        graph.subscribed_skus() if "license" in steps else _none(),
+        graph.subscribed_skus() if "license" in steps or signin_gate(playbook) else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}

@@ -288,3 +288,34 @@ def test_rollback_of_a_cohort_restores_it_and_twice_is_a_no_op(
     # The canary accounts go with their cohort's rollback.
     cli(runner, state_dir, "rollback", "--cohort", "pilot", "--yes", str(playbook))
     assert not any(u.startswith("canary.") for u in directory(state_dir)["users"])
+
+
+def test_the_signin_gate_reads_only_its_cohorts_people(runner: CliRunner, state_dir: Path,
+                                                      staged: Callable[..., Path]) -> None:
+    """Sign-ins of people outside the cohort (here: every employee) are never read: the gate
+    asks Graph for the cohort's users only, by $filter, paged."""
+    playbook = staged(TWO.replace(f"gates: {{{FAST_VERIFY}}}",
+                                  f"gates: {{{FAST_VERIFY}, signin: {{min_success: 0.5, window: 0}}}}", 1))
+    from provisioner.sandbox.signins import simulate
+
+    t = reopen(state_dir)
+    simulate(t, [u["userPrincipalName"] for u in t.users.values()], 1.0)
+    t.store.close()
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert "signin             fail  0 of 2 people signed in" in result.output
+    t = reopen(state_dir)
+    assert t.store.counters["signIns returned"] == 0  # the employees' sign-ins were never read
+    t.store.close()
+
+
+def test_preflight_wants_entra_p1_for_a_signin_gate(runner: CliRunner, state_dir: Path,
+                                                   staged: Callable[..., Path]) -> None:
+    """signin-list: sign-in logs need Microsoft Entra ID P1 or P2; without them Graph answers
+    403 Authentication_RequestFromNonPremiumTenantOrB2CTenant."""
+    playbook = staged(TWO.replace(f"gates: {{{FAST_VERIFY}}}",
+                                  f"gates: {{{FAST_VERIFY}, signin: {{min_success: 0.5, window: 0}}}}", 1))
+    assert cli(runner, state_dir, "preflight", str(playbook)).exit_code == 0
+    cli(runner, state_dir, "sandbox", "break", "seats", "SPE_F1")  # the region's only P1 seats
+    result = cli(runner, state_dir, "preflight", str(playbook))
+    assert result.exit_code == 5
+    assert "Graph's sign-in logs need Microsoft Entra ID P1 or P2 and the tenant has neither" in result.output

@@ -417,3 +417,14 @@ def test_a_device_is_asked_to_sync_only_when_changed(
     t = reopen(state_dir)
     assert t.store.counters["syncDevice"] == synced  # nothing changed: nothing to sync
     t.store.close()
+
+
+def test_sign_in_logs_need_entra_id_p1(region: Sandbox) -> None:
+    """signin-list: "requires a Microsoft Entra ID P1 or P2 license"; without, a 403."""
+    from provisioner.sandbox.breaks import apply_break
+
+    assert call(region, "GET", "/auditLogs/signIns").status_code == 200
+    apply_break(region.tenant, "seats", "SPE_F1")  # F3 is what brings P1 in this region
+    response = call(region, "GET", "/auditLogs/signIns")
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"

@@ -51,6 +51,7 @@ AMBIGUOUS = frozenset({500, 502, 504})
 REPLICATION_WINDOW = 120.0
 PAGE = 999
 MEMBERS_PER_WRITE = 20  # members@odata.bind's limit
+SIGNIN_USERS_PER_QUERY = 10  # people per auditLogs/signIns $filter (a short or-chain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,18 +476,25 @@ class Graph:
                 if o.get("@odata.type") == "#microsoft.graph.directoryRole"}
 
     # -- sign-in logs ----------------------------------------------------------------------
-    async def sign_ins(self, since: str) -> list[Json]:
-        """Sign-ins from ``since`` (ISO 8601, UTC) on: Graph's auditLogs/signIns."""
+    async def sign_ins(self, since: str, upns: Sequence[str]) -> list[Json]:
+        """These people's sign-ins from ``since`` (ISO 8601, UTC) on: Graph's auditLogs/signIns,
+        filtered by user a few at a time and paged, never the whole tenant's log."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.audit_logs.sign_ins.sign_ins_request_builder import (
             SignInsRequestBuilder,
         )
 
+        from .odata import eq
+
         builder = self.client.audit_logs.sign_ins
-        params = SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
-            filter=f"createdDateTime ge {since}", top=PAGE)
-        request_info = builder.to_get_request_information(RequestConfiguration(query_parameters=params))
-        return await self.collect(request_info, builder)
+        out: list[Json] = []
+        for start in range(0, len(upns), SIGNIN_USERS_PER_QUERY):
+            who = " or ".join(eq("userPrincipalName", u) for u in upns[start:start + SIGNIN_USERS_PER_QUERY])
+            params = SignInsRequestBuilder.SignInsRequestBuilderGetQueryParameters(
+                filter=f"createdDateTime ge {since} and ({who})", top=PAGE)
+            out += await self.collect(builder.to_get_request_information(
+                RequestConfiguration(query_parameters=params)), builder)
+        return out
 
     async def add_member(self, group_id: str, member_id: str) -> None:
         from msgraph.generated.models.reference_create import ReferenceCreate

@@ -326,9 +326,7 @@ class Sandbox:
             ("POST", f"/directory/deletedItems/{seg}/restore",
              lambda c, m: Reply(200, t.restore(m["id"]))),
             ("DELETE", f"/directory/deletedItems/{seg}", lambda c, m: _no_content(t.purge(m["id"]))),
-            ("GET", "/auditLogs/signIns", lambda c, m: self._collection(
-                c, sorted(t.store.values("signIns"), key=lambda x: x["createdDateTime"], reverse=True),
-                SIGNIN_FILTERABLE, "SignIn", None)),
+            ("GET", "/auditLogs/signIns", lambda c, m: t.require_premium() or self._sign_ins(c)),
             ("GET", "/deviceManagement/managedDevices", lambda c, m: self._collection(
                 replace(c, query={k: v for k, v in c.query.items() if k != "$filter"}),
                 devices.list_managed(t, c.query), set(), "managedDevice", None)),
@@ -371,6 +369,14 @@ class Sandbox:
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),
         ]
+
+    def _sign_ins(self, call: Call) -> Reply:
+        """auditLogs/signIns, newest first; counts the events it hands out, so a test can see
+        that a gate read its cohort's and not the tenant's whole log."""
+        events = sorted(self.tenant.store.values("signIns"), key=lambda x: x["createdDateTime"], reverse=True)
+        reply = self._collection(call, events, SIGNIN_FILTERABLE, "SignIn", None)
+        self.tenant.store.count("signIns returned", len(reply.body["value"]))
+        return reply
 
     def _collection(self, call: Call, items: list[dict[str, Any]], filterable: set[str],
                     resource: str, default_select: tuple[str, ...] | None,

@@ -74,6 +74,11 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
             "servicePlans": [{"servicePlanId": _uuid(rng), "servicePlanName": p,
                               "provisioningStatus": "Success", "appliesTo": "User"} for p in plans],
         })
+    # Microsoft 365 F3 includes Microsoft Entra ID P1 (sign-in logs, Conditional Access).
+    f3 = next(s for s in skus if s["skuPartNumber"] == "SPE_F1")
+    f3["servicePlans"].append({"servicePlanId": str(uuid.uuid5(uuid.NAMESPACE_OID, "AAD_PREMIUM")),
+                               "servicePlanName": "AAD_PREMIUM", "provisioningStatus": "Success",
+                               "appliesTo": "User"})
     store.bulk_load("skus", skus)
     e3 = skus[0]["skuId"]
     users = _employees(rng, employees_count, seed, e3, synced=not store.config["cloud_only"])

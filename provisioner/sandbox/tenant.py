@@ -288,6 +288,19 @@ class Tenant:
             if key in self.extension_names() and not isinstance(body[key], str | None):
                 raise bad_request(f"Invalid value specified for property '{key}' of resource 'User'.")
 
+    # -- what the tenant has bought -----------------------------------------------------------
+    PREMIUM_PLANS = ("AAD_PREMIUM", "AAD_PREMIUM_P2")
+
+    def require_premium(self) -> None:
+        """Sign-in logs need Microsoft Entra ID P1 or P2 in the tenant (signin-list: "...
+        requires a Microsoft Entra ID P1 or P2 license"); without one Graph answers 403."""
+        for sku in self.store.values("skus"):
+            plans = {p["servicePlanName"] for p in sku["servicePlans"]}
+            if sku["prepaidUnits"]["enabled"] > 0 and plans & set(self.PREMIUM_PLANS):
+                return None
+        raise ApiError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
+                       "Neither tenant is B2C or tenant doesn't have premium license")
+
     # -- authentication methods policy -------------------------------------------------------
     def access_pass_policy(self) -> Doc:
         """The Temporary Access Pass method configuration (a default tenant's values unless
