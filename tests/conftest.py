@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from provisioner.sandbox.seed import ADOPTION_EXTENSION
 # Where the sandbox region's registered directory extension keeps an adopted account's mark.
 ADOPTION_PROP = f"extension_{SANDBOX_APP_ID.replace('-', '')}_{ADOPTION_EXTENSION}"
 
+PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
 PLAYBOOK = """\
 name: test-officials
 tenant: sandbox
@@ -85,6 +87,19 @@ def write_playbook(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def pilot(tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> Path:
+    """The pilot playbook, its roster and feedback, with gates that do not wait minutes."""
+    make_sandbox(employees=60, checkin_delay=0)
+    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
+        shutil.copy(PLAYBOOKS / name, tmp_path / name)
+    text = (PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "tjanstemobil-pilot.yaml"
+    path.write_text(text.replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"),
+                    encoding="utf-8")
+    return path
 
 
 @pytest.fixture

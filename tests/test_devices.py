@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from click.testing import CliRunner, Result
 
 from provisioner.cli import main
-from provisioner.sandbox import Sandbox, Tenant, reset_tenant
+from provisioner.sandbox import Sandbox, reset_tenant
 
 from .conftest import ADOPTION_PROP, reopen
 
@@ -22,19 +19,6 @@ PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
 
 def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
     return runner.invoke(main, ["--state-dir", str(state_dir), *args])
-
-
-@pytest.fixture
-def pilot(tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> Path:
-    """The pilot playbook, its roster and feedback, with gates that do not wait minutes."""
-    make_sandbox(employees=60, checkin_delay=0)
-    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
-        shutil.copy(PLAYBOOKS / name, tmp_path / name)
-    text = (PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
-    path = tmp_path / "tjanstemobil-pilot.yaml"
-    path.write_text(text.replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"),
-                    encoding="utf-8")
-    return path
 
 
 def device_groups(state_dir: Path) -> dict[str, set[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,14 +116,8 @@ def test_cloud_only_reset_gives_writable_employees(tmp_path: Path) -> None:
 
 
 def test_the_pilot_adopts_synced_staff_and_ends_with_nothing_to_do(
-        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> None:
+        runner: CliRunner, state_dir: Path, pilot: Path) -> None:
     """Every person of the device pilot is an existing, AD-synced employee (use_existing)."""
-    make_sandbox(employees=60, checkin_delay=0)
-    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
-        shutil.copy(PLAYBOOKS / name, tmp_path / name)
-    pilot = tmp_path / "pilot.yaml"
-    pilot.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
-                     .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
     result = cli(runner, state_dir, "apply", "--yes", str(pilot))
     assert result.exit_code == 0, result.output
     t = reopen(state_dir)
@@ -196,22 +189,21 @@ def test_a_device_in_a_group_needs_device_readwrite(region: Sandbox) -> None:
     assert call(region, "POST", f"/groups/{group['id']}/members/$ref", ref).status_code == 403
 
 
-@pytest.mark.parametrize("name", ["playbook", "pilot"])
+@pytest.fixture(params=["officials", "pilot"])
+def either_playbook(request: pytest.FixtureRequest, make_sandbox: Callable[..., Tenant],
+                    write_playbook: Callable[..., Path]) -> Path:
+    """Every step but devices, for officials; or the device pilot (staff adopted)."""
+    if request.param == "pilot":
+        return Path(request.getfixturevalue("pilot"))
+    make_sandbox()
+    return with_pass(write_playbook(4, steps=ALL_STEPS))
+
+
 def test_exactly_what_provisioner_permissions_lists_is_enough(
-        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant],
-        write_playbook: Callable[..., Path], name: str) -> None:
+        runner: CliRunner, state_dir: Path, either_playbook: Path) -> None:
     """The witness test of the permission table: the app holds only what `provisioner
     permissions` asks for, and a whole apply, its gates, a re-plan and a rollback meet no 403."""
-    if name == "pilot":
-        make_sandbox(employees=60, checkin_delay=0)
-        for f in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
-            shutil.copy(PLAYBOOKS / f, tmp_path / f)
-        path = tmp_path / "pilot.yaml"
-        path.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
-                        .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
-    else:
-        make_sandbox()
-        path = with_pass(write_playbook(4, steps=ALL_STEPS))
+    path = either_playbook
     pb = load_playbook(path)
     grant_exactly(state_dir, set(required(pb)), set(roles(pb)))
     assert cli(runner, state_dir, "preflight", str(path)).exit_code == 0
@@ -398,14 +390,8 @@ def test_paths_are_case_insensitive(region: Sandbox) -> None:
     assert call(region, "POST", f"/directory/deleteditems/{uid}/restore").status_code == 200
 
 
-def test_a_device_is_asked_to_sync_only_when_changed(
-        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant]) -> None:
-    make_sandbox(employees=60, checkin_delay=0)
-    for name in ("tjanstemobil-pilot-roster.csv", "tjanstemobil-pilot-feedback.csv"):
-        shutil.copy(PLAYBOOKS / name, tmp_path / name)
-    pilot = tmp_path / "pilot.yaml"
-    pilot.write_text((PLAYBOOKS / "tjanstemobil-pilot.yaml").read_text(encoding="utf-8")
-                     .replace("timeout: 5m, interval: 10s", "timeout: 2, interval: 0.2"), encoding="utf-8")
+def test_a_device_is_asked_to_sync_only_when_changed(runner: CliRunner, state_dir: Path,
+                                                      pilot: Path) -> None:
     plan = cli(runner, state_dir, "plan", "--cohort", "pilot", str(pilot)).output
     changes = re.findall(r"device-(?:group:[^:]+|category):(\w+)", plan)
     assert cli(runner, state_dir, "apply", "--yes", str(pilot)).exit_code == 0
@@ -428,3 +414,27 @@ def test_sign_in_logs_need_entra_id_p1(region: Sandbox) -> None:
     response = call(region, "GET", "/auditLogs/signIns")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+
+
+def test_a_microsoft_365_group_is_soft_deleted_and_restorable_a_security_group_is_not(
+        region: Sandbox) -> None:
+    """group-delete: "Microsoft 365 groups are moved to a temporary container and can be
+    restored within 30 days. Security groups are deleted permanently." """
+    tenant = region.tenant
+    sp = next(s for s in tenant.store.values("servicePrincipals") if s["appId"] == authz.SANDBOX_APP_ID)
+    tenant.store.put("servicePrincipals", {**sp, "_granted": [*sp["_granted"], [sp["_granted"][0][0],
+                                                                             authz.role_id("Group.ReadWrite.All")]]})
+    m365 = call(region, "POST", "/groups", {"displayName": "Politiker KN", "mailEnabled": True,
+                                            "mailNickname": "politiker-kn", "securityEnabled": False,
+                                            "groupTypes": ["Unified"]}).json()
+    security = call(region, "POST", "/groups", {"displayName": "Säk", "mailEnabled": False,
+                                                "mailNickname": "sak", "securityEnabled": True}).json()
+    assert call(region, "POST", "/groups", {"displayName": "DL", "mailEnabled": True, "mailNickname": "dl",
+                                            "securityEnabled": False}).status_code == 400
+    for group in (m365, security):
+        assert call(region, "DELETE", f"/groups/{group['id']}").status_code == 204
+    deleted = call(region, "GET", "/directory/deletedItems/microsoft.graph.group").json()["value"]
+    assert [g["id"] for g in deleted] == [m365["id"]]
+    assert call(region, "POST", f"/directory/deletedItems/{m365['id']}/restore").status_code == 200
+    assert call(region, "GET", f"/groups/{m365['id']}").status_code == 200
+    assert call(region, "POST", f"/directory/deletedItems/{security['id']}/restore").status_code == 404

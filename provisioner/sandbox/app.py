@@ -46,7 +46,9 @@ from .throttle import WRITE_LIMIT, Limiter, Verdict, is_entra, request_cost, ru_
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
 USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
 GROUP_PROPERTIES = {"id", "displayName", "description", "mailNickname", "mailEnabled",
-                    "securityEnabled", "groupTypes", "assignedLicenses"}
+                    "securityEnabled", "groupTypes", "assignedLicenses", "createdDateTime", "mail",
+                    "visibility", "proxyAddresses", "renewedDateTime", "securityIdentifier",
+                    "deletedDateTime", "isAssignableToRole"}
 MAX_BATCH = 20
 
 
@@ -284,7 +286,8 @@ class Sandbox:
         return [
             ("GET", "/users", lambda c, m: self._collection(
                 c, t.visible_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT, view=t.view_user)),
-            ("POST", "/users", lambda c, m: Reply(201, _ctx(t.create_user(_obj(c)), "users"))),
+            ("POST", "/users", lambda c, m: Reply(201, _ctx(
+                {**dict.fromkeys(USER_DEFAULT_SELECT), **t.create_user(_obj(c))}, "users"))),
             ("GET", f"/users/{seg}", lambda c, m: Reply(
                 200, _select(t.view_user(t.find_user(m["id"])), c.query, USER_DEFAULT_SELECT))),
             ("PATCH", f"/users/{seg}", lambda c, m: _no_content(t.update_user(m["id"], _obj(c)))),
@@ -308,6 +311,10 @@ class Sandbox:
             ("GET", "/groups", lambda c, m: self._collection(
                 c, [t.view_group(g) for g in t.store.values("groups")], GROUP_FILTERABLE,
                 "Group", None)),
+            ("POST", "/groups", lambda c, m: Reply(201, _ctx(t.create_group(_obj(c)), "groups"))),
+            ("DELETE", f"/groups/{seg}", lambda c, m: _no_content(t.delete_group(m["id"]))),
+            ("GET", "/directory/deletedItems/microsoft.graph.group", lambda c, m: self._collection(
+                c, t.deleted_groups(), GROUP_FILTERABLE, "Group", None)),
             ("PATCH", f"/groups/{seg}", lambda c, m: _no_content(t.bind_members(m["id"], _obj(c)))),
             ("GET", f"/groups/{seg}", lambda c, m: Reply(
                 200, _select(t.view_group(t.find_group(m["id"])), c.query, None))),

@@ -47,6 +47,13 @@ def view(tenant: Tenant, doc: Doc) -> Doc:
             out["lastSyncDateTime"] = due.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     cat = tenant.store.all("deviceCategories").get(doc.get("_categoryId") or "")
     out["deviceCategoryDisplayName"] = cat["displayName"] if cat else "Unknown"
+    apple = out.get("manufacturer") == "Apple"
+    # The rest of what managedDevice-get documents, as an enrolled, supervised device has it.
+    out |= {"managementAgent": "mdm", "managementState": "managed", "deviceRegistrationState": "registered",
+            "deviceEnrollmentType": "appleBulkWithUser" if apple else "androidEnterpriseFullyManaged",
+            "azureADRegistered": True, "isEncrypted": True, "isSupervised": apple, "jailBroken": "False",
+            "emailAddress": out.get("userPrincipalName"), "easActivated": False,
+            "complianceGracePeriodExpirationDateTime": "9999-12-31T23:59:59Z"}
     return out
 
 

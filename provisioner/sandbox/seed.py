@@ -46,6 +46,16 @@ SKUS = (
 )
 
 
+def _domain(name: str, *, default: bool = False, initial: bool = False, root: bool = True) -> Doc:
+    """A verified domain with the properties domain-list documents."""
+    return {"id": name, "authenticationType": "Managed", "availabilityStatus": None,
+            "isAdminManaged": not initial, "isDefault": default, "isInitial": initial,
+            "isRoot": root, "isVerified": True, "passwordNotificationWindowInDays": 14,
+            "passwordValidityPeriodInDays": 2147483647, "state": None,
+            "supportedServices": ["Email", "OfficeCommunicationsOnline"] if not initial
+            else ["Email", "OfficeCommunicationsOnline", "Intune"]}
+
+
 def _uuid(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
@@ -58,19 +68,18 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     store.bulk_load("organization", [{"id": org_id, "displayName": "Region Exempel",
                                       "countryLetterCode": "SE"}])
     store.bulk_load("domains", [
-        {"id": DOMAIN, "isDefault": True, "isVerified": True, "isInitial": False},
-        {"id": OFFICIALS_DOMAIN, "isDefault": False, "isVerified": True, "isInitial": False},
-        {"id": "exampleregion.onmicrosoft.com", "isDefault": False, "isVerified": True,
-         "isInitial": True},
+        _domain(DOMAIN, default=True), _domain(OFFICIALS_DOMAIN, root=False),
+        _domain("exampleregion.onmicrosoft.com", initial=True),
     ])
     skus = []
     for part, _display, extra, plans in SKUS:
         sku_id = _uuid(rng)
         skus.append({
             "id": f"{org_id}_{sku_id}", "skuId": sku_id, "skuPartNumber": part,
-            "capabilityStatus": "Enabled", "appliesTo": "User",
+            "capabilityStatus": "Enabled", "appliesTo": "User", "accountId": org_id,
+            "accountName": "Region Exempel", "subscriptionIds": [str(uuid.uuid5(uuid.NAMESPACE_OID, part))],
             "prepaidUnits": {"enabled": (employees_count if part == "ENTERPRISEPACK" else 0) + extra,
-                             "suspended": 0, "warning": 0},
+                             "suspended": 0, "warning": 0, "lockedOut": 0},
             "servicePlans": [{"servicePlanId": _uuid(rng), "servicePlanName": p,
                               "provisioningStatus": "Success", "appliesTo": "User"} for p in plans],
         })

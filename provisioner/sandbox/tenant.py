@@ -256,6 +256,8 @@ class Tenant:
         return [self.view_user(d) for d in self.store.values("deletedUsers")]
 
     def restore(self, oid: str) -> Doc:
+        if oid in self.store.all("deletedGroups"):
+            return self.restore_group(oid)
         doc = self.store.all("deletedUsers").get(oid)
         if doc is None:
             raise not_found(oid)
@@ -475,6 +477,62 @@ class Tenant:
     @staticmethod
     def view_group(doc: Doc) -> Doc:
         return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+    def create_group(self, body: Doc) -> Doc:
+        """POST /groups (group-post-groups): a security group (mailEnabled false,
+        securityEnabled true) or a Microsoft 365 group (groupTypes ["Unified"]); Graph cannot
+        make mail-enabled security groups or distribution lists."""
+        body = {k: v for k, v in body.items() if k != "@odata.type"}
+        allowed = {"displayName", "description", "mailEnabled", "mailNickname", "securityEnabled",
+                   "groupTypes", "visibility", "members@odata.bind", "owners@odata.bind",
+                   "isAssignableToRole"}
+        for key in body:
+            if key not in allowed:
+                raise bad_request(f"Property '{key}' does not exist on type"
+                                  " 'Microsoft.DirectoryServices.Group'.")
+        for key in ("displayName", "mailEnabled", "mailNickname", "securityEnabled"):
+            if body.get(key) in (None, ""):
+                raise bad_request(f"Property '{key}' is required when creating the resource.")
+        unified = "Unified" in (body.get("groupTypes") or [])
+        if body["mailEnabled"] and not unified:
+            raise bad_request("Cannot create a mail-enabled security groups and or distribution list.")
+        nick = str(body["mailNickname"])
+        if len(nick) > 64 or not _NICK.match(nick) or set(nick) & _NICK_BAD:
+            raise bad_request("Invalid value specified for property 'mailNickname' of resource 'Group'.")
+        members = [str(r).rstrip("/").rsplit("/", 1)[-1] for r in body.pop("members@odata.bind", [])]
+        body.pop("owners@odata.bind", None)
+        for oid in members:
+            if not self._known_member(oid):
+                raise not_found(oid)
+        domain = next((d["id"] for d in self.store.values("domains") if d.get("isDefault")), "")
+        doc: Doc = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(), "description": None,
+                    "groupTypes": [], "assignedLicenses": [], "visibility": "Private" if unified else None,
+                    "mail": f"{nick}@{domain}" if unified else None, "proxyAddresses": [],
+                    "renewedDateTime": _now_iso(),
+                    "securityIdentifier": f"S-1-12-1-{uuid.uuid4().int % 10**9}",
+                    **body, "_members": members}
+        self.store.put("groups", doc)
+        return self.view_group(doc)
+
+    def delete_group(self, gid: str) -> None:
+        """DELETE /groups/{id} (group-delete): a Microsoft 365 group goes to deleted items for
+        30 days and can be restored; a security group is deleted for good."""
+        group = self.find_group(gid)
+        self.store.remove("groups", gid)
+        for oid in group["_members"]:
+            self._group_licences(group, oid, -1)
+        if "Unified" in (group.get("groupTypes") or []):
+            self.store.put("deletedGroups", {**group, "deletedDateTime": _now_iso()})
+
+    def deleted_groups(self) -> list[Doc]:
+        return [self.view_group(d) for d in self.store.values("deletedGroups")]
+
+    def restore_group(self, gid: str) -> Doc:
+        doc = self.store.all("deletedGroups")[gid]
+        restored = {k: v for k, v in doc.items() if k != "deletedDateTime"}
+        self.store.remove("deletedGroups", gid)
+        self.store.put("groups", restored)
+        return self.view_group(restored)
 
     def members(self, gid: str) -> list[Doc]:
         group = self.find_group(gid)
