@@ -234,14 +234,15 @@ class Journal:
         return (str(row[0]), str(row[1])) if row else None
 
     def latest_run_outcomes(self, playbook: str, cohort: str) -> dict[str, int]:
-        """The latest outcome of each of the cohort's changes, over all its apply runs (a change
-        that failed once and was applied by a later run counts as applied)."""
-        last: dict[str, str] = {}
-        for change_id, state in self._db.execute(
-                "SELECT c.change_id, c.state FROM changes c JOIN runs r ON r.id = c.run_id"
-                " WHERE r.kind = 'apply' AND r.playbook_name = ? AND c.cohort = ?"
+        """The latest outcome for each thing the cohort's changes touch (step, person, target),
+        over all its apply runs: a change that failed once and whose target a later run applied,
+        even with other values after the playbook was fixed, counts as applied."""
+        last: dict[tuple[str, str, str], str] = {}
+        for step, person, target, state in self._db.execute(
+                "SELECT c.step, c.person_id, c.target, c.state FROM changes c JOIN runs r"
+                " ON r.id = c.run_id WHERE r.kind = 'apply' AND r.playbook_name = ? AND c.cohort = ?"
                 " AND c.state NOT IN ('intent', 'waiting') ORDER BY c.seq", (playbook, cohort)):
-            last[change_id] = state
+            last[(step, person, target)] = state
         counts: dict[str, int] = {}
         for state in last.values():
             counts[state] = counts.get(state, 0) + 1

@@ -21,7 +21,7 @@ from .graph.gateway import Graph
 from .journal import Journal, operator
 from .leavers import LEAVERS
 from .lock import state_lock
-from .model import PLAN_FORMAT, Action, Json, Outcome, Plan
+from .model import PLAN_FORMAT, Action, Json, Plan
 from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate, load_playbook
@@ -525,11 +525,13 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
     rid = journal.start_run("rollback", name, str(loaded.playbook.source), loaded.playbook.digest)
     session.run_ids.append(rid)
     for undo, seq in planned.already:  # nothing to write: record that it is undone
-        journal.record(journal.intend(rid, undo, reversibility="reversible", cohort=cohort,
-                                      upn=None, object_id=None, before_image=undo.before,
-                                      undo_of=seq), "unchanged",
-                       message="already in the rolled-back state")
-    recorder = JournalHook(journal, rid, cohort=cohort, undo_of=planned.undo_of)
+        done = journal.intend(rid, undo, reversibility="reversible", cohort=cohort, upn=None,
+                              object_id=None, before_image=undo.before, undo_of=seq)
+        journal.record(done, "unchanged", message="already in the rolled-back state")
+        if planned.goes_with.get(undo.id):  # a user already gone took these with it
+            journal.mark_undone(planned.goes_with[undo.id], by=done)
+    recorder = JournalHook(journal, rid, cohort=cohort, undo_of=planned.undo_of,
+                           goes_with=planned.goes_with)
     try:
         report = await apply_plan(graph, planned.plan,
                                   [recorder, AuditHook(session.audit, rid), *hooks],
@@ -538,10 +540,6 @@ async def _rollback_with(graph: Graph, journal: Journal, session: Session, loade
     except BaseException:
         journal.finish_run(rid, "interrupted")
         raise
-    for result in report.results:
-        seqs = planned.goes_with.get(result.change.id)
-        if seqs and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
-            journal.mark_undone(seqs, by=recorder.done[result.change.id])
     journal.finish_run(rid, "completed" if report.ok else "failed")
     return RolledBack(planned, report, rid)
 

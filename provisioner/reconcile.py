@@ -18,11 +18,12 @@ from pathlib import Path
 import structlog
 
 from .audit import AuditLog
+from .errors import GraphError
 from .graph.gateway import Graph
 from .journal import Entry, Journal
-from .model import Action, Change, PersonTarget, Plan
+from .model import Action, Change, Json, PersonTarget, Plan
 from .steps import STEPS, PersonRun
-from .steps.base import drift, is_done
+from .steps.base import ONE_WAY, drift, is_done
 
 log = structlog.get_logger("provisioner.reconcile")
 
@@ -39,7 +40,7 @@ async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: s
     for entry in journal.pending(playbook):
         run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
                         state_dir=state_dir)
-        current = await STEPS[entry.change.step].current(graph, entry.change, run)
+        current = await current_or_gone(entry.change, graph, run)
         done = is_done(entry.change, current)
         state = "reconciled" if done else "abandoned"
         journal.record(entry.seq, state, object_id=run.user_id,
@@ -51,6 +52,17 @@ async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: s
     if made or not_made:
         log.info("reconciled", made=made, not_made=not_made)
     return Reconciled(made, not_made)
+
+
+async def current_or_gone(change: Change, graph: Graph, run: PersonRun) -> Json | None:
+    """The target's state; None when Graph answers 404 for it or for what it hangs on (a
+    user deleted by hand, or by a rollback that was killed before it could say so)."""
+    try:
+        return await STEPS[change.step].current(graph, change, run)
+    except GraphError as exc:
+        if exc.status == 404:
+            return None
+        raise
 
 
 def _upn(change: Change) -> str:
@@ -65,6 +77,7 @@ class RollbackPlan:
     goes_with: dict[str, list[int]]          # user-delete change id → seqs that go with it
     already: list[tuple[Change, int]] = field(default_factory=list)  # nothing left to undo
     blocked: list[str] = field(default_factory=list)                 # drift, not forced
+    one_way: list[str] = field(default_factory=list)  # announced by plan as one-way: reported
 
 
 def select(entries: Sequence[Entry], *, run_id: str | None, cohort: str | None,
@@ -88,12 +101,28 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
             continue  # goes with the user (see below)
         undo = step.undo(entry.change, entry.before_image)
         if undo is None:
-            result.blocked.append(f"{entry.change.target}: {entry.reversibility}, cannot be undone")
+            if entry.reversibility == ONE_WAY:  # plan said so before it was done
+                result.one_way.append(f"{entry.change.target}: one-way, stays as it is")
+            else:
+                result.blocked.append(f"{entry.change.target}: {entry.reversibility}, cannot be undone")
             continue
         run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
                         state_dir=state_dir)
-        current = await step.current(graph, undo, run)
-        if is_done(undo, current):
+        try:
+            current = await step.current(graph, undo, run)
+        except GraphError as exc:
+            if exc.status != 404:
+                raise
+            # A 404 on anything being undone (the user it hangs on was deleted by hand, or by
+            # a rollback killed before it recorded what went with the user) means it is gone.
+            result.already.append((undo, entry.seq))
+            continue
+        if is_user_delete:
+            result.goes_with[undo.id] = [
+                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq
+                and getattr(STEPS[e.change.step], "goes_with_user", True)]
+        if is_done(undo, current) or (current is None and undo.action is Action.UPDATE):
+            # Done already, or the object whose attributes would be put back is gone.
             result.already.append((undo, entry.seq))
             continue
         why = drift(undo, current)
@@ -103,10 +132,6 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         changes.append(undo)
         result.undo_of[undo.id] = entry.seq
         people[undo.person_id] = PersonTarget(run.upn, run.user_id)
-        if is_user_delete:
-            result.goes_with[undo.id] = [
-                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq
-                and getattr(STEPS[e.change.step], "goes_with_user", True)]
     result.plan = Plan(playbook_name, "", "", "", people, tuple(changes),
                        steps=("mailbox_settings", "groups", "license", "account"))
     return result

@@ -16,11 +16,14 @@ class JournalHook(Hook):
     """Intent before the write, outcome after, with the image an undo needs."""
 
     def __init__(self, journal: Journal, run_id: str, cohort: str | None = None,
-                 undo_of: dict[str, int] | None = None) -> None:
+                 undo_of: dict[str, int] | None = None,
+                 goes_with: dict[str, list[int]] | None = None) -> None:
         self.journal = journal
         self.run_id = run_id
         self.cohort = cohort
         self.undo_of = undo_of or {}
+        # rollback: a deleted user's change id → the journal rows that went with the user
+        self.goes_with = goes_with or {}
         self._seq: dict[str, int] = {}
         self.done: dict[str, int] = {}  # change id → seq of its applied (or unchanged) row
 
@@ -40,6 +43,10 @@ class JournalHook(Hook):
                             before_image=run.observed.get(result.change.id),
                             request_id=result.request_id, error_code=result.code,
                             message=result.message if result.outcome is not Outcome.APPLIED else None)
+        if result.change.id in self.done and self.goes_with.get(result.change.id):
+            # At once, not when the rollback ends: a rollback killed after this user's delete
+            # must not find the user's licence and memberships still waiting to be undone.
+            self.journal.mark_undone(self.goes_with[result.change.id], by=seq)
 
     def finished(self, result: ChangeResult) -> None:
         if result.outcome is Outcome.SKIPPED:  # never attempted: no intent was written

@@ -157,6 +157,10 @@ def rollback_lines(planned: Any, *, color: bool = False) -> Iterator[str]:
     if planned.already:
         yield ""
         yield f"Already undone (nothing to write): {len(planned.already)}"
+    if planned.one_way:
+        yield ""
+        yield f"One-way, not undone (plan said so before they were made) ({len(planned.one_way)}):"
+        yield from (f"  {what}" for what in planned.one_way)
     if planned.blocked:
         yield ""
         yield f"Blocked ({len(planned.blocked)}):"

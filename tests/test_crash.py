@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from provisioner.journal import Journal
 from provisioner.sandbox import Sandbox, reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
@@ -131,3 +133,47 @@ def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path
     print(f"crash test: {KILL_POINTS} kill points, {killed} SIGKILLs landed, {KILL_POINTS} resumes,"
           f" {interrupted_writes} writes interrupted between intent and outcome, duplicates found: 0,"
           " repeated writes: 0")
+
+
+ROLLBACK_KILL_POINTS = 8
+
+
+def rollback(url: str, state: Path, playbook: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "provisioner", "--state-dir", str(state), "--graph-url", url,
+         "rollback", "--yes", *extra, str(playbook)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.mark.slow
+def test_sigkill_during_rollback_then_rollback_again_finishes_it(tmp_path: Path) -> None:
+    """A rollback killed anywhere (between a user's delete and the journal knowing its licence
+    and memberships went with it, too) is finished by the next rollback: never wedged on a 404,
+    nothing left behind, and a third rollback has nothing to do."""
+    (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(PLAYBOOK.format(wait=10, steps="account, license, groups, mailbox_settings",
+                                        concurrency=2), encoding="utf-8")
+    killed = 0
+    for point in range(ROLLBACK_KILL_POINTS):
+        state = tmp_path / f"rb-{point}"
+        with served(tmp_path / f"rb-tenant-{point}") as (url, app):
+            before = tenant_state(app)
+            applied = provisioner(url, state, playbook)
+            out, _ = applied.communicate(timeout=120)
+            assert applied.returncode == 0, out
+            killed += kill_after(rollback(url, state, playbook), point % (PEOPLE + 1),
+                                 (point * 5 % 9) / 1000)
+            again = rollback(url, state, playbook)
+            out, _ = again.communicate(timeout=120)
+            assert again.returncode == 0, f"kill point {point}: {out}"
+            assert tenant_state(app)["people"] == before["people"] == [], f"kill point {point}"
+            third = rollback(url, state, playbook)
+            out, _ = third.communicate(timeout=120)
+            assert third.returncode == 0 and "Rollback: nothing to undo." in out, f"kill point {point}: {out}"
+        with Journal(state) as journal:
+            assert journal.pending("test-officials") == [], f"kill point {point}"
+    assert killed >= ROLLBACK_KILL_POINTS - 3
+    print(f"rollback crash test: {ROLLBACK_KILL_POINTS} kill points, {killed} SIGKILLs landed,"
+          " every second rollback finished, every third had nothing to do")

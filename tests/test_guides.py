@@ -267,3 +267,16 @@ def test_a_pass_whose_answer_is_lost_waits_for_a_human(runner: CliRunner, state_
     assert "+ create access-pass:asa.obrien@politiker.example-region.se  [P1]" in again.output
     assert "+ create guide:P1  [P1]" in again.output and "guide:P3" not in again.output
     assert cli(runner, state_dir, "settle", str(playbook), "--person", "P1", "--again").exit_code == 1
+
+
+def test_a_complete_rollback_with_e_mailed_guides_exits_0(runner: CliRunner, state_dir: Path,
+                                                          setup: Callable[..., Path]) -> None:
+    """An e-mail that went out cannot be taken back; plan said so. Rollback reports it and
+    succeeds: exit 1 is for what could have been undone and was not."""
+    playbook = setup(delivery="email")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    rolled = cli(runner, state_dir, "rollback", "--yes", str(playbook))
+    assert rolled.exit_code == 0, rolled.output
+    assert "guide:P1: one-way, stays as it is" in rolled.output
+    again = cli(runner, state_dir, "rollback", "--yes", str(playbook))
+    assert again.exit_code == 0 and "Rollback: nothing to undo." in again.output

@@ -253,3 +253,23 @@ def test_rollback_never_deletes_a_user_through_members_without_ref(
     assert "- delete group:Politiker Kulturnämnden:hakan.oberg@" in undo.output
     assert "hakan.oberg@politiker.example-region.se" in directory(state_dir)["users"]
     assert reopen(state_dir).store.all("deletedUsers") == {}
+
+
+@pytest.mark.parametrize("how", [["--person", "P00002"], ["--cohort", "all"], [], ["--force"]])
+def test_an_account_deleted_by_hand_never_wedges_a_rollback(runner: CliRunner, state_dir: Path,
+                                                            ready: Path, how: list[str]) -> None:
+    """Graph's 404 for what is being undone (the user is gone, and its licence, memberships,
+    mailbox with it) means done: every kind of rollback goes through, and twice is a no-op."""
+    before = directory(state_dir)
+    applied = cli(runner, state_dir, "apply", "--yes", str(ready))
+    assert applied.exit_code == 0, applied.output
+    t = reopen(state_dir)
+    t.delete_user("hakan.oberg@politiker.example-region.se")  # an admin, in the Entra portal
+    t.store.close()
+    assert cli(runner, state_dir, "rollback", "--dry-run", *how, str(ready)).exit_code == 0
+    rolled = cli(runner, state_dir, "rollback", "--yes", *how, str(ready))
+    assert rolled.exit_code == 0, rolled.output
+    if how[:1] != ["--person"]:
+        assert directory(state_dir) == before
+    again = cli(runner, state_dir, "rollback", "--yes", *how, str(ready))
+    assert again.exit_code == 0 and "Rollback: nothing to undo." in again.output

@@ -298,7 +298,13 @@ class Graph:
         return dict(await self.json(builder.to_get_request_information()))
 
     async def access_passes(self, user_id: str) -> list[Json]:
-        return list((await self.json(self._taps(user_id).to_get_request_information()))["value"])
+        """The user's passes; none when the user is gone (404)."""
+        try:
+            return list((await self.json(self._taps(user_id).to_get_request_information()))["value"])
+        except GraphError as exc:
+            if exc.status == 404:
+                return []
+            raise
 
     async def delete_access_pass(self, user_id: str, method_id: str) -> None:
         builder = self._taps(user_id).by_temporary_access_pass_authentication_method_id(method_id)
