@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import structlog
 
 from .logs import drop_secrets
 from .model import canonical
+from .private import private_dir
 
 GENESIS = "0" * 64
 KEY_ENV = "PROVISIONER_AUDIT_KEY"
@@ -43,11 +45,16 @@ def audit_key() -> bytes | None:
     return value.encode() if value else None
 
 
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
 def redact_argv(argv: Sequence[str]) -> list[str]:
-    """The command line with anything that looks like a secret replaced."""
+    """The command line with anything that looks like a secret replaced, a URL's user and
+    password (``--graph-url http://user:secret@host``) among them."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
+        arg = _USERINFO.sub(r"\1[redacted]@", arg)
         if hide_next:
             out.append("[redacted]")
             hide_next = False
@@ -95,8 +102,9 @@ class AuditLog:
         self.logger.msg(name, **fields)
 
     def append(self, event: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev = _last(fd)

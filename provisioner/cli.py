@@ -260,8 +260,10 @@ def permissions(playbook: Path) -> None:
 @playbook_arg
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
+@click.option("--excel", is_flag=True,
+              help="With --format csv: for Excel in a Swedish locale (UTF-8 with BOM, ';').")
 @click.pass_obj
-def dual_roles(session: ops.Session, playbook: Path, fmt: str) -> None:
+def dual_roles(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> None:
     """Roster people who may already have an account, with candidates, scores and evidence."""
     from .render import dual_role_csv, dual_role_lines
 
@@ -269,7 +271,7 @@ def dual_roles(session: ops.Session, playbook: Path, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
     elif fmt == "csv":
-        click.echo(dual_role_csv(rows), nl=False)
+        click.echo(dual_role_csv(rows, excel=excel), nl=False)
     else:
         for line in dual_role_lines(rows):
             click.echo(line)
@@ -279,8 +281,10 @@ def dual_roles(session: ops.Session, playbook: Path, fmt: str) -> None:
 @playbook_arg
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
               show_default=True)
+@click.option("--excel", is_flag=True,
+              help="With --format csv: for Excel in a Swedish locale (UTF-8 with BOM, ';').")
 @click.pass_obj
-def devices(session: ops.Session, playbook: Path, fmt: str) -> None:
+def devices(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> None:
     """Per person: device, profile, group and state; totals per model, category and state."""
     from .render import device_csv, device_lines
 
@@ -288,7 +292,7 @@ def devices(session: ops.Session, playbook: Path, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif fmt == "csv":
-        click.echo(device_csv(report["people"]), nl=False)
+        click.echo(device_csv(report["people"], excel=excel), nl=False)
     else:
         for line in device_lines(report):
             click.echo(line)
@@ -564,14 +568,15 @@ def audit_verify(session: ops.Session, path: Path | None) -> None:
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="Only records from this date (UTC).")
 @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@click.option("--excel", is_flag=True,
+              help="With --format csv: for Excel in a Swedish locale (UTF-8 with BOM, ';').")
 @click.pass_obj
-def audit_export(session: ops.Session, since: Any, fmt: str) -> None:
+def audit_export(session: ops.Session, since: Any, fmt: str, excel: bool) -> None:
     """Records for information security, as JSON lines or CSV."""
-    import csv
     import datetime as dt
-    import io
 
     from .audit import EXPORT_FIELDS, export
+    from .csvout import to_csv
 
     if not session.audit_path.exists():
         raise InputError(f"{session.audit_path}: no audit log there")
@@ -581,9 +586,5 @@ def audit_export(session: ops.Session, since: Any, fmt: str) -> None:
         for record in records:
             click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))
         return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=EXPORT_FIELDS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    click.echo(buf.getvalue(), nl=False)
+    click.echo(to_csv(EXPORT_FIELDS, ([r.get(f) for f in EXPORT_FIELDS] for r in records),
+                      excel=excel), nl=False)

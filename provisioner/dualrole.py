@@ -47,11 +47,18 @@ class Resolution:
 
 def load_decisions(path: Path, person_ids: set[str], users: dict[str, DirectoryUser]) -> dict[str, Decision]:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return {}
+        raise InputError(f"{path}: the decisions file named in dual_role.decisions does not exist"
+                         " (create it with the header person_id,decision,user_id,decided_by,note,"
+                         " or remove the key)") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot read the decisions file: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 (save the file as CSV UTF-8)") from None
     first = text.split("\n", 1)[0]
     reader = csv.DictReader(io.StringIO(text), delimiter=";" if first.count(";") > first.count(",") else ",")
     need = {"person_id", "decision", "user_id", "decided_by", "note"}
@@ -76,6 +83,10 @@ def load_decisions(path: Path, person_ids: set[str], users: dict[str, DirectoryU
         elif d.person_id in out:
             problems.append(f"{where}: person_id: {d.person_id} is decided twice"
                             f" (also {out[d.person_id].where})")
+        elif d.decision == "use_existing" and (twin := next(
+                (o for o in out.values() if o.decision == "use_existing" and o.user_id == d.user_id), None)):
+            problems.append(f"{where}: user_id: {d.user_id} is already given to {twin.person_id}"
+                            f" ({twin.where}); one account cannot be two people's")
         else:
             out[d.person_id] = d
     if problems:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import Action, Change, Json, canonical
+from .private import private_dir, private_file
 
 DB_NAME = "journal.sqlite"
 
@@ -104,8 +105,8 @@ class Run:
 
 class Journal:
     def __init__(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.path = state_dir / DB_NAME
+        private_dir(state_dir)
+        self.path = private_file(state_dir / DB_NAME)  # mobiles and private addresses inside
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an intent must be on disk before the write it announces goes to Graph.

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ProvisionerError
+from .private import private_dir
 
 
 class LockedError(ProvisionerError):
@@ -25,7 +26,7 @@ class LockedError(ProvisionerError):
 
 @contextmanager
 def state_lock(state_dir: Path, command: str) -> Iterator[None]:
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir)
     path = state_dir / "apply.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -26,6 +26,7 @@ from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate, load_playbook
 from .preflight import Check, failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
+from .private import write_private
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
@@ -203,7 +204,8 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
 
 
 def save_plan(plan: Plan, path: Path) -> None:
-    path.write_text(json.dumps(plan.to_file(), indent=2, ensure_ascii=False) + "\n")
+    """Owner-only: a plan names people, their addresses and mobiles."""
+    write_private(path, json.dumps(plan.to_file(), indent=2, ensure_ascii=False) + "\n")
 
 
 def read_saved_plan(path: Path) -> Plan | None:

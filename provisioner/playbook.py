@@ -426,13 +426,35 @@ def _check_fields(template: str, allowed: tuple[str, ...]) -> str:
     return template
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: with the
+    last one silently winning, a second `policy:` line once flipped the dual-role policy."""
+
+
+def _mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} is given twice (first on line {seen[key] + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def load_playbook(path: Path) -> Playbook:
     try:
         raw_bytes = path.read_bytes()
     except OSError as exc:
         raise PlaybookError([f"{path}: cannot read playbook: {exc.strerror}"]) from None
     try:
-        data = yaml.safe_load(raw_bytes)
+        data = yaml.load(raw_bytes, Loader=_UniqueKeys)  # a SafeLoader that refuses duplicate keys
+    except RecursionError:
+        raise PlaybookError([f"{path}: nested too deeply to be a playbook"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

@@ -261,21 +261,15 @@ def dual_role_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
     yield "Dual roles: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
-def dual_role_csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
+def dual_role_csv(rows: list[dict[str, Any]], *, excel: bool = False) -> str:
+    from .csvout import to_csv
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["person_id", "name", "status", "reason", "applies", "candidate_user_id",
-                     "candidate_upn", "score", "evidence", "enabled"])
-    for row in rows:
-        for c in row["candidates"] or [{}]:
-            writer.writerow([row["person_id"], row["name"], row["status"], row["reason"],
-                             row["applies"], c.get("user_id", ""), c.get("upn", ""),
-                             c.get("score", ""), " ".join(c.get("evidence", [])),
-                             c.get("enabled", "")])
-    return buf.getvalue()
+    header = ["person_id", "name", "status", "reason", "applies", "candidate_user_id",
+              "candidate_upn", "score", "evidence", "enabled"]
+    return to_csv(header, ([row["person_id"], row["name"], row["status"], row["reason"], row["applies"],
+                            c.get("user_id", ""), c.get("upn", ""), c.get("score", ""),
+                            " ".join(c.get("evidence", [])), c.get("enabled", "")]
+                           for row in rows for c in row["candidates"] or [{}]), excel=excel)
 
 
 def device_lines(report: dict[str, Any]) -> Iterator[str]:
@@ -288,15 +282,10 @@ def device_lines(report: dict[str, Any]) -> Iterator[str]:
         yield f"per {key}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
 
 
-def device_csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
+def device_csv(rows: list[dict[str, Any]], *, excel: bool = False) -> str:
+    from .csvout import to_csv
 
-    buf = io.StringIO()
     fields = ["person_id", "name", "category", "cohort", "model", "serial", "profile", "groups",
               "last_check_in", "compliance", "state"]
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({**r, "groups": " ".join(r["groups"])})
-    return buf.getvalue()
+    return to_csv(fields, ([{**r, "groups": " ".join(r["groups"])}.get(f) for f in fields] for r in rows),
+                  excel=excel)

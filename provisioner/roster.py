@@ -10,9 +10,11 @@ import csv
 import hashlib
 import io
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import RosterError
 from .identity import normalise_mobile, normalise_personal_number
@@ -66,11 +68,19 @@ class Roster:
         return len(self.persons)
 
 
+MAX_BYTES = 50 * 1024 * 1024  # a roster of a whole region is a few megabytes
+
+
 def load_roster(path: Path) -> Roster:
     try:
-        data = path.read_bytes()
+        if not path.is_file():
+            raise RosterError([f"{path}: not a regular file (a roster is a CSV file)"])
+        with path.open("rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
     except OSError as exc:
         raise RosterError([f"{path}: cannot read roster: {exc.strerror}"]) from None
+    if len(data) > MAX_BYTES:
+        raise RosterError([f"{path}: larger than {MAX_BYTES // 1024 // 1024} MB; is it the roster?"])
     persons = parse_roster(data, str(path))
     return Roster(path, tuple(persons), hashlib.sha256(data).hexdigest())
 
@@ -95,7 +105,7 @@ def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
 
     persons: list[Person] = []
     seen: dict[str, int] = {}
-    for row in reader:
+    for row in _rows(reader, name, problems):
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
@@ -110,17 +120,40 @@ def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
         problems += [f"{name}:{line}: {p}" for p in row_problems]
         if person is None:
             continue
-        if person.person_id in seen:
+        key = person.person_id.casefold()  # P00004 and p00004 are one person
+        if key in seen:
             problems.append(
-                f"{name}:{line}: person_id: {person.person_id!r} already used on line"
-                f" {seen[person.person_id]}"
+                f"{name}:{line}: person_id: {person.person_id!r} already used on line {seen[key]}"
             )
             continue
-        seen[person.person_id] = line
+        seen[key] = line
         persons.append(person)
     if problems:
         raise RosterError(problems)
     return persons
+
+
+def _rows(reader: Any, name: str, problems: list[str]) -> Iterator[list[str]]:
+    """The reader's rows; a row the csv module cannot read (a field over its 128 kB limit, a
+    NUL byte) is reported with its line and reading stops there."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            problems.append(f"{name}:{reader.line_num}: -: cannot be read as CSV ({exc})")
+            return
+
+
+def _invisible(value: str, name: bool) -> str | None:
+    """The first control or invisible formatting character (NUL, a bidi override such as
+    U+202E, a zero-width space or joiner), which would hide what a value really says. A line
+    break is allowed in a quoted cell, never in a name."""
+    for ch in value:
+        if unicodedata.category(ch) in ("Cc", "Cf") and (name or ch not in "\n\r\t"):
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 def _check_header(header: list[str], name: str) -> list[str]:
@@ -141,6 +174,10 @@ def _person(values: dict[str, str], line: int) -> tuple[Person | None, list[str]
     for col in REQUIRED:
         if not values.get(col):
             problems.append(f"{col}: required value is empty")
+    for col, value in values.items():
+        hidden = _invisible(value, name=col in ("given_name", "surname"))
+        if hidden:
+            problems.append(f"{col}: contains the invisible or control character {hidden}; retype the value")
     pid = values.get("person_id", "")
     if pid and not _PERSON_ID.match(pid):
         problems.append(f"person_id: {pid!r} may hold only letters, digits, '.', '_' and '-'")

@@ -69,9 +69,8 @@ def setup(tmp_path: Path, state_dir: Path, make_sandbox: Callable[..., Tenant],
 
     def write(rows: str, policy: str = "separate_account", decisions: str = "") -> Path:
         (tmp_path / "roster.csv").write_text(HEADER + rows, encoding="utf-8")
-        if decisions:
-            (tmp_path / "decisions.csv").write_text(
-                "person_id,decision,user_id,decided_by,note\n" + decisions, encoding="utf-8")
+        (tmp_path / "decisions.csv").write_text(  # named by the playbook: it must exist
+            "person_id,decision,user_id,decided_by,note\n" + decisions, encoding="utf-8")
         path = tmp_path / "dual.yaml"
         path.write_text(PLAYBOOK.format(policy=policy), encoding="utf-8")
         return path

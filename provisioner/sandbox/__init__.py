@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,12 @@ __all__ = ["Sandbox", "Tenant", "open_tenant", "reset_tenant"]
 
 def open_tenant(state_dir: Path | None) -> Tenant:
     """``state_dir=None`` gives a throw-away tenant in memory."""
-    if state_dir is not None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+    if state_dir is not None:  # the sandbox's region is made-up, but kept as private as real state
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(state_dir, 0o700)
+        fd = os.open(state_dir / DB_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        os.chmod(state_dir / DB_NAME, 0o600)
     return Tenant(Store(None if state_dir is None else state_dir / DB_NAME))
 
 

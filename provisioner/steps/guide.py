@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import StepFailure
+from ..errors import ConfigurationError, StepFailure
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext
@@ -73,6 +73,8 @@ class GuideStep:
             "employee_upn": _employee_upn(view),
             "help": spec.help, "organisation": spec.organisation,
             "templates": str(templates) if templates else None,
+            # A saved plan is stale once a template changes: what apply renders is what was planned.
+            "templatesDigest": template_digest(templates) if templates else None,
             "needs_secret": "access_pass" in ctx.playbook.steps and not view.adopted,
             "cohort": ctx.cohort_of.get(p.person_id, "all"), "playbook": ctx.playbook.name,
             "starts": ctx.starts.get(p.person_id),
@@ -127,12 +129,35 @@ class GuideStep:
         return Outcome.APPLIED
 
 
+def template_digest(folder: Path) -> str:
+    """sha256 over a region's templates, after checking that nobody else can change them: a
+    template runs inside the process that holds the app's Graph credentials."""
+    import hashlib
+
+    if not folder.is_dir():
+        raise ConfigurationError(f"guide.templates: {folder} is not a folder")
+    digest = hashlib.sha256()
+    for path in [folder, *sorted(folder.glob("*.j2"))]:
+        mode = path.stat().st_mode
+        if os.name == "posix" and mode & 0o022:
+            raise ConfigurationError(
+                f"guide.templates: {path} can be changed by other users (mode {mode & 0o777:o}); a"
+                " template runs while the tool holds the app's credentials: `chmod go-w` it")
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def render(data: Json, secret: dict[str, str], elsewhere: bool = False) -> str:
-    """The guide; ``elsewhere``: the first sign-in code is handed over on paper or by SMS."""
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    """The guide; ``elsewhere``: the first sign-in code is handed over on paper or by SMS.
+    Templates run in Jinja2's sandbox: a region's template can lay out text, never reach
+    Python (``''.__class__``, ``os.system``)."""
+    from jinja2 import FileSystemLoader, select_autoescape
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     search = [data["templates"], str(TEMPLATES)] if data.get("templates") else [str(TEMPLATES)]
-    env = Environment(loader=FileSystemLoader(search), autoescape=select_autoescape(["html", "j2"]))
+    env = ImmutableSandboxedEnvironment(loader=FileSystemLoader(search),
+                                        autoescape=select_autoescape(["html", "j2"]))
     template = env.get_template(f"guide.{data['language']}.html.j2")
     minutes = data.get("lifetimeInMinutes") or 7 * 24 * 60
     return template.render(
