@@ -81,9 +81,12 @@ class _Sink:
         self._log.append(event)
 
 
+Head = tuple[int, str]  # (seq, hash) of a chain's last record
+
+
 class AuditLog:
     def __init__(self, path: Path, key: bytes | None = None,
-                 anchor: Callable[[str, int, str], None] | None = None) -> None:
+                 anchor: Callable[[Head, Head], None] | None = None) -> None:
         self.path = path
         self.alg, self._hash = _hasher(key)
         self._anchor = anchor
@@ -107,31 +110,68 @@ class AuditLog:
         os.fchmod(fd, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            seq, prev = _last(fd)
-            record = {**event, "seq": seq + 1, "prev": prev, "alg": self.alg}
-            record["hash"] = self._hash(canonical(record).encode())
-            os.write(fd, (canonical(record) + "\n").encode())
-            os.fsync(fd)
-            if self._anchor:
-                self._anchor(str(self.path.resolve()), record["seq"], record["hash"])
+            torn = _repair_torn_tail(fd)
+            if torn:  # a short write (disk full) left half a record: cut it off, and say so
+                self._write(fd, {"event": "audit_repaired", "dropped_bytes": torn,
+                                 "ts": event.get("ts")})
+            self._write(fd, event)
         finally:
             os.close(fd)
 
-
-def _last(fd: int) -> tuple[int, str]:
-    """(seq, hash) of the last complete record, reading backwards from the end."""
-    size = os.fstat(fd).st_size
-    if size == 0:
-        return 0, GENESIS
-    chunk = min(size, 65536)
-    tail = os.pread(fd, chunk, size - chunk)
-    lines = [line for line in tail.split(b"\n") if line.strip()]
-    for line in reversed(lines):
+    def _write(self, fd: int, event: dict[str, Any]) -> None:
+        """One record, whole or not at all, then the anchor (only over an intact tail)."""
+        seq, prev = _last(fd)
+        record = {**event, "seq": seq + 1, "prev": prev, "alg": self.alg}
+        record["hash"] = self._hash(canonical(record).encode())
+        data = (canonical(record) + "\n").encode()
+        size = os.fstat(fd).st_size
         try:
-            record = json.loads(line)
-            return int(record["seq"]), str(record["hash"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a damaged line: the chain is already broken there, verify will say so
+            if os.write(fd, data) != len(data):
+                raise OSError(f"short write to {self.path}")
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, size)  # never leave half a record for the next one to follow
+            raise
+        if self._anchor:
+            self._anchor((seq, prev), (record["seq"], record["hash"]))
+
+
+def _repair_torn_tail(fd: int) -> int:
+    """Cut an incomplete last line (no newline) off the log; how many bytes went."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            os.ftruncate(fd, start + cut + 1)
+            return size - (start + cut + 1)
+        end = start
+    os.ftruncate(fd, 0)
+    return size
+
+
+def _last(fd: int) -> Head:
+    """(seq, hash) of the last complete record, reading backwards from the end in chunks
+    until the whole line is in hand (a record may be longer than any one chunk)."""
+    size = os.fstat(fd).st_size
+    end, tail = size, b""
+    while end > 0:
+        start = max(0, end - 65536)
+        tail = os.pread(fd, end - start, start) + tail
+        end = start
+        lines = tail.split(b"\n")
+        # lines[0] may be cut at the chunk's start; the others are whole
+        for line in reversed(lines[1:] if end > 0 else lines):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                return int(record["seq"]), str(record["hash"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a damaged line: the chain is already broken there, verify says so
     return 0, GENESIS
 
 
@@ -141,18 +181,31 @@ class Verdict:
     records: int
     line: int | None = None
     reason: str = ""
+    head: str = ""  # the last record's hash, when ok
 
     def __str__(self) -> str:
         if self.ok:
-            return f"ok: {self.records} records, chain intact"
+            return f"ok: {self.records} records, chain intact, head {self.records}:{self.head}"
         return f"broken at line {self.line}: {self.reason}"
 
 
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
+def read_records(path: Path, damaged: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """The records; a line that is not one is passed to ``damaged`` (its line number) and
+    skipped, or is an error without it."""
     with path.open("rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield json.loads(raw)
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+                if not isinstance(record, dict):
+                    raise ValueError("not a record")
+            except ValueError:
+                if damaged is None:
+                    raise
+                damaged(number)
+                continue
+            yield record
 
 
 def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = None) -> Verdict:
@@ -179,6 +232,11 @@ def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = 
         alg = record.get("alg", "sha256")
         if alg == "hmac-sha256" and not key:
             return Verdict(False, i, line, f"the chain is keyed: set {KEY_ENV} to verify it")
+        if key and alg != "hmac-sha256":
+            # With a key the chain is keyed from its first record: a record that says
+            # otherwise was rewritten by someone without the key.
+            return Verdict(False, i, line, f"record seq {record.get('seq')} claims alg {alg!r},"
+                           " but this chain is keyed (rewritten without the key)")
         _, digest = _hasher(key if alg == "hmac-sha256" else None)
         body = {k: v for k, v in record.items() if k != "hash"}
         if digest(canonical(body).encode()) != record.get("hash"):
@@ -199,11 +257,15 @@ def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = 
         prev, expected = record["hash"], expected + 1
     if not complete:
         return Verdict(False, len(parsed), len(parsed), "truncated: the last record is incomplete")
-    if head is not None and head[0] > expected - 1:
-        return Verdict(False, expected - 1, len(parsed) + 1,
-                       f"truncated: records after seq {expected - 1} are missing (the journal"
-                       f" recorded seq {head[0]})")
-    return Verdict(True, expected - 1)
+    if head is not None:
+        if head[0] > expected - 1:
+            return Verdict(False, expected - 1, len(parsed) + 1,
+                           f"truncated or replaced: the log ends at seq {expected - 1}, but seq"
+                           f" {head[0]} was recorded as its head")
+        if head[0] > 0 and parsed[head[0] - 1].get("hash") != head[1]:  # type: ignore[union-attr]
+            return Verdict(False, expected - 1, head[0],
+                           f"replaced: seq {head[0]} is not the record whose hash was recorded")
+    return Verdict(True, expected - 1, None, "", prev)
 
 
 EXPORT_FIELDS = ("seq", "ts", "event", "command", "os_user", "graph_identity", "exit_status",
@@ -211,10 +273,16 @@ EXPORT_FIELDS = ("seq", "ts", "event", "command", "os_user", "graph_identity", "
                  "outcome", "request_id", "error_code", "hash")
 
 
-def export(path: Path, since: dt.datetime | None) -> list[dict[str, Any]]:
+def export(path: Path, since: dt.datetime | None,
+           damaged: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     out = []
-    for record in read_records(path):
-        ts = dt.datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
-        if since is None or ts >= since:
-            out.append(record)
+    for record in read_records(path, damaged):
+        if since is not None:
+            try:
+                ts = dt.datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
+            except ValueError:
+                continue  # no readable time: not provably after ``since``
+            if ts.tzinfo is None or ts < since:
+                continue
+        out.append(record)
     return out

@@ -545,20 +545,31 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--expect-head", metavar="SEQ:HASH",
+              help="A head kept outside the state dir (a SIEM, a ticket): the log must still hold it.")
 @click.pass_obj
-def audit_verify(session: ops.Session, path: Path | None) -> None:
-    """Check the hash chain; name the first broken record and exit 1 if there is one."""
+def audit_verify(session: ops.Session, path: Path | None, expect_head: str | None) -> None:
+    """Check the hash chain and the recorded head; name the first broken record and exit 1."""
     from .audit import audit_key, verify
     from .journal import Journal
 
     target = path or session.audit_path
     if not target.exists():
         raise InputError(f"{target}: no audit log there")
-    head = None
+    heads = []
+    if expect_head is not None:
+        seq, _, digest = expect_head.partition(":")
+        if not seq.isdigit() or len(digest) != 64:
+            raise InputError(f"--expect-head {expect_head!r}: give SEQ:HASH as `audit verify` prints it")
+        heads.append((int(seq), digest))
     if path is None or target.resolve() == session.audit_path.resolve():
         with Journal(session.settings.state_dir) as journal:
-            head = journal.audit_head(str(target.resolve()))
-    verdict = verify(target, audit_key(), head)
+            held = journal.audit_head(ops.anchor_key(target, session.settings.state_dir))
+        heads += [held] if held else []
+    verdict = verify(target, audit_key())
+    for head in heads:
+        if verdict.ok:
+            verdict = verify(target, audit_key(), head)
     click.echo(f"{target}: {verdict}")
     if not verdict.ok:
         sys.exit(1)
@@ -581,7 +592,11 @@ def audit_export(session: ops.Session, since: Any, fmt: str, excel: bool) -> Non
     if not session.audit_path.exists():
         raise InputError(f"{session.audit_path}: no audit log there")
     since_utc = since.replace(tzinfo=dt.UTC) if since else None
-    records = export(session.audit_path, since_utc)
+
+    def damaged(line: int) -> None:
+        click.echo(f"{session.audit_path}:{line}: not an audit record (damaged); skipped", err=True)
+
+    records = export(session.audit_path, since_utc, damaged)
     if fmt == "json":
         for record in records:
             click.echo(json.dumps(record, ensure_ascii=False, sort_keys=True))

@@ -67,12 +67,26 @@ class Session:
         if self._audit is None:
             state_dir = self.settings.state_dir
 
-            def anchor(path: str, seq: int, digest: str) -> None:
+            key = anchor_key(self.audit_path, state_dir)
+
+            def anchor(prev: tuple[int, str], head: tuple[int, str]) -> None:
+                """Move the journal's anchor only from the head it holds: a log cut short,
+                replaced or deleted stays detectable however many commands run after."""
                 with Journal(state_dir) as journal:
-                    journal.set_audit_head(path, seq, digest)
+                    held = journal.audit_head(key)
+                    if held is None or tuple(held) == prev:
+                        journal.set_audit_head(key, *head)
 
             self._audit = AuditLog(self.audit_path, audit_key(), anchor)
         return self._audit
+
+
+def anchor_key(audit_path: Path, state_dir: Path) -> str:
+    """Where the journal keeps a log's head: by name inside the state dir (so a moved or
+    copied state dir keeps it), by absolute path elsewhere."""
+    if audit_path.resolve().parent == state_dir.resolve():
+        return audit_path.name
+    return str(audit_path.resolve())
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,10 +674,11 @@ class Status:
     runs: list[dict[str, Any]]
     pending: list[dict[str, Any]]
     rollback_would_touch: dict[str, int]
+    audit_head: str | None = None  # "SEQ:HASH": keep it elsewhere, check with --expect-head
 
     def to_json(self) -> Json:
         return {"cohorts": self.cohorts, "runs": self.runs, "pending_intents": self.pending,
-                "rollback_would_touch": self.rollback_would_touch}
+                "rollback_would_touch": self.rollback_would_touch, "audit_head": self.audit_head}
 
 
 def status(session: Session, loaded: Loaded) -> Status:
@@ -686,6 +701,7 @@ def status(session: Session, loaded: Loaded) -> Status:
                     "target": e.change.target, "person_id": e.change.person_id}
                    for e in journal.pending(pb.name)]
         applied = journal.applied(pb.name)
+        head = journal.audit_head(anchor_key(session.audit_path, session.settings.state_dir))
     users = {e.object_id for e in applied if e.change.step == "account"
              and e.change.action is Action.CREATE}
     touch: dict[str, int] = {"accounts to soft-delete": len(users)}
@@ -694,7 +710,7 @@ def status(session: Session, loaded: Loaded) -> Status:
             continue
         key = f"{e.change.step} changes to undo"
         touch[key] = touch.get(key, 0) + 1
-    return Status(cohorts, runs, pending, touch)
+    return Status(cohorts, runs, pending, touch, f"{head[0]}:{head[1]}" if head else None)
 
 
 def _mailbox_wait(playbook: Playbook) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -99,14 +100,14 @@ def test_a_cut_in_the_middle_of_a_record_is_truncation(tmp_path: Path) -> None:
 def test_records_cut_off_the_end_are_caught_by_the_journals_anchor(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     heads: list[tuple[int, str]] = []
-    log = AuditLog(path, None, lambda _p, seq, h: heads.append((seq, h)))
+    log = AuditLog(path, None, lambda _prev, head: heads.append(head))
     for i in range(5):
         log.event("command", command=f"c{i}")
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:3]))
     assert verify(path).ok  # on its own, a shorter chain is still a chain
     verdict = verify(path, head=heads[-1])
-    assert not verdict.ok and "records after seq 3 are missing (the journal recorded seq 5)" \
+    assert not verdict.ok and "the log ends at seq 3, but seq 5 was recorded as its head" \
         in verdict.reason
 
 
@@ -148,3 +149,118 @@ def test_export_filters_by_date_and_writes_csv(runner: CliRunner, tmp_path: Path
 ])
 def test_secrets_are_redacted_from_the_command_line(argv: list[str], expected: list[str]) -> None:
     assert redact_argv(argv) == expected
+
+
+# -- someone with write access to the file -------------------------------------------------
+def _cli(runner: CliRunner, state: Path, *args: str, **env: str) -> Any:
+    return runner.invoke(main, ["--state-dir", str(state), *args], env=env or None)
+
+
+def test_rewriting_a_keyed_chain_as_plain_sha256_is_caught(tmp_path: Path) -> None:
+    """With a key, every record must be keyed: a forger without it who rewrites the whole log
+    as plain sha256 (recomputing every link) fails verify at the first record."""
+    import hashlib
+
+    from provisioner.audit import GENESIS
+    from provisioner.model import canonical
+
+    path = tmp_path / "a.jsonl"
+    lines = write_log(path, key=b"k3y")
+    prev, forged = GENESIS, []
+    for raw in lines:
+        record = {k: v for k, v in json.loads(raw).items() if k != "hash"}
+        record |= {"alg": "sha256", "prev": prev}
+        record["hash"] = prev = hashlib.sha256(canonical(record).encode()).hexdigest()
+        forged.append((canonical(record) + "\n").encode())
+    path.write_bytes(b"".join(forged))
+    verdict = verify(path, b"k3y")
+    assert not verdict.ok and verdict.line == 1
+    assert "claims alg 'sha256', but this chain is keyed" in verdict.reason
+
+
+@pytest.mark.parametrize("tamper", ["cut the last two records", "delete the log"])
+def test_truncation_and_deletion_stay_detectable_after_more_commands(
+        runner: CliRunner, tmp_path: Path, tamper: str) -> None:
+    """The journal's anchor never moves over a chain that lost its head, so `audit verify` run
+    twice, or any command after the cut, still says what happened."""
+    state = tmp_path / "state"
+    for _ in range(4):
+        _cli(runner, state, "audit", "verify") if (state / "audit.jsonl").exists() else \
+            _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    log = state / "audit.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 4
+    if tamper == "delete the log":
+        log.unlink()
+        _cli(runner, state, "sandbox", "show")  # one command writes a new log
+    else:
+        log.write_bytes(b"".join(lines[:-2]))
+    for _ in range(3):
+        result = _cli(runner, state, "audit", "verify")
+        assert result.exit_code == 1, result.output
+        assert "truncated or replaced" in result.output or "replaced: seq" in result.output
+
+
+def test_a_moved_state_dir_keeps_its_anchor(runner: CliRunner, tmp_path: Path) -> None:
+    import shutil
+
+    state = tmp_path / "state"
+    _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    _cli(runner, state, "sandbox", "show")
+    moved = tmp_path / "moved"
+    shutil.copytree(state, moved)
+    log = moved / "audit.jsonl"
+    log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:-1]))
+    result = _cli(runner, moved, "audit", "verify")
+    assert result.exit_code == 1 and "truncated or replaced" in result.output
+
+
+def test_an_external_head_catches_a_replaced_log(runner: CliRunner, tmp_path: Path) -> None:
+    """A head kept outside the state dir (a SIEM, a ticket) outlives both the log and the
+    journal: a fresh log and journal in their place do not pass it."""
+    import re
+    import shutil
+
+    state = tmp_path / "state"
+    _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    first = _cli(runner, state, "audit", "verify")
+    head = re.search(r"head (\d+:[0-9a-f]{64})", first.output).group(1)  # type: ignore[union-attr]
+    assert _cli(runner, state, "audit", "verify", "--expect-head", head).exit_code == 0
+    shutil.rmtree(state)
+    _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    _cli(runner, state, "sandbox", "show")
+    replaced = _cli(runner, state, "audit", "verify", "--expect-head", head)
+    assert replaced.exit_code == 1 and "replaced: seq" in replaced.output
+
+
+def test_a_record_over_64_kb_does_not_fork_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    log.event("approval", note="x" * 100_000)
+    log.event("approval", note="short")
+    assert verify(path).ok
+    assert [json.loads(x)["seq"] for x in path.read_bytes().splitlines()] == [1, 2]
+
+
+def test_a_torn_tail_is_repaired_and_audited_before_the_next_record(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    write_log(path, 3)
+    with path.open("ab") as fh:
+        fh.write(b'{"event": "graph_write", "seq": 4, "half a rec')  # the disk filled up here
+    AuditLog(path).event("graph_write", step="account")
+    records = [json.loads(x) for x in path.read_bytes().splitlines()]
+    assert [r["event"] for r in records[3:]] == ["audit_repaired", "graph_write"]
+    assert records[3]["dropped_bytes"] == len(b'{"event": "graph_write", "seq": 4, "half a rec')
+    assert verify(path).ok
+
+
+def test_export_reports_a_damaged_line_and_goes_on(runner: CliRunner, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    log = state / "audit.jsonl"
+    log.write_bytes(log.read_bytes() + b"this line was typed by hand\n")
+    result = runner.invoke(main, ["--state-dir", str(state), "audit", "export"])
+    assert result.exit_code == 0
+    assert f"{log}:2: not an audit record (damaged); skipped" in result.output
+    records = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
+    assert [r["seq"] for r in records] == [1]
