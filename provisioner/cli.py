@@ -170,10 +170,12 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
               help="Go on to the next cohort while gates pass without a human.")
 @click.option("--allow-mass-change", type=click.IntRange(0), metavar="COUNT",
               help="Allow disabling, unlicensing or deleting this many people at once.")
+@click.option("--reissue", is_flag=True,
+              help="Issue passes and send guides again to managed people this journal has no record of.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
 @click.pass_obj
 def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: bool,
-          allow_mass_change: int | None, yes: bool) -> None:
+          allow_mass_change: int | None, reissue: bool, yes: bool) -> None:
     """Apply the next cohort of a playbook (planned afresh), or exactly a plan saved with
     `plan --out`, then check its gates."""
     from .render import BarProgress, LineProgress, cohort_lines, plan_lines, report_lines
@@ -207,7 +209,7 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
     try:
         done = asyncio.run(ops.apply(session, loaded, [progress], saved=saved, cohort=cohort,
                                      all_cohorts=all_cohorts, allow_mass_change=allow_mass_change,
-                                     confirm=confirm, on_cohort=show))
+                                     reissue=reissue, confirm=confirm, on_cohort=show))
     finally:
         progress.close()
     if done.reconciled.made or done.reconciled.not_made:

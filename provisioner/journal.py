@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .model import Action, Change, Json, canonical
 from .private import private_dir, private_file
 
@@ -108,11 +109,16 @@ class Journal:
         private_dir(state_dir)
         self.path = private_file(state_dir / DB_NAME)  # mobiles and private addresses inside
         self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an intent must be on disk before the write it announces goes to Graph.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an intent must be on disk before the write it announces goes to Graph.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise InputError(f"{self.path}: not a readable journal ({exc}); it may be damaged: move"
+                             " it aside and restore it from a backup before anything is applied") from None
 
     def close(self) -> None:
         self._db.close()

@@ -72,6 +72,8 @@ class NamingPolicy:
         return self.upn_template.rsplit("@", 1)[1].lower()
 
     def base_local(self, person: Person) -> str:
+        if person.upn_local:
+            return clean_local(person.upn_local.lower())
         tokens = {
             "given": name_token(person.given_name),
             "surname": name_token(person.surname),
@@ -85,6 +87,16 @@ class NamingPolicy:
                 " (no Latin letters in the name?)"
             )
         return local
+
+    def dropped(self, person: Person) -> list[str]:
+        """The roster names the address template uses that give no letters to the address
+        (Arabic or Cyrillic script, say): they would vanish from it without a word."""
+        if person.upn_local:
+            return []
+        used = template_fields(self.upn_template.rsplit("@", 1)[0])
+        names = {"given": person.given_name, "initial": person.given_name, "surname": person.surname}
+        return [f"{field} name {names[field]!r}".replace("initial name", "given name")
+                for field in used if field in names and names[field] and not name_token(names[field])]
 
     def display_name(self, person: Person) -> str:
         return self.display_name_template.format_map(

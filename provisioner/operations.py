@@ -292,7 +292,7 @@ class Applied:
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                 saved: Plan | None = None, cohort: str | None = None, all_cohorts: bool = False,
-                allow_mass_change: int | None = None,
+                allow_mass_change: int | None = None, reissue: bool = False,
                 confirm: Callable[[Plan], bool] | None = None,
                 on_cohort: Callable[[CohortOutcome], None] | None = None) -> Applied:
     """Reconcile what an interrupted run left, plan afresh, then apply the next cohort (or
@@ -308,6 +308,7 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             raise_if_failed(ready.checks)
             fresh = make_plan(pb, loaded.roster, snapshot, assignment)
             check_mass_change(pb, fresh, snapshot, allow_mass_change)
+            check_reissue(pb, fresh, snapshot, journal, reissue)
             if LEAVERS in fresh.cohort_order:
                 assignment = Assignment((*assignment.order, LEAVERS_COHORT),
                                         {**assignment.members, LEAVERS: ()}, assignment.cohort_of)
@@ -361,6 +362,24 @@ def check_mass_change(pb: Playbook, plan: Plan, snapshot: Snapshot, allowed: int
         f" threshold of {limit} ({pb.mass_change.ratio:.0%} of {managed} managed accounts, at least"
         f" {pb.mass_change.people}){asked}. Is the roster complete? If this is meant (an election),"
         f" run again with --allow-mass-change {len(drastic)}. People: {shown}{more}")
+
+
+def check_reissue(pb: Playbook, plan: Plan, snapshot: Snapshot, journal: Journal, reissue: bool) -> None:
+    """A journal that knows nothing of this playbook, beside a tenant that holds accounts it
+    manages (another state dir made them, or this one was lost): the plan would issue new
+    passes and send guides again to people who already have them. Only when asked."""
+    if reissue or journal.runs(pb.name):
+        return
+    managed = snapshot.managed(owner_prefix(pb))
+    again = sorted({c.person_id for c in plan.changes if c.step in ("access_pass", "guide")
+                    and c.action is Action.CREATE and c.person_id in managed})
+    if again:
+        raise MassChangeError(
+            f"the journal in this state dir knows nothing of {pb.name}, but {len(managed)} accounts in"
+            f" the tenant are managed by it: apply would issue new passes and send guides again to"
+            f" {len(again)} people who have theirs ({', '.join(again[:10])}"
+            f"{' ...' if len(again) > 10 else ''}). Run from the state dir that made them, or"
+            " apply --reissue if new passes and guides are meant")
 
 
 def _next_cohort(journal: Journal, playbook: str, assignment: Assignment,

@@ -33,6 +33,12 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         check_groups(ctx, persons)
     managed = snapshot.managed(ctx.owner_prefix)
     names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
+    for person in persons:
+        lost = playbook.naming_policy.dropped(person) if person.person_id not in managed else []
+        if lost and person.person_id in names:
+            ctx.notes[person.person_id] = (
+                f"the {' and the '.join(lost)} has no Latin letters and is left out of the address"
+                f" {names[person.person_id].upn}; an upn_local column in the roster chooses it")
     dual = analyse(playbook, persons, snapshot, ctx.owner_prefix)
     changes: list[Change] = []
     people: dict[str, PersonTarget] = {}

@@ -455,6 +455,8 @@ def load_playbook(path: Path) -> Playbook:
         data = yaml.load(raw_bytes, Loader=_UniqueKeys)  # a SafeLoader that refuses duplicate keys
     except RecursionError:
         raise PlaybookError([f"{path}: nested too deeply to be a playbook"]) from None
+    except ValueError as exc:  # a date like 2026-02-30, an integer of 5,000 digits
+        raise PlaybookError([f"{path}: a value cannot be read: {exc}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

@@ -30,10 +30,12 @@ OPTIONAL = (
     "employee_id",
     "device_model",
     "device_serial",
+    "upn_local",
 )
 COLUMNS = REQUIRED + OPTIONAL
 
 _PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_UPN_LOCAL = re.compile(r"^[A-Za-z0-9'.\-_!#^~]{1,64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -52,6 +54,8 @@ class Person:
     employee_id: str = ""
     device_model: str = ""
     device_serial: str = ""
+    # The address's local part, chosen by hand: for a name with no Latin letters, or a wish.
+    upn_local: str = ""
     line: int = field(default=0, compare=False)
 
 
@@ -197,6 +201,10 @@ def _person(values: dict[str, str], line: int) -> tuple[Person | None, list[str]
             fields["mobile"] = normalise_mobile(values["mobile"])
         except ValueError as exc:
             problems.append(f"mobile: {exc}")
+    local = values.get("upn_local", "")
+    if local and (not _UPN_LOCAL.match(local) or local.startswith(".") or local.endswith(".")
+                  or ".." in local):
+        problems.append(f"upn_local: {local!r} is not an address's local part (a-z, 0-9, . - _)")
     email = values.get("private_email", "")
     if email and not _EMAIL.match(email):
         problems.append(f"private_email: {email!r} is not an e-mail address")

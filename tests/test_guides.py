@@ -280,3 +280,19 @@ def test_a_complete_rollback_with_e_mailed_guides_exits_0(runner: CliRunner, sta
     assert "guide:P1: one-way, stays as it is" in rolled.output
     again = cli(runner, state_dir, "rollback", "--yes", str(playbook))
     assert again.exit_code == 0 and "Rollback: nothing to undo." in again.output
+
+
+def test_a_lost_journal_does_not_resend_guides_without_being_asked(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup(delivery="email")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    for name in ("journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"):
+        (state_dir / name).unlink(missing_ok=True)  # a new laptop, a wiped state dir
+    again = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert again.exit_code == 6
+    assert "the journal in this state dir knows nothing of guides, but 3 accounts" in again.output
+    assert "send guides again to 3 people who have theirs (P1, P2, P3)" in again.output
+    assert len(list(reopen(state_dir).store.values("sentMail"))) == 1
+    meant = cli(runner, state_dir, "apply", "--yes", "--reissue", str(playbook))
+    assert meant.exit_code == 0, meant.output
+    assert len(list(reopen(state_dir).store.values("sentMail"))) == 2

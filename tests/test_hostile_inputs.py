@@ -160,3 +160,44 @@ def test_a_url_password_never_reaches_the_audit_log() -> None:
 
     assert redact_argv(["--graph-url", "http://admin:s3cret@127.0.0.1:8765", "plan"]) == [
         "--graph-url", "http://[redacted]@127.0.0.1:8765", "plan"]
+
+
+@pytest.mark.parametrize(("line", "said"), [
+    ("cohorts:\n  - {name: a, starts: 2026-02-30, select: {rest: true}}\n",
+     "a value cannot be read: day is out"),
+    ("concurrency: " + "9" * 5000 + "\n", "a value cannot be read: Exceeds the limit"),
+])
+def test_unreadable_values_are_errors_not_tracebacks(tmp_path: Path, line: str, said: str) -> None:
+    path = tmp_path / "pb.yaml"
+    path.write_text("name: x\nroster: r.csv\ndomain: d.se\nsteps: [account]\n" + line, encoding="utf-8")
+    with pytest.raises(PlaybookError, match=said):
+        load_playbook(path)
+
+
+def test_a_damaged_journal_is_one_clear_error(runner: CliRunner, state_dir: Path,
+                                              make_sandbox: Callable[..., Tenant],
+                                              write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    playbook = write_playbook(2)
+    (state_dir / "journal.sqlite").write_bytes(b"this is not SQLite" * 100)
+    result = runner.invoke(main, ["--state-dir", str(state_dir), "plan", str(playbook)])
+    assert result.exit_code == 1
+    assert "journal.sqlite: not a readable journal (file is not a database)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_name_without_latin_letters_is_said_not_silently_dropped(
+        runner: CliRunner, state_dir: Path, tmp_path: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    playbook = write_playbook(roster="person_id,given_name,surname,body\nP1,محمد,Berg,Kulturnämnden\n"
+                                     "P2,محمد,Berg,Kulturnämnden\n")
+    plan = runner.invoke(main, ["--state-dir", str(state_dir), "plan", str(playbook)])
+    assert plan.exit_code == 0, plan.output
+    assert ("the given name 'محمد' has no Latin letters and is left out of the address"
+            " berg@politiker.example-region.se; an upn_local column in the roster chooses it") in plan.output
+    (tmp_path / "roster.csv").write_text("person_id,given_name,surname,body,upn_local\n"
+                                         "P1,محمد,Berg,Kulturnämnden,mohammed.berg\n", encoding="utf-8")
+    chosen = runner.invoke(main, ["--state-dir", str(state_dir), "plan", str(playbook)])
+    assert "user:mohammed.berg@politiker.example-region.se" in chosen.output
+    assert "no Latin letters" not in chosen.output
