@@ -296,3 +296,18 @@ def test_a_lost_journal_does_not_resend_guides_without_being_asked(
     meant = cli(runner, state_dir, "apply", "--yes", "--reissue", str(playbook))
     assert meant.exit_code == 0, meant.output
     assert len(list(reopen(state_dir).store.values("sentMail"))) == 2
+
+
+def test_the_journal_knows_which_pass_went_out_with_each_guide(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    import sqlite3
+
+    playbook = setup(delivery="email")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    db = sqlite3.connect(state_dir / "journal.sqlite")
+    rows = dict(db.execute("SELECT person_id, json_extract(before_image, '$.accessPassMethodId')"
+                           " FROM changes WHERE step = 'guide' AND state = 'applied'"))
+    db.close()
+    taps = {u["userPrincipalName"].split("@")[0]: u["_tap"]["id"] for u in reopen(state_dir).users.values()
+            if u.get("_tap")}
+    assert sorted(rows.values()) == sorted(taps.values()) and len(rows) == 3

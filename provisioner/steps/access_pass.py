@@ -87,5 +87,6 @@ class AccessPassStep:
                                                 change.after["isUsableOnce"],
                                                 change.after.get("startDateTime"))
         run.secrets["access_pass"] = str(issued["temporaryAccessPass"])
+        run.pass_id = str(issued["id"])
         run.observed[change.id] = {"methodId": issued["id"]}  # what undo revokes; not the pass
         return Outcome.APPLIED

@@ -63,6 +63,7 @@ class PersonRun:
     # First sign-in secrets made in this run, for this person's guide only: in memory, never
     # journaled, logged or audited.
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    pass_id: str | None = None  # the id (never the secret) of the pass issued in this run
     state_dir: Path | None = None  # where files a step writes (guides) live
 
 

@@ -125,6 +125,8 @@ class GuideStep:
             # The pass is a credential: it goes to a private mailbox only if the playbook says so.
             mailed = html if data.get("emailSecret") or not secret else render(data, {}, elsewhere=True)
             await graph.send_mail(data["sender"], data["to"], subject, mailed)
+        if run.pass_id:  # the journal knows which pass went out with this guide (its id only)
+            run.observed[change.id] = {"accessPassMethodId": run.pass_id}
         run.secrets.clear()  # delivered: the secret has no other place to be
         return Outcome.APPLIED
 
