@@ -40,7 +40,7 @@ async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: s
     for entry in journal.pending(playbook):
         run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
                         state_dir=state_dir)
-        current = await current_or_gone(entry.change, graph, run)
+        current, _ = await current_or_gone(entry.change, graph, run)
         done = is_done(entry.change, current)
         state = "reconciled" if done else "abandoned"
         journal.record(entry.seq, state, object_id=run.user_id,
@@ -54,14 +54,14 @@ async def reconcile(graph: Graph, journal: Journal, audit: AuditLog, playbook: s
     return Reconciled(made, not_made)
 
 
-async def current_or_gone(change: Change, graph: Graph, run: PersonRun) -> Json | None:
-    """The target's state; None when Graph answers 404 for it or for what it hangs on (a
-    user deleted by hand, or by a rollback that was killed before it could say so)."""
+async def current_or_gone(change: Change, graph: Graph, run: PersonRun) -> tuple[Json | None, bool]:
+    """(the target's state, gone): gone when Graph answers 404 for it or for what it hangs on
+    (a user deleted by hand, or by a rollback that was killed before it could say so)."""
     try:
-        return await STEPS[change.step].current(graph, change, run)
+        return await STEPS[change.step].current(graph, change, run), False
     except GraphError as exc:
         if exc.status == 404:
-            return None
+            return None, True
         raise
 
 
@@ -108,13 +108,8 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
             continue
         run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
                         state_dir=state_dir)
-        try:
-            current = await step.current(graph, undo, run)
-        except GraphError as exc:
-            if exc.status != 404:
-                raise
-            # A 404 on anything being undone (the user it hangs on was deleted by hand, or by
-            # a rollback killed before it recorded what went with the user) means it is gone.
+        current, gone = await current_or_gone(undo, graph, run)
+        if gone:  # a 404 on anything being undone means there is nothing left to undo
             result.already.append((undo, entry.seq))
             continue
         if is_user_delete:

@@ -39,9 +39,10 @@ from .tenant import (
     AuthMethods,
     Tenant,
     bad_request,
+    not_found,
     send_mail,
 )
-from .throttle import WRITE_LIMIT, Limiter, Verdict, is_entra, request_cost, ru_limit_for
+from .throttle import WRITE_LIMIT, Limiter, Verdict, is_entra, request_cost, ru_limit_for, service_of
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
 USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
@@ -189,8 +190,7 @@ class Sandbox:
                              lambda ref: _is_device_ref(self.tenant, ref))
         if denial is None:
             return None
-        service = "intune" if call.path.lower().startswith("/devicemanagement") else \
-            "exchange" if re.match(r"^/users/[^/]+/(mailboxSettings|sendMail)", call.path, re.I) else "entra"
+        service = service_of(call.path)
         if service == "exchange":
             err = ApiError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
         elif service == "intune":
@@ -343,10 +343,10 @@ class Sandbox:
              lambda c, m: _no_content(devices.sync(t, m["id"]))),
             # v1.0 documents no way to set a device's category (docs-contrib #9142); the
             # form that works is beta's deviceCategory/$ref.
-            ("PUT", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
-             lambda c, m: _no_content(devices.set_category(t, m["id"], c.body) if _beta(c) else None)),
-            ("DELETE", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref",
-             lambda c, m: _no_content(devices.clear_category(t, m["id"]) if _beta(c) else None)),
+            ("PUT", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref", _beta_only(
+                lambda c, m: _no_content(devices.set_category(t, m["id"], c.body)))),
+            ("DELETE", rf"/deviceManagement/managedDevices/{seg}/deviceCategory/\$ref", _beta_only(
+                lambda c, m: _no_content(devices.clear_category(t, m["id"])))),
             ("GET", "/deviceManagement/deviceCategories", lambda c, m: Reply(
                 200, {"value": list(t.store.values("deviceCategories"))})),
             ("GET", "/deviceManagement/deviceConfigurations", lambda c, m: Reply(
@@ -414,8 +414,7 @@ class Sandbox:
 def _app_role_assignments(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
     sp = tenant.store.all("servicePrincipals").get(sp_id)
     if sp is None:
-        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{sp_id}' does not exist or one"
-                       " of its queried reference-property objects are not present.")
+        raise not_found(sp_id)
     return [{"id": f"{sp_id}-{role}", "appRoleId": role, "principalId": sp_id,
              "resourceId": resource} for resource, role in sp.get("_granted", [])]
 
@@ -425,8 +424,7 @@ def _directory_roles(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
     (serviceprincipal-list-memberof: directoryRole objects)."""
     sp = tenant.store.all("servicePrincipals").get(sp_id)
     if sp is None:
-        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{sp_id}' does not exist or one"
-                       " of its queried reference-property objects are not present.")
+        raise not_found(sp_id)
     return [{"@odata.type": "#microsoft.graph.directoryRole", "id": authz.role_id(f"role:{name}"),
              "displayName": name, "roleTemplateId": authz.role_id(f"template:{name}")}
             for name in sp.get("_directoryRoles", [])]
@@ -448,8 +446,7 @@ def _is_device_ref(tenant: Tenant, ref: Any) -> bool:
 def _device(tenant: Tenant, oid: str) -> dict[str, Any]:
     doc = tenant.store.all("devices").get(oid)
     if doc is None:
-        raise ApiError(404, "Request_ResourceNotFound", f"Resource '{oid}' does not exist or one of"
-                       " its queried reference-property objects are not present.")
+        raise not_found(oid)
     return dict(doc)
 
 
@@ -513,10 +510,13 @@ def _decode_skiptoken(token: str | None) -> int:
         raise bad_request("Invalid $skiptoken.") from None
 
 
-def _beta(call: Call) -> bool:
-    if not call.base.endswith("/beta"):
-        raise ApiError(400, "BadRequest", "Resource not found for the segment 'deviceCategory'.")
-    return True
+def _beta_only(handler: Handler) -> Handler:
+    """A route that exists in beta only: under /v1.0 Graph does not know the segment."""
+    def route(call: Call, m: re.Match[str]) -> Reply:
+        if not call.base.endswith("/beta"):
+            raise ApiError(400, "BadRequest", "Resource not found for the segment 'deviceCategory'.")
+        return handler(call, m)
+    return route
 
 
 def _absolute(url: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from . import authz
 from .tenant import Tenant
 
@@ -28,18 +31,12 @@ def apply_break(tenant: Tenant, kind: str, target: str) -> str:
     if kind == "permission":
         if target not in authz.KNOWN:
             raise ValueError(f"unknown permission {target} (known: {', '.join(authz.KNOWN)})")
-        for sp in list(store.values("servicePrincipals")):
-            if "_granted" in sp:
-                kept = [g for g in sp["_granted"] if g[1] != authz.role_id(target)]
-                store.put("servicePrincipals", {**sp, "_granted": kept})
+        _take_from_app(tenant, "_granted", lambda g: g[1] == authz.role_id(target))
         return f"{target} revoked"
     if kind == "role":
         if target not in authz.DIRECTORY_ROLES:
             raise ValueError(f"unknown role {target} (known: {', '.join(authz.DIRECTORY_ROLES)})")
-        for sp in list(store.values("servicePrincipals")):
-            if "_directoryRoles" in sp:
-                store.put("servicePrincipals", {**sp, "_directoryRoles": [
-                    r for r in sp["_directoryRoles"] if r != target]})
+        _take_from_app(tenant, "_directoryRoles", lambda r: r == target)
         return f"the app's {target} role removed"
     if kind == "extension":
         found = [e for e in store.values("extensionProperties") if e["name"].endswith(f"_{target}")]
@@ -79,3 +76,10 @@ def apply_break(tenant: Tenant, kind: str, target: str) -> str:
         store.put("users", {**user, "usageLocation": None})
         return f"{target}: usageLocation cleared"
     raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
+
+
+def _take_from_app(tenant: Tenant, field: str, drop: Callable[[Any], bool]) -> None:
+    """Remove from the tool's app what ``drop`` picks (a granted permission, a role)."""
+    for sp in list(tenant.store.values("servicePrincipals")):
+        if field in sp:
+            tenant.store.put("servicePrincipals", {**sp, field: [x for x in sp[field] if not drop(x)]})

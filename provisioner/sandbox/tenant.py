@@ -282,12 +282,13 @@ class Tenant:
         # Clients (msgraph-sdk among them) send "@odata.type"; Graph accepts it.
         if body.pop("@odata.type", "#microsoft.graph.user") != "#microsoft.graph.user":
             raise bad_request("Invalid @odata.type for a user.")
+        extensions = self.extension_names()
         for key in body:
             if key in USER_READONLY:
                 raise bad_request(f"Property '{key}' is read-only and cannot be set.")
-            if key not in USER_WRITABLE and key not in self.extension_names():
+            if key not in USER_WRITABLE and key not in extensions:
                 raise bad_request(f"Property '{key}' does not exist on type '{type_name}'.")
-            if key in self.extension_names() and not isinstance(body[key], str | None):
+            if key in extensions and not isinstance(body[key], str | None):
                 raise bad_request(f"Invalid value specified for property '{key}' of resource 'User'.")
 
     # -- what the tenant has bought -----------------------------------------------------------
@@ -662,11 +663,11 @@ class AuthMethods:
             raise bad_request("Invalid value specified for property 'startDateTime'.") from None
         if starts.tzinfo is None:
             raise bad_request("Invalid value specified for property 'startDateTime'.")
+        usable = starts <= dt.datetime.now(dt.UTC)
         method = {"id": str(uuid.uuid4()), "createdDateTime": _now_iso(),
                   "startDateTime": starts.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                   "lifetimeInMinutes": lifetime, "isUsableOnce": once,
-                  "isUsable": starts <= dt.datetime.now(dt.UTC),
-                  "methodUsabilityReason": "EnabledByPolicy" if starts <= dt.datetime.now(dt.UTC)
+                  "isUsable": usable, "methodUsabilityReason": "EnabledByPolicy" if usable
                   else "NotYetValid"}
         self.tenant.store.put("users", {**user, "_tap": method})
         alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#%&*+-=?@"

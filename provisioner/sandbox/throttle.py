@@ -37,13 +37,22 @@ _BASE_COSTS = (
 
 # Outlook (Exchange Online) resources of a user and Intune's deviceManagement have quotas of
 # their own (graph/throttling-limits: "Outlook service limits", "Intune service limits").
-_NOT_ENTRA = re.compile(r"^/(users/[^/]+/(mailboxSettings|sendMail|mailFolders|messages|events|calendar)"
-                        r"|deviceManagement)(/|$)", re.IGNORECASE)
+_EXCHANGE = re.compile(r"^/users/[^/]+/(mailboxSettings|sendMail|mailFolders|messages|events|calendar)"
+                       r"(/|$)", re.IGNORECASE)
+_INTUNE = re.compile(r"^/deviceManagement(/|$)", re.IGNORECASE)
+
+
+def service_of(path: str) -> str:
+    """Which Graph service answers a request (path relative to the version): its quotas and
+    its way of saying no are its own."""
+    if _INTUNE.match(path):
+        return "intune"
+    return "exchange" if _EXCHANGE.match(path) else "entra"
 
 
 def is_entra(path: str) -> bool:
     """Whether a request (path relative to /v1.0) is charged to Entra ID's quotas."""
-    return not _NOT_ENTRA.match(path)
+    return service_of(path) == "entra"
 
 
 def ru_limit_for(user_count: int) -> int:
