@@ -237,7 +237,7 @@ def preflight(session: ops.Session, playbook: Path) -> None:
     for check in result.checks:
         click.echo(check.line())
     if not result.ok:
-        from .preflight import PreflightError
+        from .errors import PreflightError
 
         click.echo("Not ready: apply will not start until the failures above are fixed.")
         sys.exit(PreflightError.exit_code)

@@ -6,6 +6,9 @@
     │   ├── PlaybookError            every bad playbook key, as ``file: path.to.key: problem``
     │   └── StalePlanError           a saved plan no longer matches the world
     ├── ConfigurationError           the tenant is not what the playbook expects (group, SKU)
+    ├── PreflightError               exit 5: the tenant is not ready; apply does not start
+    ├── MassChangeError              exit 6: more people disabled or deleted than allowed
+    ├── LockedError                  exit 7: another apply or rollback holds the state dir
     └── GraphFailure                 talking to Graph went wrong
         ├── TransportError           no answer: connection refused, timeout, TLS
         ├── AmbiguousOutcome         a write that cannot be read back got no clear answer
@@ -53,6 +56,18 @@ class StalePlanError(InputError):
 
 class ConfigurationError(ProvisionerError):
     pass
+
+
+class PreflightError(ProvisionerError):
+    exit_code = 5
+
+
+class MassChangeError(ProvisionerError):
+    exit_code = 6
+
+
+class LockedError(ProvisionerError):
+    exit_code = 7
 
 
 class GraphFailure(ProvisionerError):

@@ -1,8 +1,12 @@
 """Gates between cohorts: checks on people, not just on API calls.
 
-Each gate answers pass, fail or wait. A failure names the people and the checks they failed;
-a wait says what it waits for (time, sign-ins, feedback, a human). The cohort's state is
-``failed`` if any gate fails, else that of the first gate still waiting, else ``passed``.
+Observe, then judge. ``observe`` gathers every fact the cohort's gates need (the journal's
+outcomes and approvals, Graph's accounts and sign-ins, the feedback file) into one frozen
+``Evidence``; ``judge`` decides from it alone, with the clock passed in, so every verdict
+can be tested without a tenant. Each gate answers pass, fail or wait. A failure names the
+people and the checks they failed; a wait says what it waits for (time, sign-ins, feedback,
+a human). The cohort's state is ``failed`` if any gate fails, else that of the first gate
+still waiting, else ``passed``.
 """
 
 from __future__ import annotations
@@ -10,31 +14,42 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import enum
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cohort_state import CohortState
 from .cohorts import is_canary
 from .errors import InputError
 from .graph.gateway import Graph
 from .journal import Journal
 from .model import Json
-from .playbook import FeedbackGate, Gates, Playbook, SigninGate, VerifyGate
+from .playbook import Cohort, FeedbackGate, Gates, Playbook, SigninGate, VerifyGate
 from .roster import Person
-from .steps.groups import group_names
+from .steps import guide_step, used
+from .steps.base import VerifyFacts
 
-PASS, FAIL, WAIT = "pass", "fail", "wait"
-WAIT_STATE = {"verify": "verifying", "signin": "verifying", "feedback": "verifying",
-              "soak": "soaking", "approval": "awaiting approval"}
+
+class Verdict(enum.StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    WAIT = "wait"
+
+
+PASS, FAIL, WAIT = Verdict
+WAIT_STATE = {"verify": CohortState.VERIFYING, "signin": CohortState.VERIFYING,
+              "feedback": CohortState.VERIFYING, "soak": CohortState.SOAKING,
+              "approval": CohortState.AWAITING_APPROVAL}
 
 
 @dataclass(frozen=True, slots=True)
 class GateResult:
     gate: str
-    status: str
+    status: Verdict
     detail: str
     people: dict[str, list[str]] = field(default_factory=dict)  # person_id → what failed
 
@@ -43,15 +58,17 @@ class GateResult:
                 "people": self.people}
 
 
-def cohort_state(results: Sequence[GateResult]) -> str:
-    if any(r.status == FAIL for r in results):
-        return "failed"
-    waiting = next((r for r in results if r.status == WAIT), None)
-    return WAIT_STATE.get(waiting.gate, "verifying") if waiting else "passed"
+def cohort_state(results: Sequence[GateResult]) -> CohortState:
+    if any(r.status is FAIL for r in results):
+        return CohortState.FAILED
+    waiting = next((r for r in results if r.status is WAIT), None)
+    return WAIT_STATE.get(waiting.gate, CohortState.VERIFYING) if waiting else CohortState.PASSED
 
 
 @dataclass(frozen=True, slots=True)
 class GateContext:
+    """Where the gates of one cohort look: Graph, the journal, its people."""
+
     graph: Graph
     playbook: Playbook
     journal: Journal
@@ -65,57 +82,136 @@ class GateContext:
         return [p for p in self.people if not is_canary(p.person_id)]
 
 
-async def evaluate(ctx: GateContext, gates: Gates) -> list[GateResult]:
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What the verify gate's checks found after polling: person_id → problems."""
+
+    checked: int
+    checks: tuple[str, ...]
+    failing: Mapping[str, list[str]]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Every fact one cohort's gates are judged on, read once."""
+
+    cohort: str
+    playbook_source: str
+    people: tuple[str, ...]                 # real people (not canaries), person_id
+    upns: Mapping[str, str]
+    applied_at: dt.datetime | None
+    outcomes: Mapping[str, int] = field(default_factory=dict)  # the latest run's outcomes
+    verified: Verified | None = None
+    sign_ins: Sequence[Json] = ()
+    feedback: Mapping[str, Json] | None = None  # person_id → latest answer; None: no file
+    feedback_path: str = ""
+    approval: tuple[str, str] | None = None      # (who, when) since the cohort was applied
+    guides: Mapping[str, str] | None = None      # person_id → delivered at; None: no guide step
+
+
+# -- observe -------------------------------------------------------------------------------
+
+async def observe(ctx: GateContext, gates: Gates) -> Evidence:
+    """Read what the cohort's gates need, from the journal, Graph and files; decide nothing."""
+    pb, journal, people = ctx.playbook, ctx.journal, ctx.real_people
+    guide = guide_step(pb)
+    feedback, feedback_path = None, ""
+    if gates.feedback is not None:
+        path = pb.resolve(gates.feedback.file)
+        feedback_path = str(path)
+        feedback = read_feedback(path) if path.exists() else None
+    return Evidence(
+        cohort=ctx.cohort, playbook_source=str(pb.source), people=tuple(p.person_id for p in people),
+        upns=dict(ctx.upns), applied_at=_parse(ctx.applied_at) if ctx.applied_at else None,
+        outcomes=(journal.latest_run_outcomes(pb.name, ctx.cohort)
+                  if gates.max_failure_ratio is not None else {}),
+        verified=await verify_people(ctx, ctx.people, gates.verify) if gates.verify is not None else None,
+        sign_ins=await _sign_ins(ctx, people) if gates.signin is not None else (),
+        feedback=feedback, feedback_path=feedback_path,
+        approval=journal.approval_since(pb.name, ctx.cohort, ctx.applied_at) if gates.approval else None,
+        guides=journal.last_applied(pb.name, guide.name) if guide is not None else None,
+    )
+
+
+async def _sign_ins(ctx: GateContext, people: Sequence[Person]) -> list[Json]:
+    if ctx.applied_at is None or not people:
+        return []
+    return await ctx.graph.sign_ins(_odata_time(ctx.applied_at), [ctx.upns[p.person_id] for p in people])
+
+
+async def verify_people(ctx: GateContext, people: Sequence[Person], spec: VerifyGate) -> Verified:
+    """Per-person checks, polled until they all pass or the timeout runs out (Graph is
+    eventually consistent: a new mailbox or membership can take a while to show)."""
+    steps = used(ctx.playbook)
+    owned = [c for s in steps for c in s.verify_checks]
+    checks = tuple(c for c in (spec.checks or owned) if c in owned)
+    applied = {s.name: ctx.journal.last_applied(ctx.playbook.name, s.name) for s in steps if s.verify_checks}
+    deadline = time.monotonic() + spec.timeout
+    failing: dict[str, list[str]] = {p.person_id: ["not checked yet"] for p in people}
+    while True:
+        failing = await _check(ctx, [p for p in people if p.person_id in failing], checks, applied)
+        # A device that is not enrolled yet will not enrol while we poll: stop for those.
+        if all(_enrolling(v) for v in failing.values()) or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(spec.interval, max(deadline - time.monotonic(), 0)))
+    return Verified(len(people), checks, failing, spec.timeout)
+
+
+async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[str],
+                 applied: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+    """One round: read the accounts (batched), then ask each step for its checks."""
+    graph = ctx.graph
+    users = await graph.batch([graph.user_request(ctx.upns[p.person_id],
+                                                  ("id", "accountEnabled", "assignedLicenses",
+                                                   "licenseAssignmentStates"))
+                               for p in people])
+    failing: dict[str, list[str]] = {}
+    found: dict[str, Json] = {}
+    for p, res in zip(people, users, strict=True):
+        if res.status != 200:
+            failing[p.person_id] = ["account: not found"]
+        else:
+            found[p.person_id] = res.body
+    facts = VerifyFacts(ctx.playbook, people, ctx.upns, found, applied)
+    for step in used(ctx.playbook):
+        if set(step.verify_checks) & set(checks):
+            for pid, problems in (await step.verify(graph, facts, checks)).items():
+                failing.setdefault(pid, []).extend(problems)
+    return failing
+
+
+def _enrolling(problems: list[str]) -> bool:
+    return all(p.endswith("not enrolled yet") for p in problems)
+
+
+# -- judge ---------------------------------------------------------------------------------
+
+def judge(evidence: Evidence, gates: Gates, now: dt.datetime) -> list[GateResult]:
+    """The verdict of every gate of the cohort, from the evidence alone."""
     results: list[GateResult] = []
     if gates.max_failure_ratio is not None:
-        results.append(failure_ratio(ctx, gates.max_failure_ratio))
-    if gates.verify is not None:
-        results.append(await verify(ctx, ctx.people, gates.verify))
+        results.append(failure_ratio(evidence.outcomes, gates.max_failure_ratio))
+    if gates.verify is not None and evidence.verified is not None:
+        results.append(verdict_of(evidence.verified))
     if gates.signin is not None:
-        results.append(await signin(ctx, gates.signin))
+        results.append(signin(evidence, gates.signin, now))
     if gates.feedback is not None:
-        results.append(feedback(ctx, gates.feedback))
+        results.append(feedback(evidence, gates.feedback))
     if gates.soak is not None:
-        results.append(soak(ctx, gates.soak))
+        results.append(soak(evidence.applied_at, gates.soak, now))
     if gates.approval:
-        results.append(approval(ctx))
-    if "guide" in ctx.playbook.steps:
-        results.append(guides_delivered(ctx))
+        results.append(approval(evidence))
+    if evidence.guides is not None:
+        results.append(guides_delivered(evidence))
     return results
 
 
-def guides_delivered(ctx: GateContext) -> GateResult:
-    delivered = ctx.journal.last_applied(ctx.playbook.name, "guide")
-    missing = {p.person_id: ["guide: not delivered"] for p in ctx.real_people
-               if p.person_id not in delivered}
-    people = len(ctx.real_people)
-    detail = f"{people - len(missing)} of {people} people have their guide"
-    return GateResult("guides", FAIL if missing else PASS, detail, missing)
+async def evaluate(ctx: GateContext, gates: Gates, now: dt.datetime) -> list[GateResult]:
+    return judge(await observe(ctx, gates), gates, now)
 
 
-def guides_late(playbook: Playbook, cohort: Any, people: Sequence[Person],
-                journal: Journal) -> GateResult | None:
-    """A cohort with a start date whose guides cannot all be delivered `lead_days` before it:
-    the result that holds it. None: there is still time (or no rule)."""
-    if cohort.starts is None or playbook.guide is None or "guide" not in playbook.steps:
-        return None
-    lead = dt.timedelta(days=playbook.guide.lead_days)
-    deadline = dt.datetime.combine(cohort.starts, dt.time(), tzinfo=dt.UTC) - lead
-    if dt.datetime.now(dt.UTC) < deadline:
-        return None
-    delivered = journal.last_applied(playbook.name, "guide")
-    late = {p.person_id: [f"guide: not delivered by {deadline:%Y-%m-%d %H:%M} UTC"]
-            for p in people if not is_canary(p.person_id)
-            and (p.person_id not in delivered or _parse(delivered[p.person_id]) > deadline)}
-    if not late:
-        return None
-    return GateResult("guides", FAIL, f"{len(late)} people have no guide delivered"
-                      f" {playbook.guide.lead_days:g} days before the cohort starts ({cohort.starts})",
-                      late)
-
-
-def failure_ratio(ctx: GateContext, limit: float) -> GateResult:
-    counts = ctx.journal.latest_run_outcomes(ctx.playbook.name, ctx.cohort)
+def failure_ratio(counts: Mapping[str, int], limit: float) -> GateResult:
     total = sum(counts.values())
     failed = counts.get("failed", 0)
     ratio = failed / total if total else 0.0
@@ -123,176 +219,50 @@ def failure_ratio(ctx: GateContext, limit: float) -> GateResult:
     return GateResult("max_failure_ratio", PASS if ratio <= limit else FAIL, detail)
 
 
-async def verify(ctx: GateContext, people: Sequence[Person], spec: VerifyGate) -> GateResult:
-    """Per-person checks, polled until they all pass or the timeout runs out (Graph is
-    eventually consistent: a new mailbox or membership can take a while to show)."""
-    expected = await _expected(ctx, people)
-    checks = [c for c in spec.checks if _applies(c, ctx.playbook)]
-    deadline = time.monotonic() + spec.timeout
-    failing = {p.person_id: ["not checked yet"] for p in people}
-    while True:
-        failing = await _check(ctx, [p for p in people if p.person_id in failing], checks, expected)
-        # A device that is not enrolled yet will not enrol while we poll: stop for those.
-        if all(_enrolling(v) for v in failing.values()) or time.monotonic() >= deadline:
-            break
-        await asyncio.sleep(min(spec.interval, max(deadline - time.monotonic(), 0)))
-    ok = len(people) - len(failing)
-    detail = f"{ok} of {len(people)} people pass {', '.join(checks)}"
+def verdict_of(found: Verified, gate: str = "verify") -> GateResult:
+    failing = dict(found.failing)
+    ok = found.checked - len(failing)
+    detail = f"{ok} of {found.checked} people pass {', '.join(found.checks)}"
     if failing and all(_enrolling(v) for v in failing.values()):
-        return GateResult("verify", WAIT, f"{detail}; {len(failing)} devices are awaiting enrolment",
-                          failing)
+        return GateResult(gate, WAIT, f"{detail}; {len(failing)} devices are awaiting enrolment", failing)
     if failing:
-        detail += f" (gave up after {spec.timeout:.0f} s)"
-    return GateResult("verify", FAIL if failing else PASS, detail, failing)
+        detail += f" (gave up after {found.timeout:.0f} s)"
+    return GateResult(gate, FAIL if failing else PASS, detail, failing)
 
 
-def _enrolling(problems: list[str]) -> bool:
-    return all(p.endswith("not enrolled yet") for p in problems)
+def guides_delivered(evidence: Evidence) -> GateResult:
+    delivered = evidence.guides or {}
+    missing = {pid: ["guide: not delivered"] for pid in evidence.people if pid not in delivered}
+    people = len(evidence.people)
+    detail = f"{people - len(missing)} of {people} people have their guide"
+    return GateResult("guides", FAIL if missing else PASS, detail, missing)
 
 
-def _applies(check: str, playbook: Playbook) -> bool:
-    needs = {"license": "license", "mailbox": "license", "groups": "groups",
-             "device": "device_settings"}
-    return check not in needs or needs[check] in playbook.steps
-
-
-async def _expected(ctx: GateContext, people: Sequence[Person]) -> dict[str, Any]:
-    sku_id = None
-    if ctx.playbook.license is not None and "license" in ctx.playbook.steps:
-        skus = await ctx.graph.subscribed_skus()
-        sku_id = next((s["skuId"] for s in skus if s["skuPartNumber"] == ctx.playbook.license.sku), None)
-    groups: dict[str, str] = {}
-    if "groups" in ctx.playbook.steps:
-        groups = {g["displayName"]: g["id"] for g in await ctx.graph.list_groups(("id", "displayName"))}
-    wanted = {p.person_id: {groups.get(n, n) for n in group_names(ctx.playbook.groups, p)}
-              for p in people}
-    return {"sku": sku_id, "groups": wanted}
-
-
-# Group-based licensing's errors (licenseAssignmentStates), in words an admin can act on.
-LICENCE_ERRORS = {
-    "CountViolation": "no licence left to give: buy more or free some, and Entra assigns it",
-    "MutuallyExclusiveViolation": "it conflicts with another licence the user has",
-    "DependencyViolation": "a service plan it needs is not assigned",
-    "ProhibitedInUsageLocationViolation": "it is not available in the user's usageLocation",
-    "UniquenessViolation": "an attribute it needs (such as the proxy address) is taken",
-}
-
-
-def licence_problem(user: dict[str, Any], sku_id: str | None, sku_name: str) -> str | None:
-    """Why the user does not have the SKU, or None when they have it."""
-    if any(lic["skuId"] == sku_id for lic in user.get("assignedLicenses") or []):
+def guides_late(playbook: Playbook, cohort: Cohort, people: Sequence[Person],
+                delivered: Mapping[str, str], now: dt.datetime) -> GateResult | None:
+    """A cohort with a start date whose guides cannot all be delivered `lead_days` before it:
+    the result that holds it. None: there is still time (or no rule)."""
+    guide = guide_step(playbook)
+    if cohort.starts is None or guide is None:
         return None
-    for state in user.get("licenseAssignmentStates") or []:
-        if state.get("skuId") == sku_id and state.get("state") == "Error":
-            code = state.get("error") or "Others"
-            return (f"license: {sku_name} is not assigned: the licensing group reports {code}"
-                    f" ({LICENCE_ERRORS.get(code, 'see the group in Entra, Licenses')})")
-    return f"license: {sku_name} is not assigned"
+    lead_days = guide.spec(playbook).lead_days
+    deadline = dt.datetime.combine(cohort.starts, dt.time(), tzinfo=dt.UTC) - dt.timedelta(days=lead_days)
+    if now < deadline:
+        return None
+    late = {p.person_id: [f"guide: not delivered by {deadline:%Y-%m-%d %H:%M} UTC"]
+            for p in people if not is_canary(p.person_id)
+            and (p.person_id not in delivered or _parse(delivered[p.person_id]) > deadline)}
+    if not late:
+        return None
+    return GateResult("guides", FAIL, f"{len(late)} people have no guide delivered"
+                      f" {lead_days:g} days before the cohort starts ({cohort.starts})", late)
 
 
-async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[str],
-                 expected: dict[str, Any]) -> dict[str, list[str]]:
-    graph = ctx.graph
-    users = await graph.batch([graph.user_request(ctx.upns[p.person_id],
-                                                  ("id", "accountEnabled", "assignedLicenses",
-                                                   "licenseAssignmentStates"))
-                               for p in people])
-    failing: dict[str, list[str]] = {}
-    found: dict[str, str] = {}
-    for p, res in zip(people, users, strict=True):
-        if res.status != 200:
-            failing[p.person_id] = ["account: not found"]
-            continue
-        found[p.person_id] = res.body["id"]
-        problems = []
-        if "account_enabled" in checks and not res.body.get("accountEnabled"):
-            problems.append("account_enabled: the account is disabled, sign-in is impossible")
-        if "license" in checks:
-            problem = licence_problem(res.body, expected["sku"],
-                                      ctx.playbook.license.sku if ctx.playbook.license else "")
-            problems += [problem] if problem else []
-        if problems:
-            failing[p.person_id] = problems
-    pids = list(found)
-    requests = []
-    if "mailbox" in checks:
-        requests += [graph.mailbox_settings_request(found[pid]) for pid in pids]
-    if "groups" in checks:
-        requests += [graph.member_of_request(found[pid]) for pid in pids]
-    results = await graph.batch(requests) if requests else []
-    mailbox = results[: len(pids)] if "mailbox" in checks else []
-    member_of = results[len(mailbox):]
-    device_problems = await _devices(ctx, people, found) if "device" in checks else {}
-    for i, pid in enumerate(pids):
-        problems = failing.get(pid, []) + device_problems.get(pid, [])
-        if mailbox and mailbox[i].status != 200:
-            code = ((mailbox[i].body or {}).get("error") or {}).get("code", mailbox[i].status)
-            problems.append(f"mailbox: not reachable ({code})")
-        if member_of:
-            have = {g["id"] for g in (member_of[i].body or {}).get("value", [])}
-            missing = expected["groups"][pid] - have
-            if missing:
-                problems.append(f"groups: {len(missing)} expected memberships missing")
-        if problems:
-            failing[pid] = problems
-    return failing
-
-
-async def _devices(ctx: GateContext, people: Sequence[Person],
-                   found: dict[str, str]) -> dict[str, list[str]]:
-    """Each person's device: in its profile's groups, checked in since the change, compliant."""
-    from .snapshot import read_intune
-
-    devices_spec = ctx.playbook.devices
-    assert devices_spec is not None
-    intune = await read_intune(ctx.graph)
-    groups = {g["displayName"]: g["id"] for g in await ctx.graph.list_groups(("id", "displayName"))}
-    members: dict[str, set[str]] = {}
-    changed = ctx.journal.last_applied(ctx.playbook.name, "device_settings")
-    out: dict[str, list[str]] = {}
-    for p in people:
-        if is_canary(p.person_id) or p.person_id not in found:
-            continue  # synthetic accounts have no device; a missing account is reported already
-        profile = devices_spec.for_model(p.device_model) if p.device_model else None
-        candidates = intune.for_person(ctx.upns[p.person_id], p.device_serial)
-        device = next((d for d in candidates if (p.device_serial and d.serial == p.device_serial)
-                       or (profile and profile.reports(d.model, d.os))), None)
-        if profile is None and device is not None:
-            profile = next((x for x in devices_spec.profiles if x.reports(device.model, device.os)), None)
-        if profile is None:
-            continue  # no device for this person in the playbook
-        if device is None:
-            out[p.person_id] = [f"device: {profile.model} not enrolled yet"]
-            continue
-        problems = []
-        object_id = intune.object_ids.get(device.azure_ad_device_id, "")
-        for name in profile.groups:
-            if name not in members:
-                gid = groups.get(name)
-                members[name] = set(await ctx.graph.group_member_ids(gid)) if gid else set()
-            if object_id not in members[name]:
-                problems.append(f"device: {device.serial} is not in {name}")
-        since = changed.get(p.person_id)  # the device must check in after its own last change
-        if since and device.last_sync < _odata_ms(since):
-            problems.append(f"device: {device.serial} has not checked in since the change"
-                            f" (last {device.last_sync[:16] or 'never'})")
-        if device.compliance != "compliant":
-            problems.append(f"device: {device.serial} is {device.compliance or 'not evaluated'}")
-        if problems:
-            out[p.person_id] = problems
-    return out
-
-
-def _odata_ms(iso: str) -> str:
-    return _parse(iso).astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-async def signin(ctx: GateContext, spec: SigninGate) -> GateResult:
-    people = ctx.real_people
-    if ctx.applied_at is None or not people:
+def signin(evidence: Evidence, spec: SigninGate, now: dt.datetime) -> GateResult:
+    people = evidence.people
+    if evidence.applied_at is None or not people:
         return GateResult("signin", WAIT, "waiting for the cohort to be applied")
-    events = await ctx.graph.sign_ins(_odata_time(ctx.applied_at), [ctx.upns[p.person_id] for p in people])
+    events = evidence.sign_ins
     ok = {e["userPrincipalName"].lower() for e in events
           if (e.get("status") or {}).get("errorCode") == 0}
     last_failure: dict[str, str] = {}
@@ -300,26 +270,26 @@ async def signin(ctx: GateContext, spec: SigninGate) -> GateResult:
         code = (e.get("status") or {}).get("errorCode")
         if code:
             last_failure[e["userPrincipalName"].lower()] = f"{code}: {e['status'].get('failureReason', '')}"
-    without = {p.person_id: [f"signin: {last_failure.get(ctx.upns[p.person_id].lower(), 'no sign-in yet')}"]
-               for p in people if ctx.upns[p.person_id].lower() not in ok}
+    upns = evidence.upns
+    without = {pid: [f"signin: {last_failure.get(upns[pid].lower(), 'no sign-in yet')}"]
+               for pid in people if upns[pid].lower() not in ok}
     share = 1 - len(without) / len(people)
     detail = (f"{len(people) - len(without)} of {len(people)} people signed in ({share:.0%};"
               f" {spec.min_success:.0%} needed)")
     if share >= spec.min_success:
         return GateResult("signin", PASS, detail)
-    closes = _parse(ctx.applied_at) + dt.timedelta(seconds=spec.window)
-    if dt.datetime.now(dt.UTC) < closes:
+    closes = evidence.applied_at + dt.timedelta(seconds=spec.window)
+    if now < closes:
         return GateResult("signin", WAIT, f"{detail}; the window closes {closes:%Y-%m-%d %H:%M} UTC",
                           without)
     return GateResult("signin", FAIL, f"{detail} within the window", without)
 
 
-def feedback(ctx: GateContext, spec: FeedbackGate) -> GateResult:
-    path = spec.file if spec.file.is_absolute() else ctx.playbook.source.parent / spec.file
-    people = {p.person_id for p in ctx.real_people}
-    if not path.exists():
-        return GateResult("feedback", WAIT, f"no feedback file yet ({path})")
-    latest = {pid: row for pid, row in read_feedback(path).items() if pid in people}
+def feedback(evidence: Evidence, spec: FeedbackGate) -> GateResult:
+    people = set(evidence.people)
+    if evidence.feedback is None:
+        return GateResult("feedback", WAIT, f"no feedback file yet ({evidence.feedback_path})")
+    latest = {pid: row for pid, row in evidence.feedback.items() if pid in people}
     answered = len(latest) / len(people) if people else 0.0
     if answered < spec.min_responses:
         return GateResult("feedback", WAIT, f"{len(latest)} of {len(people)} people answered"
@@ -371,21 +341,21 @@ def read_feedback(path: Path) -> dict[str, dict[str, Any]]:
 _YES_NO = {"yes": True, "ja": True, "no": False, "nej": False}
 
 
-def soak(ctx: GateContext, seconds: float) -> GateResult:
-    if ctx.applied_at is None:
+def soak(applied_at: dt.datetime | None, seconds: float, now: dt.datetime) -> GateResult:
+    if applied_at is None:
         return GateResult("soak", WAIT, "waiting for the cohort to be applied")
-    until = _parse(ctx.applied_at) + dt.timedelta(seconds=seconds)
-    if dt.datetime.now(dt.UTC) >= until:
-        return GateResult("soak", PASS, f"soaked since {ctx.applied_at[:19]}")
+    until = applied_at + dt.timedelta(seconds=seconds)
+    if now >= until:
+        return GateResult("soak", PASS, f"soaked since {applied_at.isoformat()[:19]}")
     return GateResult("soak", WAIT, f"soaking until {until:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def approval(ctx: GateContext) -> GateResult:
-    found = ctx.journal.approval_since(ctx.playbook.name, ctx.cohort, ctx.applied_at)
-    if found:
-        return GateResult("approval", PASS, f"approved by {found[0]} at {found[1][:19]}")
-    return GateResult("approval", WAIT, f"awaiting `provisioner approve {ctx.playbook.source}"
-                      f" --cohort {ctx.cohort}`")
+def approval(evidence: Evidence) -> GateResult:
+    if evidence.approval:
+        who, when = evidence.approval
+        return GateResult("approval", PASS, f"approved by {who} at {when[:19]}")
+    return GateResult("approval", WAIT, f"awaiting `provisioner approve {evidence.playbook_source}"
+                      f" --cohort {evidence.cohort}`")
 
 
 def _parse(iso: str) -> dt.datetime:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .cohort_state import CohortState, advance
 from .errors import InputError
 from .model import Action, Change, Json, canonical
 from .private import private_dir, private_file
@@ -83,9 +84,9 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class CohortState:
+class CohortRecord:
     cohort: str
-    state: str  # pending, applying, verifying, soaking, awaiting approval, passed, failed, rolled back
+    state: CohortState
     updated: str | None
     applied_at: str | None
     report: Json | None
@@ -215,16 +216,19 @@ class Journal:
         return [_entry(r) for r in rows]
 
     # -- cohorts -----------------------------------------------------------------------------
-    def cohort_state(self, playbook: str, cohort: str) -> CohortState:
+    def cohort_state(self, playbook: str, cohort: str) -> CohortRecord:
         row = self._db.execute("SELECT state, updated, applied_at, report FROM cohorts"
                                " WHERE playbook = ? AND cohort = ?", (playbook, cohort)).fetchone()
         if row is None:
-            return CohortState(cohort, "pending", None, None, None)
-        return CohortState(cohort, row[0], row[1], row[2], json.loads(row[3]) if row[3] else None)
+            return CohortRecord(cohort, CohortState.PENDING, None, None, None)
+        return CohortRecord(cohort, CohortState(row[0]), row[1], row[2],
+                            json.loads(row[3]) if row[3] else None)
 
-    def set_cohort_state(self, playbook: str, cohort: str, state: str, *,
+    def set_cohort_state(self, playbook: str, cohort: str, state: CohortState, *,
                          applied: bool = False, report: Json | None = None) -> None:
+        """Move a cohort (only along ``cohort_state.TRANSITIONS``)."""
         old = self.cohort_state(playbook, cohort)
+        advance(old.state, state)
         self._db.execute(
             "INSERT OR REPLACE INTO cohorts VALUES (?, ?, ?, ?, ?, ?)",
             (playbook, cohort, state, now(), now() if applied else old.applied_at,

@@ -16,12 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ProvisionerError
+from .errors import LockedError
 from .private import private_dir
-
-
-class LockedError(ProvisionerError):
-    exit_code = 7
 
 
 @contextmanager

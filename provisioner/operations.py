@@ -11,11 +11,23 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from . import clock
 from .audit import AuditLog, audit_key
+from .checks import Check, CheckStatus
+from .cohort_state import CohortState
 from .cohorts import Assignment, assign, is_canary
 from .dualrole import analyse
-from .errors import GraphError, InputError, ProvisionerError, StalePlanError
-from .gates import PASS, GateContext, GateResult, cohort_state, evaluate, guides_late, verify
+from .errors import GraphError, InputError, MassChangeError, StalePlanError
+from .gates import (
+    PASS,
+    GateContext,
+    GateResult,
+    cohort_state,
+    evaluate,
+    guides_late,
+    verdict_of,
+    verify_people,
+)
 from .graph.client import Target
 from .graph.gateway import Graph
 from .journal import Journal, operator
@@ -25,15 +37,16 @@ from .model import PLAN_FORMAT, Action, Json, Plan
 from .naming import Names
 from .planner import make_plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate, load_playbook
-from .preflight import Check, failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
+from .preflight import failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
 from .private import write_private
 from .reconcile import Reconciled, RollbackPlan, plan_rollback, reconcile, select
 from .recorders import AuditHook, JournalHook
 from .rollout import Hook, Report, apply_plan
 from .roster import Roster, load_roster
 from .snapshot import Snapshot, owner_prefix, read_snapshot
-from .steps import PersonView, PlanContext
-from .steps.groups import group_names, needed_groups
+from .steps import STEPS, PersonView, PlanContext, guide_step, needed_groups, used
+from .steps.device_settings import DeviceSettingsStep
+from .steps.groups import GroupsStep, group_names
 
 if TYPE_CHECKING:
     from .sandbox import Sandbox
@@ -158,18 +171,20 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
                     state_dir: Path | None = None) -> Snapshot:
     pb = loaded.playbook
     everyone = _everyone(assignment)
-    templates = pb.groups if "groups" in pb.steps else ()
+    # The user groups the playbook manages memberships of (a mover or leaver leaves them).
+    templates = pb.groups if GroupsStep.name in pb.steps else ()
     mine = {n for p in everyone for n in group_names(templates, p)}
     guides, since, uncertain = {}, {}, frozenset[str]()
+    guide = guide_step(pb)
     if state_dir is not None:
         with Journal(state_dir) as journal:  # what the journal knows that the directory cannot say
             mine |= journal.added_groups(pb.name)
-            guides = journal.last_applied(pb.name, "guide") if "guide" in pb.steps else {}
+            guides = journal.last_applied(pb.name, guide.name) if guide is not None else {}
             since = journal.leaving_since(pb.name)
             uncertain = frozenset(journal.uncertain(pb.name))
     needed = set(needed_groups(pb, everyone)) | mine
     try:
-        snapshot = await read_snapshot(graph, pb, loaded.roster, needed)
+        snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
     except GraphError as exc:
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])
@@ -204,9 +219,8 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
                           snapshot: Snapshot, plan: Plan | None = None) -> Preflight:
     pb = loaded.playbook
     checks = await tenant_checks(graph, pb, _everyone(assignment), snapshot)
-    if any(c.name == "groups" and c.status == "FAIL" for c in checks):
-        return Preflight(checks + [Check(n, "skip", "fix the groups first")
-                                   for n in ("licence", "usage location", "naming")], None)
+    if any(c.name == "groups" and c.status is CheckStatus.FAIL for c in checks):
+        return Preflight([*checks, Check("plan checks", CheckStatus.SKIP, "fix the groups first")], None)
     plan = plan or make_plan(pb, loaded.roster, snapshot, assignment)
     with Journal(session.settings.state_dir) as journal:
         try:
@@ -265,7 +279,7 @@ class CohortOutcome:
     plan: Plan
     report: Report | None = None      # what was applied now (None: nothing to apply)
     gates: list[GateResult] = field(default_factory=list)
-    state: str = "pending"
+    state: CohortState = CohortState.PENDING
     run_ids: list[str] = field(default_factory=list)
     rolled_back: RolledBack | None = None
 
@@ -287,7 +301,7 @@ class Applied:
 
     @property
     def halted(self) -> bool:
-        return any(c.state in ("failed", "rolled back", "held") for c in self.cohorts)
+        return any(c.state.halts for c in self.cohorts)
 
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
@@ -327,7 +341,7 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                 outcomes.append(outcome)
                 if on_cohort is not None:
                     on_cohort(outcome)
-                if outcome.state != "passed" or not all_cohorts or cohort is not None:
+                if outcome.state != CohortState.PASSED or not all_cohorts or cohort is not None:
                     break
                 applied_now = {o.cohort for o in outcomes}
                 rest = replace(fresh, changes=tuple(
@@ -340,16 +354,10 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
 LEAVERS_COHORT = Cohort(name=LEAVERS, select=Selector(rest=True), gates=Gates(max_failure_ratio=None))
 
 
-class MassChangeError(ProvisionerError):
-    exit_code = 6
-
-
 def check_mass_change(pb: Playbook, plan: Plan, snapshot: Snapshot, allowed: int | None) -> None:
     """Refuse to disable, unlicense or delete more people than the threshold at once, unless
     the operator says how many they expect (Entra's accidental-deletion prevention, ours)."""
-    drastic = sorted({c.person_id for c in plan.changes
-                      if (c.action is Action.DELETE and c.step in ("account", "license"))
-                      or (c.step == "account" and (c.after or {}).get("accountEnabled") is False)})
+    drastic = sorted({c.person_id for c in plan.changes if STEPS[c.step].drastic(c)})
     managed = len(snapshot.managed(owner_prefix(pb)))
     limit = pb.mass_change.threshold(managed)
     if len(drastic) <= limit or allowed == len(drastic):
@@ -371,7 +379,7 @@ def check_reissue(pb: Playbook, plan: Plan, snapshot: Snapshot, journal: Journal
     if reissue or journal.runs(pb.name):
         return
     managed = snapshot.managed(owner_prefix(pb))
-    again = sorted({c.person_id for c in plan.changes if c.step in ("access_pass", "guide")
+    again = sorted({c.person_id for c in plan.changes if STEPS[c.step].hands_over
                     and c.action is Action.CREATE and c.person_id in managed})
     if again:
         raise MassChangeError(
@@ -390,16 +398,16 @@ def _next_cohort(journal: Journal, playbook: str, assignment: Assignment,
         wanted = assignment.cohort(requested)
         for before in assignment.predecessors(requested):
             state = journal.cohort_state(playbook, before.name).state
-            if state != "passed":
+            if state != CohortState.PASSED:
                 raise InputError(f"cohort {requested} comes after {before.name}, which has not"
                                  f" passed its gates (it is {state})")
         return wanted
     pending = {plan.cohort_of.get(c.person_id) for c in plan.changes}
     for c in assignment.order:
         state = journal.cohort_state(playbook, c.name).state
-        if state == "passed" and c.name not in pending:
+        if state == CohortState.PASSED and c.name not in pending:
             continue
-        if state == "rolled back":
+        if state == CohortState.ROLLED_BACK:
             raise InputError(f"cohort {c.name} failed its gates and was rolled back; fix the cause"
                              f" (see `provisioner status`), then `apply --cohort {c.name}` to try again")
         return c
@@ -410,15 +418,15 @@ def _next_step(journal: Journal, pb: Playbook, assignment: Assignment,
                outcomes: list[CohortOutcome]) -> str:
     if not pb.cohorts:
         return ""
-    if outcomes and outcomes[-1].state != "passed":
+    if outcomes and outcomes[-1].state != CohortState.PASSED:
         last = outcomes[-1]
-        if last.state == "rolled back":
+        if last.state == CohortState.ROLLED_BACK:
             return (f"Cohort {last.cohort} failed its gates and was rolled back (on_failure:"
                     " rollback). The rollout is halted.")
-        if last.state == "held":
+        if last.state == CohortState.HELD:
             return (f"Cohort {last.cohort} is held: its guides could not reach everyone in time"
                     " (see above). Move its `starts` date, or lower guide.lead_days, then apply.")
-        if last.state == "failed":
+        if last.state == CohortState.FAILED:
             return (f"Cohort {last.cohort} failed its gates; the rollout is halted. Fix the cause,"
                     f" then `provisioner apply {pb.source}` re-applies and re-checks it, or"
                     f" `provisioner rollback {pb.source} --cohort {last.cohort}` undoes it.")
@@ -426,7 +434,7 @@ def _next_step(journal: Journal, pb: Playbook, assignment: Assignment,
         why = f": {waiting.detail}" if waiting else ""
         return f"Cohort {last.cohort} is {last.state}{why}. Run apply again to re-check its gates."
     nxt = next((c for c in assignment.order
-                if journal.cohort_state(pb.name, c.name).state != "passed"), None)
+                if journal.cohort_state(pb.name, c.name).state != CohortState.PASSED), None)
     if nxt is None:
         return "Every cohort has passed its gates. The rollout is complete."
     return (f"Next: cohort {nxt.name} ({len(assignment.members[nxt.name])} people):"
@@ -451,15 +459,18 @@ class _Stage:
         # People held for a dual-role decision have nothing made yet: gates skip them.
         members = [p for p in self.assignment.members[name] if p.person_id not in plan.held]
         outcome = CohortOutcome(name, plan)
-        late = guides_late(self.pb, cohort, members, self.journal)
+        guide = guide_step(self.pb)
+        delivered = self.journal.last_applied(self.pb.name, guide.name) if guide is not None else {}
+        late = guides_late(self.pb, cohort, members, delivered, clock.now())
         if late is not None:  # too late to deliver guides in time: the cohort does not start
-            return await self._settle(cohort, outcome, [late], state="held")
-        self.journal.set_cohort_state(self.pb.name, name, "applying")
+            return await self._settle(cohort, outcome, [late], state=CohortState.HELD)
+        self.journal.set_cohort_state(self.pb.name, name, CohortState.APPLYING)
         canaries = [p for p in members if is_canary(p.person_id)]
         if canaries:
             await self._apply(outcome, plan.only(people={p.person_id for p in canaries}))
-            check = await verify(self._ctx(name, canaries, plan), canaries,
-                                 cohort.gates.verify or VerifyGate(timeout=120, interval=5))
+            found = await verify_people(self._ctx(name, canaries, plan), canaries,
+                                        cohort.gates.verify or VerifyGate(timeout=120, interval=5))
+            check = verdict_of(found, gate="canary")
             check = GateResult("canary", check.status, f"canary accounts: {check.detail}", check.people)
             if check.status != PASS:
                 return await self._settle(cohort, outcome, [check])
@@ -469,10 +480,10 @@ class _Stage:
             real = set(plan.people)
         await self._apply(outcome, plan.only(people=real))
         old = self.journal.cohort_state(self.pb.name, name)
-        self.journal.set_cohort_state(self.pb.name, name, "verifying",
+        self.journal.set_cohort_state(self.pb.name, name, CohortState.VERIFYING,
                                       applied=outcome.report is not None or old.applied_at is None)
         applied_at = self.journal.cohort_state(self.pb.name, name).applied_at
-        results = await evaluate(self._ctx(name, members, plan, applied_at), cohort.gates)
+        results = await evaluate(self._ctx(name, members, plan, applied_at), cohort.gates, clock.now())
         return await self._settle(cohort, outcome, [*outcome.gates, *results])
 
     def _ctx(self, name: str, people: Sequence[Any], plan: Plan,
@@ -500,7 +511,7 @@ class _Stage:
             [*outcome.report.results, *report.results])
 
     async def _settle(self, cohort: Cohort, outcome: CohortOutcome,
-                      results: list[GateResult], state: str | None = None) -> CohortOutcome:
+                      results: list[GateResult], state: CohortState | None = None) -> CohortOutcome:
         outcome.gates = results
         outcome.state = state or cohort_state(results)
         report = {"gates": [r.to_json() for r in results]}
@@ -508,13 +519,13 @@ class _Stage:
         self.session.audit.event("gates", cohort=cohort.name, state=outcome.state,
                                  run_ids=outcome.run_ids,
                                  gates={r.gate: r.status for r in results})
-        if outcome.state == "held":
+        if outcome.state == CohortState.HELD:
             return outcome
-        if outcome.state == "failed" and cohort.on_failure == "rollback":
+        if outcome.state == CohortState.FAILED and cohort.on_failure == "rollback":
             outcome.rolled_back = await _rollback_with(
                 self.graph, self.journal, self.session, self.loaded, self.hooks, cohort=cohort.name)
             if outcome.rolled_back.report is None or outcome.rolled_back.report.ok:
-                outcome.state = "rolled back"
+                outcome.state = CohortState.ROLLED_BACK
                 self.journal.set_cohort_state(self.pb.name, cohort.name, outcome.state)
         return outcome
 
@@ -540,7 +551,7 @@ async def rollback(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                                         dry_run=dry_run, confirm=confirm)
             if cohort and done.run_id and done.report is not None and done.report.ok \
                     and not done.rollback.blocked:
-                journal.set_cohort_state(name, cohort, "rolled back")
+                journal.set_cohort_state(name, cohort, CohortState.ROLLED_BACK)
             return done
 
 
@@ -584,7 +595,7 @@ async def dual_roles(session: Session, loaded: Loaded) -> list[dict[str, Any]]:
     a personnummer: only the word that it matched)."""
     pb = loaded.playbook
     async with connect(session, pb) as graph:
-        snapshot = await read_snapshot(graph, pb, loaded.roster, set())
+        snapshot = await read_snapshot(graph, pb, loaded.roster, set(), used(pb))
     views = analyse(pb, list(loaded.roster), snapshot, owner_prefix(pb))
     mine = snapshot.managed(owner_prefix(pb))
     names = {p.person_id: f"{p.given_name} {p.surname}" for p in loaded.roster}
@@ -610,16 +621,16 @@ async def devices_report(session: Session, loaded: Loaded) -> dict[str, Any]:
     from .steps.device_settings import device_for, profile_for
 
     pb = loaded.playbook
-    if pb.devices is None or "device_settings" not in pb.steps:
+    if DeviceSettingsStep.name not in pb.steps:
         raise InputError(f"{pb.source}: this playbook has no device_settings step")
     async with connect(session, pb) as graph:
         assignment = assign(pb, loaded.roster)
         snapshot = await read_snapshot(graph, pb, loaded.roster, set(needed_groups(
-            pb, list(loaded.roster))))
+            pb, list(loaded.roster))), used(pb))
     plan = make_plan(pb, loaded.roster, snapshot, assignment)
     ctx = PlanContext(pb, snapshot, owner_prefix(pb))
     managed = snapshot.managed(owner_prefix(pb))
-    pending = {c.person_id for c in plan.changes if c.step == "device_settings"}
+    pending = {c.person_id for c in plan.changes if c.step == DeviceSettingsStep.name}
     rows = []
     for person in loaded.roster:
         user = managed.get(person.person_id)
@@ -721,7 +732,7 @@ def status(session: Session, loaded: Loaded) -> Status:
                    for e in journal.pending(pb.name)]
         applied = journal.applied(pb.name)
         head = journal.audit_head(anchor_key(session.audit_path, session.settings.state_dir))
-    users = {e.object_id for e in applied if e.change.step == "account"
+    users = {e.object_id for e in applied if STEPS[e.change.step].holds_account
              and e.change.action is Action.CREATE}
     touch: dict[str, int] = {"accounts to soft-delete": len(users)}
     for e in applied:

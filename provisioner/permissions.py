@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .playbook import Playbook
+from .steps import used
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's appId in every tenant
 
@@ -120,66 +121,20 @@ ENDPOINTS: dict[str, Endpoint] = {
 
 
 def operations(playbook: Playbook) -> dict[str, str]:
-    """gateway method → what it is for, for exactly what this playbook does."""
-    steps = set(playbook.steps)
+    """gateway method → what it is for, for exactly what this playbook does: the core's reads,
+    each step's requests (``Step.operations``), and the gates'."""
     ops = {"list_users": "read the directory (plan, dual-role matching)",
            "get_user": "read an account back (resume, rollback, the verify gate)",
            "domains": "preflight: the UPN domain is verified",
            "granted_app_permissions": "preflight: read the permissions granted to this app",
            "app_directory_roles": "preflight: read this app's directory roles",
            "extension_properties": "find the directory extension that marks adopted accounts"}
-    if "account" in steps:
-        ops["update_user"] = "keep accounts in line with the roster; mark adopted accounts"
-        if playbook.account.create:
-            ops |= {"create_user": "create accounts",
-                    "delete_user": "rollback: soft-delete a created account",
-                    "restore_user": "undo a leaver's soft delete"}
-    via_group = playbook.license is not None and playbook.license.via_group
-    if "license" in steps:
-        ops["subscribed_skus"] = "read subscriptions (licences and free seats)"
-        if via_group:
-            ops |= _memberships("give the licence through its group")
-        else:
-            ops["assign_license"] = "assign and remove licences"
-    if "groups" in steps:
-        ops |= _memberships("add and remove group members")
-    if "mailbox_settings" in steps:
-        ops |= {"get_mailbox_settings": "read mailbox settings (and whether the mailbox exists)",
-                "update_mailbox_settings": "set language, time zone and formats"}
-    if "access_pass" in steps:
-        if playbook.access_pass.method == "password":
-            ops["reset_password"] = "set a first password people change at sign-in"
-        else:
-            ops |= {"create_access_pass": "issue Temporary Access Passes",
-                    "delete_access_pass": "revoke a Temporary Access Pass (rollback)",
-                    "access_passes": "find a person's pass (resume, rollback)",
-                    "access_pass_policy": "preflight: the tenant's Temporary Access Pass policy"}
-    if "guide" in steps and playbook.guide is not None and playbook.guide.delivery == "email":
-        ops["send_mail"] = "send each person their guide from the service mailbox"
-    if "device_settings" in steps:
-        ops |= {"list_managed_devices": "find each person's device",
-                "device_categories": "read device categories",
-                "set_device_category": "set a device's category",
-                "sync_device": "ask a changed device to sync",
-                "list_devices": "find the Entra device object of a managed device",
-                "add_device_member": "put devices in their profile's device groups",
-                **_memberships("put devices in their profile's device groups")}
-    if "account" in steps and playbook.account.create and playbook.leavers.auto_reply:
-        ops.setdefault("update_mailbox_settings", "set a leaver's automatic reply")
+    for step in used(playbook):
+        ops |= step.operations(playbook)
     if any(c.gates.signin for c in playbook.cohorts):
         ops["sign_ins"] = "the sign-in gate reads the cohort's sign-ins"
         ops.setdefault("subscribed_skus", "preflight: the tenant has Entra ID P1 or P2 (sign-in logs)")
-    if any(c.gates.verify for c in playbook.cohorts):
-        ops["member_of"] = "the verify gate reads memberships"
-        if "mailbox_settings" in steps:
-            ops["get_mailbox_settings"] = "the verify gate reaches each mailbox"
     return ops
-
-
-def _memberships(why: str) -> dict[str, str]:
-    return {"list_groups": "find the playbook's groups by name", "group_member_ids": "read group members",
-            "member_of": "read a person's memberships", "bind_members": why, "add_member": why,
-            "remove_member": why}
 
 
 def cover(playbook: Playbook) -> dict[str, str]:

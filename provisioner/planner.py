@@ -8,16 +8,14 @@ from pathlib import Path
 from . import clock
 from .cohorts import Assignment, assign
 from .dualrole import ADOPT, OWN, DualRoleView, analyse
-from .errors import RosterError
+from .errors import ConfigurationError, RosterError
 from .leavers import LEAVERS, leaver_changes
-from .model import Action, Change, PersonTarget, Plan
+from .model import Change, PersonTarget, Plan
 from .naming import Names, NamingPolicy
 from .playbook import Playbook
 from .roster import Person, Roster
 from .snapshot import DirectoryUser, Snapshot, owner_prefix
-from .steps import STEPS, PersonView, PlanContext
-from .steps.groups import check_groups
-from .steps.license import resolve_sku
+from .steps import PersonView, PlanContext, Step, needed_groups, used
 
 
 def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
@@ -29,20 +27,22 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     ctx = PlanContext(playbook, snapshot, owner_prefix(playbook),
                       cohort_of=dict(assignment.cohort_of),
                       starts={pid: starts[c] for pid, c in assignment.cohort_of.items() if c in starts})
-    if "groups" in playbook.steps or "device_settings" in playbook.steps:
-        check_groups(ctx, persons)
+    steps = used(playbook)
+    check_groups(playbook, snapshot, persons)
     managed = snapshot.managed(ctx.owner_prefix)
     names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
+    notes: dict[str, list[str]] = {}
     for person in persons:
         lost = playbook.naming_policy.dropped(person) if person.person_id not in managed else []
         if lost and person.person_id in names:
-            ctx.notes[person.person_id] = (
+            notes.setdefault(person.person_id, []).append(
                 f"the {' and the '.join(lost)} has no Latin letters and is left out of the address"
                 f" {names[person.person_id].upn}; an upn_local column in the roster chooses it")
     dual = analyse(playbook, persons, snapshot, ctx.owner_prefix)
     changes: list[Change] = []
     people: dict[str, PersonTarget] = {}
     held: dict[str, str] = {}
+    awaiting: dict[str, str] = {}
     for person in persons:
         view = _view(playbook, snapshot, person, names[person.person_id], managed.get(person.person_id),
                      dual.get(person.person_id))
@@ -55,8 +55,12 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
         user = view.user
         people[person.person_id] = PersonTarget(user.upn if user else view.names.upn,
                                                 user.id if user else None)
-        for step in playbook.steps:
-            changes.extend(STEPS[step].plan(ctx, view))
+        for step in steps:
+            planned = step.plan(ctx, view)
+            changes.extend(planned.changes)
+            notes.setdefault(person.person_id, []).extend(planned.notes)
+            if planned.awaiting:
+                awaiting[person.person_id] = planned.awaiting
     # Leavers: accounts this playbook manages whose person is no longer in the roster.
     cohort_of = dict(assignment.cohort_of)
     order = tuple(c.name for c in assignment.order)
@@ -66,8 +70,10 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     for pid, user in sorted(managed.items()):
         if pid in in_roster:
             continue
-        leaving = leaver_changes(ctx, pid, user, now, schedule)
-        if leaving or pid in schedule:
+        leaving, later = leaver_changes(ctx, steps, pid, user, now)
+        if later:
+            schedule[pid] = later
+        if leaving or later:
             people[pid] = PersonTarget(user.upn, user.id)
             cohort_of[pid] = LEAVERS
             changes.extend(leaving)
@@ -76,11 +82,30 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     return Plan(
         playbook_name=playbook.name, playbook_path=str(playbook.source),
         playbook_digest=playbook.digest, roster_digest=roster.digest, people=people,
-        changes=tuple(changes), warnings=tuple(_warnings(ctx, changes)), steps=playbook.steps,
-        reversibility={c.id: STEPS[c.step].reversibility(c) for c in changes},
-        cohort_of=cohort_of, cohort_order=order, held=held, awaiting=dict(ctx.awaiting),
-        scheduled={pid: "; ".join(items) for pid, items in schedule.items()}, notes=dict(ctx.notes),
+        changes=tuple(changes), warnings=tuple(w for s in steps for w in s.warnings(ctx, changes)),
+        steps=playbook.steps, reversibility=_reversibility(steps, changes),
+        cohort_of=cohort_of, cohort_order=order, held=held, awaiting=awaiting,
+        scheduled={pid: "; ".join(items) for pid, items in schedule.items()},
+        notes={pid: "; ".join(said) for pid, said in notes.items() if said},
     )
+
+
+def _reversibility(steps: Sequence[Step], changes: Sequence[Change]) -> dict[str, str]:
+    by_name = {s.name: s for s in steps}
+    return {c.id: by_name[c.step].reversibility(c) for c in changes}
+
+
+def check_groups(playbook: Playbook, snapshot: Snapshot, persons: Sequence[Person]) -> None:
+    """Every group the roster needs exists exactly once, or one error lists them all."""
+    problems = []
+    for name, count in sorted(needed_groups(playbook, persons).items()):
+        found = snapshot.groups.get(name, [])
+        if not found:
+            problems.append(f"groups: no group named {name!r} in the tenant ({count} people need it)")
+        elif len(found) > 1:
+            problems.append(f"groups: {len(found)} groups are named {name!r}; rename all but one")
+    if problems:
+        raise ConfigurationError("\n".join(problems))
 
 
 def _view(playbook: Playbook, snapshot: Snapshot, person: Person, names: Names,
@@ -133,20 +158,3 @@ def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Pers
     if problems:
         raise RosterError(problems)
     return out
-
-
-def _warnings(ctx: PlanContext, changes: list[Change]) -> list[str]:
-    warnings = []
-    if "license" in ctx.playbook.steps:
-        sku = resolve_sku(ctx)
-        needed = sum(1 for c in changes if c.step == "license" and c.action is Action.CREATE)
-        if needed > sku.free:
-            warnings.append(f"license: {needed} {sku.part_number} licences needed but only"
-                            f" {sku.free} free ({sku.enabled} bought, {sku.consumed} in use)")
-    guide = ctx.playbook.guide
-    mailed = [c for c in changes if c.step == "guide" and (c.after or {}).get("delivery") == "email"]
-    if guide is not None and guide.email_access_pass and any((c.after or {}).get("needs_secret")
-                                                             for c in mailed):
-        warnings.append("guide.email_access_pass: Temporary Access Passes are e-mailed to private"
-                        " addresses; whoever reads such a mailbox can sign in as the person")
-    return warnings

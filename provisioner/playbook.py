@@ -1,35 +1,37 @@
-"""Playbook: YAML, validated by a strict schema. An unknown key is an error naming its path."""
+"""Playbook: YAML, validated by a strict schema. An unknown key is an error naming its path.
+
+The core sections (tenant, naming, account, cohorts, leavers, ...) are here; each step's own
+section (``license``, ``guide``, ...) is declared by its step module, and ``load_playbook``
+validates against the core plus the sections of the registered steps (``steps/__init__.py``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
 
 from .errors import PlaybookError
 from .naming import DISPLAY_FIELDS, NAME_FIELDS, NamingPolicy, template_fields
+from .schema import Duration, ExtAttr, Ratio, Share, Strict, Values
 
-STEP_KINDS = ("account", "license", "groups", "mailbox_settings", "device_settings", "access_pass",
-              "guide")
+if TYPE_CHECKING:
+    from .steps.base import Step
+
 GROUP_FIELDS = ("body", "role", "category")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_Strict = Strict
 
 
 class Certificate(_Strict):
@@ -94,49 +96,6 @@ class Account(_Strict):
     create: bool = True
 
 
-class License(_Strict):
-    sku: str = Field(description="skuPartNumber, e.g. ENTERPRISEPACK")
-    disabled_plans: tuple[str, ...] = ()
-    # Group-based licensing: the licence comes from membership of this group (which must assign
-    # the SKU with the same disabled plans). Memberships are added 20 to a write, so this
-    # saves one Entra write per person against one assignLicense each.
-    via_group: str | None = Field(None, min_length=1)
-
-
-class MailboxSettings(_Strict):
-    language: str = "sv-SE"
-    time_zone: str = "W. Europe Standard Time"
-    date_format: str = "yyyy-MM-dd"
-    time_format: str = "HH:mm"
-    # A mailbox appears minutes (up to 24 h) after its licence: apply polls this long for it,
-    # then leaves the settings pending for the next apply.
-    wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 120
-
-
-def parse_duration(value: Any) -> Any:
-    """``90``, ``"90s"``, ``"15m"``, ``"2h"``, ``"7d"`` → seconds."""
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
-        if not m:
-            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 2h, 7d)")
-        return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
-    return value
-
-
-def _share(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        return float(value.strip()[:-1]) / 100
-    return value
-
-
-def _listify(value: Any) -> Any:
-    return (value,) if isinstance(value, str) else value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
-Ratio = Annotated[float, Field(ge=0, le=1)]
-Values = Annotated[tuple[str, ...], BeforeValidator(_listify)]
-CHECKS = ("account_enabled", "license", "mailbox", "groups", "device")
 
 
 class Selector(_Strict):
@@ -160,7 +119,9 @@ class Selector(_Strict):
 
 
 class VerifyGate(_Strict):
-    checks: tuple[Literal["account_enabled", "license", "mailbox", "groups", "device"], ...] = CHECKS
+    # Each step owns its checks (account_enabled, license, mailbox, groups, device); none
+    # given: every check of the playbook's steps.
+    checks: tuple[str, ...] = ()
     timeout: Duration = 300
     interval: Duration = 10
 
@@ -193,72 +154,11 @@ class Cohort(_Strict):
     # `guide.lead_days` before it, or the cohort is held.
     starts: dt.date | None = None
     select: Selector
-    share: Annotated[Ratio | None, BeforeValidator(_share)] = None
+    share: Share = None
     limit: Annotated[int | None, Field(ge=1)] = None
     canary: bool = False
     gates: Gates = Gates()
     on_failure: Literal["halt", "rollback"] = "halt"
-
-
-ExtAttr = Annotated[str, Field(pattern=r"^extensionAttribute([1-9]|1[0-5])$")]
-
-
-class AccessPass(_Strict):
-    """First sign-in without a password in the open: a Temporary Access Pass (shown only in
-    the person's guide), or as a fallback a generated password to change at first sign-in."""
-
-    method: Literal["temporary_access_pass", "password"] = "temporary_access_pass"
-    # A default tenant's policy allows 60 to 480 minutes: a pass valid for the first working
-    # day. A longer one needs the region's policy changed first (preflight checks it).
-    lifetime_minutes: Annotated[int, Field(ge=10, le=43200)] = 480
-    usable_once: bool = True
-    # When a cohort has a start date, its passes become valid at this local time that day
-    # (startDateTime), not when the guide is written weeks earlier.
-    valid_from: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "08:00"
-    time_zone: str = "Europe/Stockholm"
-
-
-class Guide(_Strict):
-    language: Literal["sv", "en"] = "sv"
-    templates: Path | None = Field(None, description="folder of Jinja2 templates overriding the defaults")
-    delivery: Literal["print", "email"] = "print"
-    sender: str | None = Field(None, description="service mailbox that sends guides by e-mail")
-    lead_days: Annotated[float, Field(ge=0)] = 0
-    help: str = "IT-supporten: 010-123 45 67, support@example-region.se (vardagar 8–17)"
-    # A Temporary Access Pass is a credential: by default an e-mailed guide says the code comes
-    # on paper or by SMS from the secretariat, and only the printable guide carries it.
-    email_access_pass: bool = False
-    organisation: str = "Region Exempel"
-
-    @model_validator(mode="after")
-    def _sender(self) -> Guide:
-        if self.delivery == "email" and not self.sender:
-            raise ValueError("guide.sender: e-mail delivery needs the service mailbox to send from")
-        return self
-
-
-class DeviceProfile(_Strict):
-    """Intune settings for one device model: the device groups its configuration profiles
-    (mail, Wi-Fi, restrictions) are assigned to, a device category, and whether to sync."""
-
-    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    model: str = Field(description="the model as the roster's device_model names it")
-    intune_models: tuple[str, ...] = Field((), description="the model as Intune reports it")
-    os: str | None = None
-    groups: tuple[str, ...] = Field(min_length=1)
-    category: str | None = None
-    sync: bool = True
-
-    def reports(self, model: str, os: str | None) -> bool:
-        models = {m.casefold() for m in (self.intune_models or (self.model,))}
-        return model.casefold() in models and (self.os is None or (os or "").casefold() == self.os.casefold())
-
-
-class Devices(_Strict):
-    profiles: tuple[DeviceProfile, ...] = Field(min_length=1)
-
-    def for_model(self, roster_model: str) -> DeviceProfile | None:
-        return next((p for p in self.profiles if p.model.casefold() == roster_model.casefold()), None)
 
 
 class Weights(_Strict):
@@ -327,14 +227,8 @@ class Playbook(_Strict):
     domain: str
     naming: Naming = Naming()
     account: Account = Account()
-    license: License | None = None
     groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
-    mailbox_settings: MailboxSettings | None = None
-    steps: tuple[Literal["account", "license", "groups", "mailbox_settings", "device_settings",
-                         "access_pass", "guide"], ...]
-    access_pass: AccessPass | None = None
-    guide: Guide | None = None
-    devices: Devices | None = None
+    steps: tuple[str, ...]
     cohorts: tuple[Cohort, ...] = ()
     leavers: Leavers = Leavers()
     mass_change: MassChange = MassChange()
@@ -365,28 +259,6 @@ class Playbook(_Strict):
     def _coherent(self) -> Playbook:
         if "@" in self.naming.upn and self.naming.upn.rsplit("@", 1)[1].lower() != self.domain.lower():
             raise ValueError("naming.upn: its domain differs from `domain`")
-        if len(set(self.steps)) != len(self.steps):
-            raise ValueError("steps: a step is listed twice")
-        if self.steps and self.steps[0] != "account":
-            raise ValueError("steps: `account` must come first (later steps need the account)")
-        needs = {"license": ("license", self.license),
-                 "mailbox_settings": ("mailbox_settings", self.mailbox_settings),
-                 "device_settings": ("devices", self.devices),
-                 "access_pass": ("access_pass", self.access_pass), "guide": ("guide", self.guide)}
-        for step, (key, section) in needs.items():
-            if step in self.steps and section is None:
-                raise ValueError(f"steps: `{step}` is listed but the `{key}` section is missing")
-        if "access_pass" in self.steps and "guide" not in self.steps:
-            raise ValueError("steps: `access_pass` needs `guide` (the pass is shown only in the guide)")
-        if "guide" in self.steps and self.steps[-1] != "guide":
-            raise ValueError("steps: `guide` must come last (it describes what the other steps made)")
-        if "groups" in self.steps and not self.groups:
-            raise ValueError("steps: `groups` is listed but `groups` is empty")
-        if self.license and self.license.via_group and self.license.via_group in self.groups:
-            raise ValueError(f"license.via_group: {self.license.via_group!r} is also in `groups`;"
-                             " list it once (the licence step manages that membership)")
-        if "mailbox_settings" in self.steps and "license" not in self.steps:
-            raise ValueError("steps: `mailbox_settings` needs `license` (the licence makes the mailbox)")
         if self.dual_role.link_attribute == self.account.ownership_attribute:
             raise ValueError("dual_role.link_attribute: must differ from account.ownership_attribute")
         names = [c.name for c in self.cohorts]
@@ -396,6 +268,25 @@ class Playbook(_Strict):
         if sum(c.select.rest for c in self.cohorts) > 1:
             raise ValueError("cohorts: only one cohort can select `rest`")
         return self
+
+    @model_validator(mode="after")
+    def _steps_coherent(self) -> Playbook:
+        """Every step is known, listed once, and has what it needs (each step says what)."""
+        steps = registry()
+        unknown = [s for s in self.steps if s not in steps]
+        if unknown:
+            raise ValueError(f"steps: unknown step {unknown[0]!r} (steps: {', '.join(steps)})")
+        if len(set(self.steps)) != len(self.steps):
+            raise ValueError("steps: a step is listed twice")
+        for name in self.steps:
+            problems = steps[name].check(self)
+            if problems:
+                raise ValueError(problems[0])
+        return self
+
+    def section(self, key: str) -> Any:
+        """A step's section of the playbook (None when the file has none)."""
+        return getattr(self, key, None)
 
     @property
     def naming_policy(self) -> NamingPolicy:
@@ -446,6 +337,26 @@ def _mapping(loader: _UniqueKeys, node: yaml.MappingNode, deep: bool = False) ->
 _UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def registry() -> dict[str, Step]:
+    """The registered steps. Asked for at validation time (a plug-in registry: the steps'
+    modules build on this one, so it cannot import them when it loads)."""
+    from .steps import STEPS
+
+    return STEPS
+
+
+def schema() -> type[Playbook]:
+    """The playbook's model: the core sections above plus each registered step's own."""
+    return _assemble(tuple(registry().values()))
+
+
+@functools.cache
+def _assemble(steps: tuple[Step, ...]) -> type[Playbook]:
+    sections: dict[str, Any] = {s.section: (s.schema | None, None) for s in steps
+                                if s.schema is not None and s.section not in Playbook.model_fields}
+    return create_model("Playbook", __base__=Playbook, **sections)
+
+
 def load_playbook(path: Path) -> Playbook:
     try:
         raw_bytes = path.read_bytes()
@@ -465,7 +376,7 @@ def load_playbook(path: Path) -> Playbook:
         raise PlaybookError([f"{path}: a playbook is a mapping of keys, found {type(data).__name__}"])
     digest = hashlib.sha256(raw_bytes).hexdigest()
     try:
-        playbook = Playbook.model_validate(data)
+        playbook = schema().model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         raise PlaybookError([f"{path}: {_describe(e)}" for e in errors if not _shadowed(e, errors)]) from None

@@ -89,15 +89,14 @@ def select(entries: Sequence[Entry], *, run_id: str | None, cohort: str | None,
 
 async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name: str,
                         force: bool, state_dir: Path | None = None) -> RollbackPlan:
-    deleted_users = {e.object_id for e in entries
-                     if e.change.step == "account" and e.change.action is Action.CREATE}
+    deleted_users = {e.object_id for e in entries if _creates_account(e.change)}
     result = RollbackPlan(Plan(playbook_name, "", "", "", {}, ()), {}, {})
     changes: list[Change] = []
     people: dict[str, PersonTarget] = {}
     for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
         step = STEPS[entry.change.step]
-        is_user_delete = entry.change.step == "account" and entry.change.action is Action.CREATE
-        if entry.object_id in deleted_users and not is_user_delete and getattr(step, "goes_with_user", True):
+        is_user_delete = _creates_account(entry.change)
+        if entry.object_id in deleted_users and not is_user_delete and step.goes_with_user:
             continue  # goes with the user (see below)
         undo = step.undo(entry.change, entry.before_image)
         if undo is None:
@@ -115,7 +114,7 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         if is_user_delete:
             result.goes_with[undo.id] = [
                 e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq
-                and getattr(STEPS[e.change.step], "goes_with_user", True)]
+                and STEPS[e.change.step].goes_with_user]
         if is_done(undo, current) or (current is None and undo.action is Action.UPDATE):
             # Done already, or the object whose attributes would be put back is gone.
             result.already.append((undo, entry.seq))
@@ -127,6 +126,15 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         changes.append(undo)
         result.undo_of[undo.id] = entry.seq
         people[undo.person_id] = PersonTarget(run.upn, run.user_id)
-    result.plan = Plan(playbook_name, "", "", "", people, tuple(changes),
-                       steps=("mailbox_settings", "groups", "license", "account"))
+    result.plan = Plan(playbook_name, "", "", "", people, tuple(changes), steps=UNDO_ORDER)
     return result
+
+
+# The order a rollback's changes are listed in, each step's place given by the step.
+UNDO_ORDER = tuple(name for name, _ in sorted(STEPS.items(), key=lambda kv: kv[1].undo_rank))
+
+
+def _creates_account(change: Change) -> bool:
+    """The change that made the person's account (its undo deletes the user and, with it,
+    every change that goes with the user)."""
+    return STEPS[change.step].holds_account and change.action is Action.CREATE

@@ -18,8 +18,8 @@ from pathlib import Path
 import structlog
 
 from .errors import GraphError, GraphFailure
-from .graph.gateway import MEMBERS_PER_WRITE, PRIORITY, REQUEST_IDS, Graph
-from .model import Action, Change, Outcome, Plan
+from .graph.gateway import MEMBERS_PER_WRITE, Graph
+from .model import Change, Outcome, Plan
 from .steps import STEPS, PersonRun
 
 log = structlog.get_logger("provisioner.apply")
@@ -105,8 +105,7 @@ class _Applier:
         async def wave(index: int, pids: list[str]) -> None:
             async with waves:
                 waiting = await self._wave(index, pids)
-            PRIORITY.set(_priority(LAST_ROUND, index))
-            await self._poll_pending(waiting, mailbox_wait)  # holds no wave slot
+            await self._poll_pending(waiting, mailbox_wait, _priority(LAST_ROUND, index))  # no wave slot
 
         await asyncio.gather(*(wave(i, people[start:start + WAVE])
                                for i, start in enumerate(range(0, len(people), WAVE))))
@@ -123,43 +122,44 @@ class _Applier:
                     self._record(ChangeResult(change, Outcome.SKIPPED, None,
                                               "not attempted: the account could not be made"))
             started = time.monotonic()
-            PRIORITY.set(_priority(k, index))
-            waiting += await self._round([c for c in due if c.person_id not in self.failed])
+            waiting += await self._round([c for c in due if c.person_id not in self.failed],
+                                         _priority(k, index))
             log.debug("apply.round", wave=index, round=k, changes=len(due),
                       seconds=round(time.monotonic() - started, 3),
                       limits={name: round(lim.limit, 1) for name, lim in self.graph.limits.items()})
         return waiting
 
-    async def _round(self, changes: list[Change]) -> list[Change]:
+    async def _round(self, changes: list[Change], priority: int) -> list[Change]:
         """One round's changes; returns those that wait on Graph (nothing was written)."""
-        not_ready = set(await self._not_ready(changes))  # e.g. mailboxes Exchange has not made
+        not_ready = set(await self._not_ready(changes, priority))  # mailboxes Exchange has not made
         joins: dict[str, list[Change]] = {}
         single: list[Change] = []
         for change in changes:
             if change.id in not_ready:
                 continue
-            group_id = _joins_group(change)
-            (joins.setdefault(group_id, []) if group_id else single).append(change)
+            key = STEPS[change.step].batch_key(change)
+            (joins.setdefault(key, []) if key else single).append(change)
         chunks = [members[i:i + MEMBERS_PER_WRITE] for members in joins.values()
                   for i in range(0, len(members), MEMBERS_PER_WRITE)]
-        results = await asyncio.gather(*(self._one(c) for c in single),
-                                       *(self._joined(chunk) for chunk in chunks if len(chunk) > 1),
-                                       *(self._one(chunk[0]) for chunk in chunks if len(chunk) == 1))
+        lone = [chunk[0] for chunk in chunks if len(chunk) == 1]
+        results = await asyncio.gather(*(self._one(c, priority) for c in single),
+                                       *(self._joined(chunk, priority) for chunk in chunks if len(chunk) > 1),
+                                       *(self._one(c, priority) for c in lone))
         waiting = [c for c in changes if c.id in not_ready]
         for result in results:
             for r in result if isinstance(result, list) else [result]:
                 if r.outcome is Outcome.PENDING:
                     waiting.append(r.change)
                     continue
-                if r.outcome is Outcome.FAILED and r.change.step == "account":
+                if r.outcome is Outcome.FAILED and STEPS[r.change.step].holds_account:
                     self.failed.add(r.change.person_id)
                 self._record(r)
         return waiting
 
-    async def _not_ready(self, changes: list[Change]) -> list[str]:
+    async def _not_ready(self, changes: list[Change], priority: int) -> list[str]:
         """Ids of changes whose step says, from cheap batched reads, that Graph is not ready
         for them (they wait for ``_poll_pending``; nothing was written)."""
-        ready = {c.id for c in await self._ready(changes)}
+        ready = {c.id for c in await self._ready(changes, priority)}
         return [c.id for c in changes if c.id not in ready]
 
     def _record(self, result: ChangeResult) -> None:
@@ -167,15 +167,14 @@ class _Applier:
         for hook in self.hooks:
             hook.finished(result)
 
-    async def _one(self, change: Change, *, announced: bool = False) -> ChangeResult:
+    async def _one(self, change: Change, priority: int, *, announced: bool = False) -> ChangeResult:
         run = self.runs[change.person_id]
         if not announced:
             for hook in self.hooks:
                 hook.started(change, run)
         seen: list[str] = []
-        REQUEST_IDS.set(seen)
         try:
-            outcome = await STEPS[change.step].apply(self.graph, change, run)
+            outcome = await STEPS[change.step].apply(self.graph.for_change(priority, seen), change, run)
             result = ChangeResult(change, outcome, request_id=seen[-1] if seen else None)
         except GraphFailure as exc:
             log.warning("change.failed", person_id=change.person_id, step=change.step,
@@ -185,7 +184,7 @@ class _Applier:
             hook.attempted(result, run)
         return result
 
-    async def _joined(self, chunk: list[Change]) -> list[ChangeResult]:
+    async def _joined(self, chunk: list[Change], priority: int) -> list[ChangeResult]:
         """Memberships of one group, up to 20, in one write. Graph adds all or none: if it
         refuses (one is already a member, or too new to be found), each is tried alone, so
         each gets its own answer."""
@@ -193,17 +192,16 @@ class _Applier:
             for hook in self.hooks:
                 hook.started(change, self.runs[change.person_id])
         seen: list[str] = []
-        REQUEST_IDS.set(seen)
-        group_id = _joins_group(chunk[0])
+        group_id = STEPS[chunk[0].step].batch_key(chunk[0])
         assert group_id is not None
         results: list[ChangeResult]
         try:
-            await self.graph.bind_members(group_id, [self.runs[c.person_id].user_id or ""
-                                                     for c in chunk])
+            await self.graph.for_change(priority, seen).bind_members(
+                group_id, [self.runs[c.person_id].user_id or "" for c in chunk])
         except GraphFailure as exc:
             if isinstance(exc, GraphError) and exc.status in (400, 404):
                 log.info("members.one_by_one", group_id=group_id, code=exc.code, count=len(chunk))
-                return list(await asyncio.gather(*(self._one(c, announced=True) for c in chunk)))
+                return list(await asyncio.gather(*(self._one(c, priority, announced=True) for c in chunk)))
             log.warning("members.failed", group_id=group_id, code=exc.code,
                         request_id=exc.request_id, count=len(chunk))
             results = [ChangeResult(c, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
@@ -216,18 +214,18 @@ class _Applier:
                 hook.attempted(result, self.runs[result.change.person_id])
         return results
 
-    async def _poll_pending(self, waiting: list[Change], wait: float) -> None:
+    async def _poll_pending(self, waiting: list[Change], wait: float, priority: int) -> None:
         """Changes waiting on Graph (a mailbox) are tried again, less and less often, until
         ``wait`` seconds have passed; what still waits is recorded as pending."""
         deadline = time.monotonic() + wait
         interval = 0.5
         while waiting and time.monotonic() < deadline:
-            ready = await self._ready(waiting)
+            ready = await self._ready(waiting, priority)
             if not ready:
                 await asyncio.sleep(min(interval, max(deadline - time.monotonic(), 0)))
                 interval = min(interval * 1.5, 15.0)
                 continue
-            results = await asyncio.gather(*(self._one(c) for c in ready))
+            results = await asyncio.gather(*(self._one(c, priority) for c in ready))
             still = {r.change.id for r in results if r.outcome is Outcome.PENDING}
             waiting = [c for c in waiting if c not in ready or c.id in still]
             for result in results:
@@ -237,13 +235,12 @@ class _Applier:
             self._record(ChangeResult(change, Outcome.PENDING, "MailboxNotEnabledForRESTAPI",
                                       "the mailbox is not provisioned yet; run apply again later"))
 
-    async def _ready(self, waiting: list[Change]) -> list[Change]:
+    async def _ready(self, waiting: list[Change], priority: int) -> list[Change]:
         """Ask each waiting step which of its changes can go now (cheap reads, batched)."""
         ready: list[Change] = []
         for step in {c.step for c in waiting}:
             mine = [(c, self.runs[c.person_id]) for c in waiting if c.step == step]
-            probe = getattr(STEPS[step], "ready", None)
-            ready += await probe(self.graph, mine) if probe else [c for c, _ in mine]
+            ready += await STEPS[step].ready(self.graph.for_change(priority), mine)
         return ready
 
 
@@ -251,14 +248,6 @@ class _Applier:
 def _priority(round_: int, wave: int) -> int:
     """Later rounds first (they finish people), then earlier waves (people started first)."""
     return round_ * 100_000 - wave
-
-
-def _joins_group(change: Change) -> str | None:
-    """The group a change adds its person to, when it is only that (so it can be batched)."""
-    if change.action is Action.CREATE and change.step in ("groups", "license") and change.after:
-        group_id = change.after.get("groupId")
-        return str(group_id) if group_id else None
-    return None
 
 
 def _message(exc: GraphFailure) -> str:

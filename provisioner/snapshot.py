@@ -6,15 +6,18 @@ Reading is the only thing here that talks to Graph; everything after it is pure.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import GraphError
 from .graph.client import client_id
 from .graph.gateway import Graph
 from .model import Json
-from .playbook import Playbook
-from .roster import Roster
+
+if TYPE_CHECKING:
+    from .playbook import Playbook
+    from .roster import Roster
 
 USER_SELECT = (
     "id", "userPrincipalName", "mailNickname", "displayName", "givenName", "surname",
@@ -135,6 +138,7 @@ class Snapshot:
     playbook_groups: frozenset[str] = frozenset()  # the user groups this playbook manages
     adoption_registered: bool = True  # the directory extension for adoption marks exists
     uncertain: frozenset[str] = frozenset()  # people with an e-mail or pass of unknown fate
+    extra: dict[str, Any] = field(default_factory=dict)  # step name → what a plug-in step read
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""
@@ -174,23 +178,25 @@ def mark(user: DirectoryUser | None, playbook: Playbook, value: str | None,
             {"onPremisesExtensionAttributes": {attr: value}})
 
 
-async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
-                        group_names: set[str]) -> Snapshot:
+class Reader(Protocol):
+    """A step, as far as the snapshot is concerned: what it adds to it."""
+
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]: ...
+
+
+async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_names: set[str],
+                        readers: Sequence[Reader] = ()) -> Snapshot:
+    """The directory (users, the named groups) read at once, then what each step reads."""
     attr = playbook.account.ownership_attribute
-    steps = set(playbook.steps)
     adoption = adoption_property(playbook)
     # Selecting an extension the tenant has not registered is an error: read it only if it is.
     registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
-    users_doc, skus_doc, groups_doc = await asyncio.gather(
+    users_doc, skus, groups_doc = await asyncio.gather(
         graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
-        graph.subscribed_skus() if "license" in steps or signin_gate(playbook) else _none(),
+        read_skus(graph) if signin_gate(playbook) else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}
-    skus = {s["skuPartNumber"]: Sku(
-        s["skuId"], s["skuPartNumber"], int(s["prepaidUnits"]["enabled"]),
-        int(s["consumedUnits"]), {p["servicePlanName"]: p["servicePlanId"] for p in s["servicePlans"]},
-    ) for s in skus_doc or []}
     wanted = [g for g in groups_doc or [] if g["displayName"] in group_names]
     members = await asyncio.gather(*(graph.group_member_ids(g["id"]) for g in wanted))
     groups: dict[str, list[Group]] = {}
@@ -199,12 +205,18 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster,
                     for lic in g.get("assignedLicenses") or []}
         groups.setdefault(g["displayName"], []).append(
             Group(g["id"], g["displayName"], frozenset(ids), licenses))
-    mailboxes: dict[str, Json | None] = {}
-    if "mailbox_settings" in steps:
-        mine = list(Snapshot(users).managed(owner_prefix(playbook)).values())
-        mailboxes = await read_mailboxes(graph, [u.id for u in mine])
-    intune = await read_intune(graph) if "device_settings" in steps else Intune()
-    return Snapshot(users, skus, groups, mailboxes, intune, adoption_registered=registered)
+    snapshot = Snapshot(users, skus or {}, groups, adoption_registered=registered)
+    for reader in readers:
+        snapshot = replace(snapshot, **await reader.read(graph, playbook, snapshot))
+    return snapshot
+
+
+async def read_skus(graph: Graph) -> dict[str, Sku]:
+    """The tenant's subscriptions by skuPartNumber."""
+    return {s["skuPartNumber"]: Sku(
+        s["skuId"], s["skuPartNumber"], int(s["prepaidUnits"]["enabled"]),
+        int(s["consumedUnits"]), {p["servicePlanName"]: p["servicePlanId"] for p in s["servicePlans"]},
+    ) for s in await graph.subscribed_skus()}
 
 
 async def read_mailboxes(graph: Graph, user_ids: list[str]) -> dict[str, Json | None]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import structlog
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from provisioner.sandbox import Sandbox, Tenant, open_tenant, reset_tenant
 from provisioner.sandbox.authz import SANDBOX_APP_ID
@@ -133,3 +133,14 @@ def serve_in_thread(app: Any) -> Iterator[str]:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip("\n")
+
+
+def cli(runner: CliRunner, state_dir: Path, *args: str, now: str | None = None,
+        catch_exceptions: bool = True, **env: str) -> Result:
+    """The CLI in this process, on ``state_dir``; ``now`` sets the one clock."""
+    from provisioner.cli import main
+
+    if now:
+        env["PROVISIONER_NOW"] = now
+    return runner.invoke(main, ["--state-dir", str(state_dir), *args], env=env or None,
+                         catch_exceptions=catch_exceptions)

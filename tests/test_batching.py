@@ -196,8 +196,8 @@ def test_with_no_seat_left_the_membership_stands_and_the_user_shows_the_licence_
         memory_sandbox: Any) -> None:
     """Entra's group-based licensing: the membership is made; the licence is not, and the user's
     licenseAssignmentStates says why (CountViolation). The verify gate turns that into words."""
-    from provisioner.gates import licence_problem
     from provisioner.sandbox.breaks import apply_break
+    from provisioner.steps.license import licence_problem
 
     from .test_sandbox import call
 

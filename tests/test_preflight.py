@@ -10,9 +10,10 @@ from click.testing import CliRunner, Result
 
 from provisioner.cli import main
 from provisioner.model import Action, Change, PersonTarget, Plan
-from provisioner.preflight import FAIL, _naming
+from provisioner.preflight import FAIL
 from provisioner.sandbox import Tenant
 from provisioner.snapshot import DirectoryUser, Snapshot
+from provisioner.steps.account import _naming
 
 from .conftest import reopen
 

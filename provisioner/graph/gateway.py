@@ -10,11 +10,11 @@ plan shows; the sandbox, like Graph, rejects a property name it does not know.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,6 @@ from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
 from .retry import RetryPolicy
 
 log = structlog.get_logger("provisioner.graph")
-# Graph's request-ids of the responses seen in the current task (each person's changes run
-# in their own asyncio task, so concurrent people never see each other's ids).
-REQUEST_IDS: ContextVar[list[str] | None] = ContextVar("request_ids", default=None)
-# Which requests Graph should see first when the adaptive limit makes them queue (the apply
-# loop puts a person's later changes before other people's first ones).
-PRIORITY: ContextVar[int] = ContextVar("priority", default=0)
 Json = dict[str, Any]
 RETRYABLE = {429, 503, 504}  # for a batch's items (reads)
 # Which answers are asked again, by kind of request. Reads, PUT, PATCH and DELETE are
@@ -75,6 +69,18 @@ class Graph:
         self.limits = {name: AdaptiveLimit(concurrency) for name in ("entra", "exchange", "intune")}
         # ids and UPNs (lower case) of users this process created or tried to, with when
         self._fresh: dict[str, float] = {}
+        # Per-request metadata, set on a view (``for_change``): which requests go first when
+        # the adaptive limit makes them queue, and where the answers' request-ids are kept.
+        self.priority = 0
+        self.request_ids: list[str] | None = None
+
+    def for_change(self, priority: int, request_ids: list[str] | None = None) -> Graph:
+        """This Graph (same connections, limits and counters) with the metadata of one change's
+        requests: the apply loop puts a person's later changes before other people's first
+        ones, and keeps the request-ids Graph answered with for the journal."""
+        view = copy.copy(self)
+        view.priority, view.request_ids = priority, request_ids
+        return view
 
     async def __aenter__(self) -> Graph:
         return self
@@ -98,7 +104,7 @@ class Graph:
 
         async def attempt() -> httpx.Response:
             self.stats["requests"] += 1
-            started, signal = await limit.acquire(PRIORITY.get()), BUSY
+            started, signal = await limit.acquire(self.priority), BUSY
             try:
                 response: httpx.Response = await self.adapter.send_primitive_async(
                     request_info, "bytes", {})
@@ -112,7 +118,7 @@ class Graph:
                                      f" {exc}") from exc
             finally:
                 limit.release(started, signal)
-            seen = REQUEST_IDS.get()
+            seen = self.request_ids
             if seen is not None and response.headers.get("request-id"):
                 seen.append(response.headers["request-id"])
             if once and response.status_code in AMBIGUOUS:
@@ -140,7 +146,8 @@ class Graph:
     def _about_fresh(self, request_info: Any) -> bool:
         """Does the request name (in its path or body) an object made here moments ago?"""
         now = time.monotonic()
-        self._fresh = {k: t for k, t in self._fresh.items() if now - t < REPLICATION_WINDOW}
+        for key in [k for k, t in self._fresh.items() if now - t >= REPLICATION_WINDOW]:
+            del self._fresh[key]  # in place: views of this Graph share the dict
         if not self._fresh:
             return False
         params = request_info.path_parameters or {}

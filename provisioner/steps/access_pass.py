@@ -10,12 +10,47 @@ the guide) is replaced by a new pass on the next apply. Undo revokes the pass.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
+from pydantic import Field
+
+from ..checks import Check, fail, ok
+from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
+from ..schema import Strict
+from ..snapshot import Snapshot
 from .account import generate_password
-from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext, removal
+from .base import (
+    ONE_WAY,
+    REVERSIBLE,
+    BaseStep,
+    PersonRun,
+    PersonView,
+    PlanContext,
+    Reversibility,
+    StepPlan,
+    removal,
+)
+from .groups import GroupsStep
+
+if TYPE_CHECKING:
+    from ..playbook import Playbook
+
+
+class AccessPass(Strict):
+    """First sign-in without a password in the open: a Temporary Access Pass (shown only in
+    the person's guide), or as a fallback a generated password to change at first sign-in."""
+
+    method: Literal["temporary_access_pass", "password"] = "temporary_access_pass"
+    # A default tenant's policy allows 60 to 480 minutes: a pass valid for the first working
+    # day. A longer one needs the region's policy changed first (preflight checks it).
+    lifetime_minutes: Annotated[int, Field(ge=10, le=43200)] = 480
+    usable_once: bool = True
+    # When a cohort has a start date, its passes become valid at this local time that day
+    # (startDateTime), not when the guide is written weeks earlier.
+    valid_from: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "08:00"
+    time_zone: str = "Europe/Stockholm"
 
 
 def valid_from(day: str, at: str, zone: str) -> str | None:
@@ -32,12 +67,30 @@ def valid_from(day: str, at: str, zone: str) -> str | None:
     return local.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class AccessPassStep:
+class AccessPassStep(BaseStep):
     name: ClassVar[str] = "access_pass"
+    section: ClassVar[str | None] = "access_pass"
+    schema: ClassVar[type[Strict] | None] = AccessPass
+    requires: ClassVar[dict[str, str]] = {"guide": "the pass is shown only in the guide"}
+    hands_over: ClassVar[bool] = True
+    undo_rank: ClassVar[int] = 20
 
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
-        spec = ctx.playbook.access_pass
-        assert spec is not None
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        if playbook.section("access_pass").method == "password":
+            return {"reset_password": "set a first password people change at sign-in"}
+        return {"create_access_pass": "issue Temporary Access Passes",
+                "delete_access_pass": "revoke a Temporary Access Pass (rollback)",
+                "access_passes": "find a person's pass (resume, rollback)",
+                "access_pass_policy": "preflight: the tenant's Temporary Access Pass policy"}
+
+    async def tenant_preflight(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> list[Check]:
+        return [await _policy(graph, playbook, snapshot)]
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
+        return StepPlan(self._changes(ctx, view))
+
+    def _changes(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+        spec = ctx.playbook.section("access_pass")
         pid = view.person.person_id
         if view.adopted or pid in ctx.snapshot.guides or pid in ctx.snapshot.uncertain:
             # staff sign in as always; a delivered guide already carried a secret; an
@@ -51,7 +104,7 @@ class AccessPassStep:
             after["startDateTime"] = valid_from(starts, spec.valid_from, spec.time_zone)
         return [Change(self.name, pid, Action.CREATE, f"access-pass:{upn}", None, after)]
 
-    def reversibility(self, change: Change) -> str:
+    def reversibility(self, change: Change) -> Reversibility:
         method = (change.after or change.before or {}).get("method")
         return ONE_WAY if method == "password" else REVERSIBLE
 
@@ -90,3 +143,43 @@ class AccessPassStep:
         run.pass_id = str(issued["id"])
         run.observed[change.id] = {"methodId": issued["id"]}  # what undo revokes; not the pass
         return Outcome.APPLIED
+
+
+async def _policy(graph: Graph, playbook: Playbook, snapshot: Snapshot) -> Check:
+    """The tenant's Temporary Access Pass policy must let every pass the playbook asks for be
+    issued: enabled, covering the officials, the lifetime inside its bounds."""
+    spec = playbook.section("access_pass")
+    if spec.method != "temporary_access_pass":
+        return ok("access pass", "no Temporary Access Pass step")
+    try:
+        policy = await graph.access_pass_policy()
+    except GraphError as exc:
+        if exc.status != 403:
+            raise
+        return fail("access pass", f"cannot read the Temporary Access Pass policy ({exc.code}):"
+                    " see permissions")
+    where = "Entra admin center, Protection, Authentication methods, Temporary Access Pass"
+    if policy.get("state") != "enabled":
+        return fail("access pass", f"Temporary Access Pass is disabled in the tenant: enable it ({where})")
+    low, high = policy.get("minimumLifetimeInMinutes", 60), policy.get("maximumLifetimeInMinutes", 480)
+    problems = []
+    if not low <= spec.lifetime_minutes <= high:
+        problems.append(f"access_pass.lifetime_minutes is {spec.lifetime_minutes}, the policy allows"
+                        f" {low} to {high}: change one or the other")
+    if policy.get("isUsableOnce") and not spec.usable_once:
+        problems.append("the policy allows one-time passes only: set access_pass.usable_once: true")
+    targets = {t.get("id") for t in policy.get("includeTargets") or []}
+    mine = {g.id: name for name in _static_groups(playbook) for g in snapshot.groups.get(name, [])}
+    if "all_users" not in targets and not targets & set(mine):
+        problems.append("the policy enables passes only for groups none of which this playbook puts"
+                        f" people in: add one of {', '.join(sorted(set(mine.values()))) or 'its groups'}"
+                        f" to the policy's targets ({where})")
+    if problems:
+        return fail("access pass", "; ".join(problems))
+    return ok("access pass", f"enabled for these people, {spec.lifetime_minutes} minutes"
+              f" is within {low}–{high}")
+
+
+def _static_groups(playbook: Playbook) -> list[str]:
+    """The groups every person of the playbook is put in (names without placeholders)."""
+    return [g for g in playbook.groups if "{" not in g] if GroupsStep.name in playbook.steps else []

@@ -1,5 +1,11 @@
-"""What a step is: plan (pure: desired state vs snapshot → Changes), apply one Change,
-read the current state of a Change's target, and say how a Change is undone.
+"""What a step is: one module owns everything about one kind of change.
+
+A step declares its playbook section (schema), what it reads into the snapshot, its plan
+(pure: desired state vs snapshot → Changes and notes), how it applies, reads back and undoes
+a Change, what a leaver loses, its verify checks, the Graph requests it makes (permissions),
+its preflight checks and which of its changes can share one write. ``BaseStep`` gives every
+answer a default, so a step says only what is particular to it; ``steps/__init__.py`` lists
+the steps, and the rest of the code asks them, never matching a step's name.
 
 ``current`` returns the target's state in the shape of the Change's ``after`` (or, for a
 DELETE, its ``before``), or None when the object is not there. With it, resume asks "is
@@ -13,18 +19,38 @@ hands each step the person's account id through ``PersonRun``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import datetime as dt
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from ..checks import Check
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..naming import Names
-from ..playbook import Playbook
 from ..roster import Person
 from ..snapshot import DirectoryUser, Snapshot
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from ..model import Plan
+    from ..playbook import Playbook
+
+
+Problems = dict[str, list[str]]  # person_id → what is wrong
+
+
+class Reversibility(enum.StrEnum):
+    REVERSIBLE = "reversible"    # an attribute, a membership, a licence
+    COMPENSABLE = "compensable"  # a created user: soft-deleted on undo, restorable for 30 days
+    ONE_WAY = "one-way"          # cannot be undone (an e-mail already sent)
+
+
+REVERSIBLE, COMPENSABLE, ONE_WAY = Reversibility
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +58,61 @@ class PlanContext:
     playbook: Playbook
     snapshot: Snapshot
     owner_prefix: str
-    # What steps notice but is not a change: a device awaiting enrolment (person_id → why).
-    awaiting: dict[str, str] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-    cohort_of: dict[str, str] = field(default_factory=dict)  # person_id → cohort
-    starts: dict[str, str] = field(default_factory=dict)     # person_id → cohort start date
+    cohort_of: Mapping[str, str] = field(default_factory=dict)  # person_id → cohort
+    starts: Mapping[str, str] = field(default_factory=dict)     # person_id → cohort start date
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """What a step plans for one person: its changes, and what it noticed that is not a change."""
+
+    changes: Sequence[Change] = ()
+    notes: Sequence[str] = ()      # for the admin to act on (a name change, an unknown model)
+    awaiting: str | None = None    # a device awaiting enrolment: why
+
+
+@dataclass(frozen=True, slots=True)
+class Leaver:
+    """A managed person no longer in the roster, and the day they started leaving."""
+
+    person_id: str
+    user: DirectoryUser
+    now: dt.datetime
+    since: dt.datetime  # the day the first leaver stage was applied (now, the first time)
+
+
+@dataclass(frozen=True, slots=True)
+class Leaving:
+    changes: Sequence[Change] = ()
+    scheduled: Sequence[str] = ()  # later stages, with their dates
+    last: Sequence[Change] = ()    # after every step's other changes (the account's deletion)
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What preflight's plan checks look at: the plan, the next cohort's part of it, and the
+    snapshot it was made from."""
+
+    playbook: Playbook
+    snapshot: Snapshot
+    plan: Plan
+    part: Plan
+    cohort: str | None  # the next cohort (None: the whole plan)
+
+    @property
+    def who(self) -> str:
+        return f"cohort {self.cohort}" if self.cohort else "the plan"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyFacts:
+    """What the verify gate has read about the people it checks, for each step's checks."""
+
+    playbook: Playbook
+    people: Sequence[Person]
+    upns: Mapping[str, str]                       # person_id → userPrincipalName
+    users: Mapping[str, Json]                     # person_id → their account as read now
+    last_applied: Mapping[str, Mapping[str, str]]  # step → person_id → when its change was made
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +143,140 @@ class PersonRun:
     state_dir: Path | None = None  # where files a step writes (guides) live
 
 
-REVERSIBLE = "reversible"    # an attribute, a membership, a licence
-COMPENSABLE = "compensable"  # a created user: soft-deleted on undo, restorable for 30 days
-ONE_WAY = "one-way"          # cannot be undone (an e-mail already sent)
+class Step(Protocol):
+    """Everything the rest of the tool asks a step. ``BaseStep`` answers each by default."""
+
+    name: ClassVar[str]
+    section: ClassVar[str | None]                 # its playbook key
+    schema: ClassVar[type[BaseModel] | None]      # that section's model
+    holds_account: ClassVar[bool]   # its failure stops the person; its create is the account
+    goes_with_user: ClassVar[bool]  # undone by deleting the user it was made on
+    hands_over: ClassVar[bool]      # reaches the person (a pass, a guide): not re-sent unasked
+    guide: ClassVar[bool]           # the person's guide: gates check it was delivered in time
+    undo_rank: ClassVar[int]        # rollback lists steps from the lowest rank
+    leave_rank: ClassVar[int]       # leaver changes go from the lowest rank
+    verify_checks: ClassVar[tuple[str, ...]]  # the verify gate's checks it answers
+
+    def check(self, playbook: Playbook) -> list[str]: ...
+    def groups(self, playbook: Playbook, person: Person | None) -> list[str]: ...
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]: ...
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan: ...
+    def warnings(self, ctx: PlanContext, changes: Sequence[Change]) -> list[str]: ...
+    def leave(self, ctx: PlanContext, leaver: Leaver) -> Leaving: ...
+    def drastic(self, change: Change) -> bool: ...
+    def operations(self, playbook: Playbook) -> dict[str, str]: ...
+    def preflight(self, planned: Planned) -> list[Check]: ...
+    async def tenant_preflight(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> list[Check]: ...
+    async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> Problems: ...
+    def batch_key(self, change: Change) -> str | None: ...
+    async def ready(self, graph: Graph, waiting: list[tuple[Change, PersonRun]]) -> list[Change]: ...
+    def reversibility(self, change: Change) -> Reversibility: ...
+    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None: ...
+    def undo(self, change: Change, before_image: Json | None) -> Change | None: ...
+    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome: ...
+
+
+class BaseStep:
+    """The defaults: no section, nothing read, nothing lost when leaving, reversible, each
+    change its own write. A step overrides what is particular to it."""
+
+    name: ClassVar[str]
+    section: ClassVar[str | None] = None
+    schema: ClassVar[type[BaseModel] | None] = None
+    requires: ClassVar[dict[str, str]] = {}  # step → why it must be listed too
+    holds_account: ClassVar[bool] = False
+    goes_with_user: ClassVar[bool] = True
+    hands_over: ClassVar[bool] = False
+    guide: ClassVar[bool] = False
+    undo_rank: ClassVar[int] = 50
+    leave_rank: ClassVar[int] = 50
+    verify_checks: ClassVar[tuple[str, ...]] = ()
+
+    def spec(self, playbook: Playbook) -> Any:
+        """This step's section of the playbook."""
+        return playbook.section(self.section) if self.section else None
+
+    def check(self, playbook: Playbook) -> list[str]:
+        """Why the playbook cannot run this step as written (with ``steps:`` listing it)."""
+        problems = []
+        if self.schema is not None and self.spec(playbook) is None:
+            problems.append(f"steps: `{self.name}` is listed but the `{self.section}` section is missing")
+        problems += [f"steps: `{self.name}` needs `{other}` ({why})"
+                     for other, why in self.requires.items() if other not in playbook.steps]
+        return problems
+
+    def groups(self, playbook: Playbook, person: Person | None) -> list[str]:
+        """The groups (by displayName) this step puts ``person`` in; with None, every group
+        it manages for anyone (a mover leaves the ones no longer theirs)."""
+        return []
+
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]:
+        """What this step adds to the snapshot (fields of ``Snapshot``), read once in bulk."""
+        return {}
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
+        raise NotImplementedError
+
+    def warnings(self, ctx: PlanContext, changes: Sequence[Change]) -> list[str]:
+        return []
+
+    def leave(self, ctx: PlanContext, leaver: Leaver) -> Leaving:
+        return Leaving()
+
+    def drastic(self, change: Change) -> bool:
+        """Does the change disable, unlicense or delete a person (the mass-change guard)?"""
+        return False
+
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        """gateway method → what this step uses it for (permissions.py has the table)."""
+        return {}
+
+    def preflight(self, planned: Planned) -> list[Check]:
+        """Checks on what the next cohort (``planned.part``) would do."""
+        return []
+
+    async def tenant_preflight(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> list[Check]:
+        """Checks on the tenant's settings that need no plan."""
+        return []
+
+    async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> dict[str, list[str]]:
+        """person_id → what is wrong, for this step's ``verify_checks`` among ``checks``."""
+        return {}
+
+    def batch_key(self, change: Change) -> str | None:
+        """Changes with the same key go in one write (memberships of one group)."""
+        return None
+
+    async def ready(self, graph: Graph, waiting: list[tuple[Change, PersonRun]]) -> list[Change]:
+        """Which of these changes Graph is ready for now (cheap batched reads)."""
+        return [c for c, _ in waiting]
+
+    def reversibility(self, change: Change) -> Reversibility:
+        return REVERSIBLE
+
+    def undo(self, change: Change, before_image: Json | None) -> Change | None:
+        return inverse(change, before_image)
+
+
+def verifies(playbook: Playbook, check: str) -> bool:
+    """Does some cohort's verify gate run ``check``? (No checks listed: all of them.)"""
+    return any(c.gates.verify is not None and (not c.gates.verify.checks or check in c.gates.verify.checks)
+               for c in playbook.cohorts)
+
+
+def memberships(why: str) -> dict[str, str]:
+    """The gateway methods of adding people (or devices) to groups found by name."""
+    return {"list_groups": "find the playbook's groups by name", "group_member_ids": "read group members",
+            "member_of": "read a person's memberships", "bind_members": why, "add_member": why,
+            "remove_member": why}
+
+
+def membership_key(change: Change) -> str | None:
+    """The group a change adds its person to, when it is only that (so it can be batched)."""
+    if change.action is Action.CREATE and change.after:
+        group_id = change.after.get("groupId")
+        return str(group_id) if group_id else None
+    return None
 
 
 def shape(change: Change) -> Json | None:
@@ -140,20 +347,6 @@ async def settle(write: Callable[[], Awaitable[None]], lagging: Callable[[GraphE
         await asyncio.sleep(delay)
         waited += delay
         delay = min(delay * 2, 8.0)
-
-
-class Step(Protocol):
-    name: ClassVar[str]
-
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]: ...
-
-    async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome: ...
-
-    def reversibility(self, change: Change) -> str: ...
-
-    async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None: ...
-
-    def undo(self, change: Change, before_image: Json | None) -> Change | None: ...
 
 
 def inverse(change: Change, before_image: Json | None) -> Change | None:

@@ -9,22 +9,65 @@ enrolment and a later apply picks the device up.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+from pydantic import Field
+
+from ..cohorts import is_canary
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from ..playbook import DeviceProfile
-from ..snapshot import ManagedDevice
-from .base import ALREADY_MEMBER, REVERSIBLE, PersonRun, PersonView, PlanContext, shape
+from ..roster import Person
+from ..schema import Strict
+from ..snapshot import ManagedDevice, Snapshot, read_intune
+from .base import (
+    ALREADY_MEMBER,
+    BaseStep,
+    PersonRun,
+    PersonView,
+    PlanContext,
+    StepPlan,
+    VerifyFacts,
+    memberships,
+    shape,
+)
+
+if TYPE_CHECKING:
+    from ..playbook import Playbook
+
+
+class DeviceProfile(Strict):
+    """Intune settings for one device model: the device groups its configuration profiles
+    (mail, Wi-Fi, restrictions) are assigned to, a device category, and whether to sync."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    model: str = Field(description="the model as the roster's device_model names it")
+    intune_models: tuple[str, ...] = Field((), description="the model as Intune reports it")
+    os: str | None = None
+    groups: tuple[str, ...] = Field(min_length=1)
+    category: str | None = None
+    sync: bool = True
+
+    def reports(self, model: str, os: str | None) -> bool:
+        models = {m.casefold() for m in (self.intune_models or (self.model,))}
+        return model.casefold() in models and (self.os is None or (os or "").casefold() == self.os.casefold())
+
+
+class Devices(Strict):
+    profiles: tuple[DeviceProfile, ...] = Field(min_length=1)
+
+    def for_model(self, roster_model: str) -> DeviceProfile | None:
+        return next((p for p in self.profiles if p.model.casefold() == roster_model.casefold()), None)
 
 
 def profile_for(ctx: PlanContext, view: PersonView) -> DeviceProfile | None:
-    assert ctx.playbook.devices is not None
+    devices = ctx.playbook.section("devices")
     if view.person.device_model:
-        return ctx.playbook.devices.for_model(view.person.device_model)
+        return devices.for_model(view.person.device_model)
     for device in ctx.snapshot.intune.for_person(_upn(view), view.person.device_serial):
-        found = next((p for p in ctx.playbook.devices.profiles if p.reports(device.model, device.os)), None)
+        found = next((p for p in devices.profiles if p.reports(device.model, device.os)), None)
         if found:
             return found
     return None
@@ -42,30 +85,43 @@ def _upn(view: PersonView) -> str:
     return view.user.upn if view.user is not None else ""
 
 
-class DeviceSettingsStep:
+class DeviceSettingsStep(BaseStep):
     name: ClassVar[str] = "device_settings"
+    section: ClassVar[str | None] = "devices"
+    schema: ClassVar[type[Strict] | None] = Devices
     goes_with_user: ClassVar[bool] = False  # memberships of the device, not of the account
+    undo_rank: ClassVar[int] = 40
+    verify_checks: ClassVar[tuple[str, ...]] = ("device",)
 
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+    def groups(self, playbook: Playbook, person: Person | None) -> list[str]:
+        """The device groups of the person's model; with None, every profile's (a device that
+        changed model leaves the old ones)."""
+        devices = playbook.section("devices")
+        if person is None:
+            return [g for p in devices.profiles for g in p.groups]
+        profile = next((x for x in devices.profiles if x.model.casefold() == person.device_model.casefold()),
+                       None)
+        return list(profile.groups) if profile else []
+
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]:
+        return {"intune": await read_intune(graph)}
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
         profile = profile_for(ctx, view)
         if profile is None:
             if view.person.device_model:
-                ctx.notes[view.person.person_id] = (
-                    f"no device profile for the model {view.person.device_model!r}")
-            return []
+                return StepPlan(notes=[f"no device profile for the model {view.person.device_model!r}"])
+            return StepPlan()
         device = device_for(ctx, view, profile)
         pid = view.person.person_id
         if device is None:
             serial = f", serial {view.person.device_serial}" if view.person.device_serial else ""
-            ctx.awaiting[pid] = f"{profile.model}{serial}: awaiting enrolment"
-            return []
+            return StepPlan(awaiting=f"{profile.model}{serial}: awaiting enrolment")
         object_id = ctx.snapshot.intune.object_ids.get(device.azure_ad_device_id)
         if object_id is None:
-            ctx.awaiting[pid] = f"{profile.model}, serial {device.serial}: not registered in Entra yet"
-            return []
+            return StepPlan(awaiting=f"{profile.model}, serial {device.serial}: not registered in Entra yet")
         changes = []
-        assert ctx.playbook.devices is not None
-        others = {g for p in ctx.playbook.devices.profiles for g in p.groups} - set(profile.groups)
+        others = {g for p in ctx.playbook.section("devices").profiles for g in p.groups} - set(profile.groups)
         for name in sorted(others):  # a new device model: out of the old profile's groups
             for group in ctx.snapshot.groups.get(name, []):
                 if object_id in group.member_ids:
@@ -90,10 +146,58 @@ class DeviceSettingsStep:
                                   {"category": profile.category,
                                    "categoryId": ctx.snapshot.intune.categories[profile.category],
                                    "managedDeviceId": device.id, "sync": profile.sync}))
-        return changes
+        return StepPlan(changes)
 
-    def reversibility(self, change: Change) -> str:
-        return REVERSIBLE
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        return {"list_managed_devices": "find each person's device",
+                "device_categories": "read device categories",
+                "set_device_category": "set a device's category",
+                "sync_device": "ask a changed device to sync",
+                "list_devices": "find the Entra device object of a managed device",
+                "add_device_member": "put devices in their profile's device groups",
+                **memberships("put devices in their profile's device groups")}
+
+    async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> dict[str, list[str]]:
+        """Each person's device: in its profile's groups, checked in since the change, compliant."""
+        if "device" not in checks:
+            return {}
+        devices_spec = facts.playbook.section("devices")
+        intune = await read_intune(graph)
+        groups = {g["displayName"]: g["id"] for g in await graph.list_groups(("id", "displayName"))}
+        members: dict[str, set[str]] = {}
+        changed = facts.last_applied.get(self.name, {})
+        out: dict[str, list[str]] = {}
+        for p in facts.people:
+            if is_canary(p.person_id) or p.person_id not in facts.users:
+                continue  # synthetic accounts have no device; a missing account is reported already
+            profile = devices_spec.for_model(p.device_model) if p.device_model else None
+            candidates = intune.for_person(facts.upns[p.person_id], p.device_serial)
+            device = next((d for d in candidates if (p.device_serial and d.serial == p.device_serial)
+                           or (profile and profile.reports(d.model, d.os))), None)
+            if profile is None and device is not None:
+                profile = next((x for x in devices_spec.profiles if x.reports(device.model, device.os)), None)
+            if profile is None:
+                continue  # no device for this person in the playbook
+            if device is None:
+                out[p.person_id] = [f"device: {profile.model} not enrolled yet"]
+                continue
+            problems = []
+            object_id = intune.object_ids.get(device.azure_ad_device_id, "")
+            for name in profile.groups:
+                if name not in members:
+                    gid = groups.get(name)
+                    members[name] = set(await graph.group_member_ids(gid)) if gid else set()
+                if object_id not in members[name]:
+                    problems.append(f"device: {device.serial} is not in {name}")
+            since = changed.get(p.person_id)  # the device must check in after its own last change
+            if since and device.last_sync < _odata_ms(since):
+                problems.append(f"device: {device.serial} has not checked in since the change"
+                                f" (last {device.last_sync[:16] or 'never'})")
+            if device.compliance != "compliant":
+                problems.append(f"device: {device.serial} is {device.compliance or 'not evaluated'}")
+            if problems:
+                out[p.person_id] = problems
+        return out
 
     def undo(self, change: Change, before_image: Json | None) -> Change | None:
         if change.action is Action.CREATE:
@@ -138,3 +242,8 @@ class DeviceSettingsStep:
             # 8 hours; never for a change that was already made (nothing new to fetch).
             await graph.sync_device(data["managedDeviceId"])
         return outcome
+
+
+def _odata_ms(iso: str) -> str:
+    when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -4,15 +4,30 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
-from ..errors import ConfigurationError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from ..playbook import Playbook
 from ..roster import Person
-from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, add_member, inverse, removal, shape
+from .base import (
+    BaseStep,
+    Leaver,
+    Leaving,
+    PersonRun,
+    PersonView,
+    PlanContext,
+    StepPlan,
+    VerifyFacts,
+    add_member,
+    membership_key,
+    memberships,
+    removal,
+    shape,
+)
+
+if TYPE_CHECKING:
+    from ..playbook import Playbook
 
 
 def group_names(templates: Iterable[str], person: Person) -> list[str]:
@@ -25,44 +40,20 @@ def group_names(templates: Iterable[str], person: Person) -> list[str]:
     return names
 
 
-def needed_groups(playbook: Playbook, persons: Iterable[Person]) -> dict[str, int]:
-    """Every group name the playbook needs for these people (user and device groups), with
-    how many people need it."""
-    needed: dict[str, int] = {}
-    templates = playbook.groups if "groups" in playbook.steps else ()
-    profiles = playbook.devices.profiles if playbook.devices and "device_settings" in playbook.steps else ()
-    for p in persons:
-        names = group_names(templates, p)
-        profile = next((x for x in profiles if x.model.casefold() == p.device_model.casefold()), None)
-        names += list(profile.groups) if profile else []
-        if playbook.license and playbook.license.via_group and "license" in playbook.steps:
-            names.append(playbook.license.via_group)
-        for name in names:
-            needed[name] = needed.get(name, 0) + 1
-    for x in profiles:  # every profile's groups: a device that changed model leaves the old ones
-        for name in x.groups:
-            needed.setdefault(name, 0)
-    return needed
-
-
-def check_groups(ctx: PlanContext, persons: Iterable[Person]) -> None:
-    """Every group the roster needs exists exactly once, or one error lists them all."""
-    needed = needed_groups(ctx.playbook, persons)
-    problems = []
-    for name, count in sorted(needed.items()):
-        found = ctx.snapshot.groups.get(name, [])
-        if not found:
-            problems.append(f"groups: no group named {name!r} in the tenant ({count} people need it)")
-        elif len(found) > 1:
-            problems.append(f"groups: {len(found)} groups are named {name!r}; rename all but one")
-    if problems:
-        raise ConfigurationError("\n".join(problems))
-
-
-class GroupsStep:
+class GroupsStep(BaseStep):
     name: ClassVar[str] = "groups"
+    section: ClassVar[str | None] = "groups"  # a core section: templates over roster fields
+    undo_rank: ClassVar[int] = 70
+    leave_rank: ClassVar[int] = 0
+    verify_checks: ClassVar[tuple[str, ...]] = ("groups",)
 
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+    def check(self, playbook: Playbook) -> list[str]:
+        return [] if playbook.groups else ["steps: `groups` is listed but `groups` is empty"]
+
+    def groups(self, playbook: Playbook, person: Person | None) -> list[str]:
+        return group_names(playbook.groups, person) if person is not None else []
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
         upn = view.user.upn if view.user else view.names.upn
         changes = []
         wanted = set(group_names(ctx.playbook.groups, view.person))
@@ -80,13 +71,38 @@ class GroupsStep:
             changes.append(Change(self.name, view.person.person_id, Action.CREATE,
                                   f"group:{name}:{upn}", None,
                                   {"group": name, "groupId": group.id, "member": upn}))
-        return changes
+        return StepPlan(changes)
 
-    def reversibility(self, change: Change) -> str:
-        return REVERSIBLE
+    def leave(self, ctx: PlanContext, leaver: Leaver) -> Leaving:
+        """Out of every group the playbook manages, at once (an adopted account too)."""
+        user, out = leaver.user, []
+        for name in sorted(ctx.snapshot.playbook_groups):
+            for group in ctx.snapshot.groups.get(name, []):
+                if user.id in group.member_ids:
+                    out.append(Change(self.name, leaver.person_id, Action.DELETE, f"group:{name}:{user.upn}",
+                                      {"group": name, "groupId": group.id, "member": user.upn}, None))
+        return Leaving(out)
 
-    def undo(self, change: Change, before_image: Json | None) -> Change | None:
-        return inverse(change, before_image)
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        return memberships("add and remove group members")
+
+    async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> dict[str, list[str]]:
+        if "groups" not in checks:
+            return {}
+        ids = {g["displayName"]: g["id"] for g in await graph.list_groups(("id", "displayName"))}
+        people = {p.person_id: p for p in facts.people}
+        pids = list(facts.users)
+        found = await graph.batch([graph.member_of_request(facts.users[pid]["id"]) for pid in pids])
+        out: dict[str, list[str]] = {}
+        for pid, res in zip(pids, found, strict=True):
+            have = {g["id"] for g in (res.body or {}).get("value", [])}
+            missing = {ids.get(n, n) for n in group_names(facts.playbook.groups, people[pid])} - have
+            if missing:
+                out[pid] = [f"groups: {len(missing)} expected memberships missing"]
+        return out
+
+    def batch_key(self, change: Change) -> str | None:
+        return membership_key(change)
 
     async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
         wanted = shape(change)

@@ -12,13 +12,40 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
 
 from ..errors import ConfigurationError, StepFailure
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from .base import ONE_WAY, REVERSIBLE, PersonRun, PersonView, PlanContext
+from ..schema import Strict
+from .access_pass import AccessPassStep
+from .base import ONE_WAY, REVERSIBLE, BaseStep, PersonRun, PersonView, PlanContext, Reversibility, StepPlan
+
+if TYPE_CHECKING:
+    from ..playbook import Playbook
+
+class Guide(Strict):
+    language: Literal["sv", "en"] = "sv"
+    templates: Path | None = Field(None, description="folder of Jinja2 templates overriding the defaults")
+    delivery: Literal["print", "email"] = "print"
+    sender: str | None = Field(None, description="service mailbox that sends guides by e-mail")
+    lead_days: Annotated[float, Field(ge=0)] = 0
+    help: str = "IT-supporten: 010-123 45 67, support@example-region.se (vardagar 8–17)"
+    # A Temporary Access Pass is a credential: by default an e-mailed guide says the code comes
+    # on paper or by SMS from the secretariat, and only the printable guide carries it.
+    email_access_pass: bool = False
+    organisation: str = "Region Exempel"
+
+    @model_validator(mode="after")
+    def _sender(self) -> Guide:
+        if self.delivery == "email" and not self.sender:
+            raise ValueError("guide.sender: e-mail delivery needs the service mailbox to send from")
+        return self
+
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 FAMILY = {"iphone": "ios", "ipad": "ios", "samsung": "android", "galaxy": "android", "sm-": "android"}
@@ -30,7 +57,7 @@ def device_family(model: str) -> str:
 
 
 def _pass_terms(ctx: PlanContext, starts: str | None) -> Json:
-    spec = ctx.playbook.access_pass
+    spec = ctx.playbook.section(AccessPassStep.section or "")
     return {"lifetimeInMinutes": spec.lifetime_minutes if spec else None,
             "usableOnce": spec.usable_once if spec else None,
             "passValidFrom": f"{starts} {spec.valid_from}" if spec and starts else None}
@@ -43,26 +70,51 @@ def _employee_upn(view: PersonView) -> str | None:
     return None
 
 
-def _uncertain(ctx: PlanContext, pid: str) -> bool:
+def _uncertain(pid: str) -> str:
     """A guide or pass of this person got no clear answer: it is not sent again on its own."""
-    if pid not in ctx.snapshot.uncertain:
-        return False
-    ctx.notes[pid] = ("a guide e-mail or pass got no clear answer from Graph (it may have gone out):"
-                      f" ask the person, then `provisioner settle PLAYBOOK --person {pid} --happened`"
-                      " or `--again`")
-    return True
+    return ("a guide e-mail or pass got no clear answer from Graph (it may have gone out):"
+            f" ask the person, then `provisioner settle PLAYBOOK --person {pid} --happened`"
+            " or `--again`")
 
 
-class GuideStep:
+class GuideStep(BaseStep):
     name: ClassVar[str] = "guide"
+    section: ClassVar[str | None] = "guide"
+    schema: ClassVar[type[Strict] | None] = Guide
     goes_with_user: ClassVar[bool] = False  # a file on disk does not go with a deleted account
+    hands_over: ClassVar[bool] = True
+    guide: ClassVar[bool] = True
+    undo_rank: ClassVar[int] = 10
 
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
-        spec = ctx.playbook.guide
-        assert spec is not None
+    def check(self, playbook: Playbook) -> list[str]:
+        if playbook.steps[-1] != self.name:
+            return ["steps: `guide` must come last (it describes what the other steps made)"]
+        return super().check(playbook)
+
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        if playbook.section("guide").delivery == "email":
+            return {"send_mail": "send each person their guide from the service mailbox"}
+        return {}
+
+    def warnings(self, ctx: PlanContext, changes: Sequence[Change]) -> list[str]:
+        mailed = [c for c in changes if c.step == self.name and (c.after or {}).get("delivery") == "email"]
+        if ctx.playbook.section("guide").email_access_pass and any(
+                (c.after or {}).get("needs_secret") for c in mailed):
+            return ["guide.email_access_pass: Temporary Access Passes are e-mailed to private"
+                    " addresses; whoever reads such a mailbox can sign in as the person"]
+        return []
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
         p = view.person
-        if p.person_id in ctx.snapshot.guides or _uncertain(ctx, p.person_id):
-            return []
+        if p.person_id in ctx.snapshot.guides:
+            return StepPlan()
+        if p.person_id in ctx.snapshot.uncertain:
+            return StepPlan(notes=[_uncertain(p.person_id)])
+        return StepPlan([self._change(ctx, view)])
+
+    def _change(self, ctx: PlanContext, view: PersonView) -> Change:
+        spec = ctx.playbook.section("guide")
+        p = view.person
         email = spec.delivery == "email" and bool(p.private_email)
         templates = ctx.playbook.resolve(spec.templates) if spec.templates else None
         after = {
@@ -75,15 +127,15 @@ class GuideStep:
             "templates": str(templates) if templates else None,
             # A saved plan is stale once a template changes: what apply renders is what was planned.
             "templatesDigest": template_digest(templates) if templates else None,
-            "needs_secret": "access_pass" in ctx.playbook.steps and not view.adopted,
+            "needs_secret": AccessPassStep.name in ctx.playbook.steps and not view.adopted,
             "cohort": ctx.cohort_of.get(p.person_id, "all"), "playbook": ctx.playbook.name,
             "starts": ctx.starts.get(p.person_id),
             "emailSecret": bool(email and spec.email_access_pass),
             **_pass_terms(ctx, ctx.starts.get(p.person_id)),
         }
-        return [Change(self.name, p.person_id, Action.CREATE, f"guide:{p.person_id}", None, after)]
+        return Change(self.name, p.person_id, Action.CREATE, f"guide:{p.person_id}", None, after)
 
-    def reversibility(self, change: Change) -> str:
+    def reversibility(self, change: Change) -> Reversibility:
         return ONE_WAY if (change.after or {}).get("delivery") == "email" else REVERSIBLE
 
     def undo(self, change: Change, before_image: Json | None) -> Change | None:

@@ -7,18 +7,33 @@ and the apply loop polls for it, then leaves it for the next apply.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from pydantic import Field
 
 from ..errors import GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
-from ..snapshot import MAILBOX_NOT_READY, read_mailboxes
-from .base import REVERSIBLE, PersonRun, PersonView, PlanContext, inverse, shape
+from ..schema import Strict
+from ..snapshot import MAILBOX_NOT_READY, Snapshot, owner_prefix, read_mailboxes
+from .base import BaseStep, Leaver, Leaving, PersonRun, PersonView, PlanContext, StepPlan, inverse, shape
+
+if TYPE_CHECKING:
+    from ..playbook import Playbook
+
+
+class MailboxSettings(Strict):
+    language: str = "sv-SE"
+    time_zone: str = "W. Europe Standard Time"
+    date_format: str = "yyyy-MM-dd"
+    time_format: str = "HH:mm"
+    # A mailbox appears minutes (up to 24 h) after its licence: apply polls this long for it,
+    # then leaves the settings pending for the next apply.
+    wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 120
 
 
 def desired_settings(ctx: PlanContext) -> Json:
-    s = ctx.playbook.mailbox_settings
-    assert s is not None
+    s = ctx.playbook.section("mailbox_settings")
     return {"language": {"locale": s.language}, "timeZone": s.time_zone,
             "dateFormat": s.date_format, "timeFormat": s.time_format}
 
@@ -29,10 +44,22 @@ def _comparable(key: str, value: Any) -> Any:
     return value
 
 
-class MailboxSettingsStep:
+class MailboxSettingsStep(BaseStep):
     name: ClassVar[str] = "mailbox_settings"
+    section: ClassVar[str | None] = "mailbox_settings"
+    schema: ClassVar[type[Strict] | None] = MailboxSettings
+    requires: ClassVar[dict[str, str]] = {"license": "the licence makes the mailbox"}
+    undo_rank: ClassVar[int] = 60
+    leave_rank: ClassVar[int] = 20
 
-    def plan(self, ctx: PlanContext, view: PersonView) -> list[Change]:
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]:
+        mine = list(snapshot.managed(owner_prefix(playbook)).values())
+        return {"mailboxes": await read_mailboxes(graph, [u.id for u in mine])}
+
+    def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
+        return StepPlan(self._changes(ctx, view))
+
+    def _changes(self, ctx: PlanContext, view: PersonView) -> list[Change]:
         if view.adopted:
             return []  # an employee's own mailbox: their settings are theirs
         wanted = desired_settings(ctx)
@@ -48,8 +75,24 @@ class MailboxSettingsStep:
                        {k: _comparable(k, current.get(k)) for k in changed},
                        {k: wanted[k] for k in changed})]
 
-    def reversibility(self, change: Change) -> str:
-        return REVERSIBLE
+    def leave(self, ctx: PlanContext, leaver: Leaver) -> Leaving:
+        """An automatic reply saying where to write instead, at once."""
+        user = leaver.user
+        wanted: Json = {"status": "alwaysEnabled", "externalAudience": "all",
+                        "internalReplyMessage": ctx.playbook.leavers.auto_reply,
+                        "externalReplyMessage": ctx.playbook.leavers.auto_reply}
+        current = (ctx.snapshot.mailboxes.get(user.id) or {}).get("automaticRepliesSetting")
+        if user.adopted or current is None:  # the employee's, or no mailbox (yet, or any more)
+            return Leaving()
+        have = {k: current.get(k) for k in wanted}
+        if have == wanted:
+            return Leaving()
+        return Leaving([Change(self.name, leaver.person_id, Action.UPDATE, f"mailbox:{user.upn}",
+                               {"automaticRepliesSetting": have}, {"automaticRepliesSetting": wanted})])
+
+    def operations(self, playbook: Playbook) -> dict[str, str]:
+        return {"get_mailbox_settings": "read mailbox settings (and whether the mailbox exists)",
+                "update_mailbox_settings": "set language, time zone and formats"}
 
     def undo(self, change: Change, before_image: Json | None) -> Change | None:
         return inverse(change, before_image or change.before)
