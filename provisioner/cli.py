@@ -271,7 +271,7 @@ def dual_roles(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> N
 
     rows = asyncio.run(ops.dual_roles(session, ops.load(playbook)))
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        click.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
     elif fmt == "csv":
         click.echo(dual_role_csv(rows, excel=excel), nl=False)
     else:
@@ -292,9 +292,9 @@ def devices(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> None
 
     report = asyncio.run(ops.devices_report(session, ops.load(playbook)))
     if fmt == "json":
-        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     elif fmt == "csv":
-        click.echo(device_csv(report["people"], excel=excel), nl=False)
+        click.echo(device_csv(report.people, excel=excel), nl=False)
     else:
         for line in device_lines(report):
             click.echo(line)

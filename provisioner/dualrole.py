@@ -12,6 +12,7 @@ kept in version control beside the playbook; a decision there overrides the poli
 from __future__ import annotations
 
 import csv
+import enum
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +25,15 @@ from .roster import Person
 from .snapshot import DirectoryUser, Snapshot
 
 DECISIONS = ("new", "separate_account", "use_existing")
-OWN, ADOPT, HELD = "own", "adopt", "held"
+
+
+class Kind(enum.StrEnum):
+    OWN = "own"      # the official gets (or has) their own account
+    ADOPT = "adopt"  # the official's role goes on their existing employee account
+    HELD = "held"    # nothing is made until a human decides
+
+
+OWN, ADOPT, HELD = Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +48,7 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class Resolution:
-    kind: str                   # own | adopt | held
+    kind: Kind
     user: DirectoryUser | None  # adopt: the account to use; own: the account to link to
     source: str                 # "policy separate_account", "decisions.csv:4", "no match"
     reason: str = ""            # why a person is held

@@ -11,6 +11,7 @@ evidence has a weight; a candidate's score combines them as independent signals
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections import defaultdict
@@ -24,7 +25,14 @@ from .playbook import DualRole
 from .roster import Person
 from .snapshot import DirectoryUser
 
-NEW, MATCH, REVIEW = "new", "match", "review"
+
+class MatchStatus(enum.StrEnum):
+    NEW = "new"        # nobody in the directory is this person
+    MATCH = "match"    # one enabled account is, with enough evidence
+    REVIEW = "review"  # someone may be: a human decides
+
+
+NEW, MATCH, REVIEW = MatchStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +49,7 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class MatchResult:
     person_id: str
-    status: str
+    status: MatchStatus
     candidates: tuple[Candidate, ...] = ()
     reason: str = ""
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .model import Action, Change, Plan
 from .rollout import ChangeResult, Hook, Report
+
+if TYPE_CHECKING:
+    from .reports import DeviceRow, DevicesReport, DualRoleRow
 
 _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
 
@@ -239,53 +242,49 @@ class _Discard:
         pass
 
 
-def dual_role_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
+def dual_role_lines(rows: list[DualRoleRow]) -> Iterator[str]:
     if not rows:
         yield "No roster person matches an existing account."
         return
     for row in rows:
-        yield f"{row['person_id']} {row['name']}: {row['status']}" + (
-            f" ({row['reason']})" if row["reason"] else "")
-        yield f"  applies: {row['applies']}"
-        if row["account"]:
-            yield f"  has: {row['account']}"
-        for c in row["candidates"]:
-            flags = ("" if c["enabled"] else ", disabled") + (
-                f", made by {c['made_by']}" if c["made_by"] else "")
-            yield (f"  candidate {c['upn']} ({c['display_name']}{flags}): score {c['score']:.2f},"
-                   f" evidence {', '.join(c['evidence'])}")
+        yield f"{row.person_id} {row.name}: {row.status}" + (f" ({row.reason})" if row.reason else "")
+        yield f"  applies: {row.applies}"
+        if row.account:
+            yield f"  has: {row.account}"
+        for c in row.candidates:
+            flags = ("" if c.enabled else ", disabled") + (f", made by {c.made_by}" if c.made_by else "")
+            yield (f"  candidate {c.upn} ({c.display_name}{flags}): score {c.score:.2f},"
+                   f" evidence {', '.join(c.evidence)}")
     counts: dict[str, int] = {}
     for row in rows:
-        counts[row["status"]] = counts.get(row["status"], 0) + 1
+        counts[row.status] = counts.get(row.status, 0) + 1
     yield ""
     yield "Dual roles: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
 
 
-def dual_role_csv(rows: list[dict[str, Any]], *, excel: bool = False) -> str:
+def dual_role_csv(rows: list[DualRoleRow], *, excel: bool = False) -> str:
     from .csvout import to_csv
 
     header = ["person_id", "name", "status", "reason", "applies", "candidate_user_id",
               "candidate_upn", "score", "evidence", "enabled"]
-    return to_csv(header, ([row["person_id"], row["name"], row["status"], row["reason"], row["applies"],
-                            c.get("user_id", ""), c.get("upn", ""), c.get("score", ""),
-                            " ".join(c.get("evidence", [])), c.get("enabled", "")]
-                           for row in rows for c in row["candidates"] or [{}]), excel=excel)
+    return to_csv(header, ([row.person_id, row.name, row.status, row.reason, row.applies, *(
+        (c.user_id, c.upn, c.score, " ".join(c.evidence), c.enabled) if c else ("",) * 5)]
+        for row in rows for c in row.candidates or (None,)), excel=excel)
 
 
-def device_lines(report: dict[str, Any]) -> Iterator[str]:
-    rows = [(r["person_id"], r["name"], r["category"] or "", r["cohort"] or "", r["model"] or "",
-             r["serial"] or "", ", ".join(r["groups"]), (r["last_check_in"] or "")[:16], r["state"])
-            for r in report["people"]]
+def device_lines(report: DevicesReport) -> Iterator[str]:
+    rows = [(r.person_id, r.name, r.category or "", r.cohort or "", r.model or "", r.serial or "",
+             ", ".join(r.groups), (r.last_check_in or "")[:16], r.state) for r in report.people]
     yield from _table("Devices", ("person", "name", "category", "cohort", "model", "serial", "group",
                                   "last check-in", "state"), rows)
-    for key, counts in report["totals"].items():
+    for key, counts in report.totals.items():
         yield f"per {key}: " + ", ".join(f"{k} {n}" for k, n in sorted(counts.items()))
 
 
-def device_csv(rows: list[dict[str, Any]], *, excel: bool = False) -> str:
+def device_csv(rows: Sequence[DeviceRow], *, excel: bool = False) -> str:
     from .csvout import to_csv
 
     fields = ["person_id", "name", "category", "cohort", "model", "serial", "profile", "groups",
               "last_check_in", "compliance", "state"]
-    return to_csv(fields, ([{**r, "groups": " ".join(r["groups"])}.get(f) for f in fields] for r in rows),
+    return to_csv(fields, ([{**r.to_json(), "groups": " ".join(r.groups)}[f] for f in fields] for r in rows),
                   excel=excel)

@@ -173,13 +173,15 @@ class _Applier:
             for hook in self.hooks:
                 hook.started(change, run)
         seen: list[str] = []
-        try:
-            outcome = await STEPS[change.step].apply(self.graph.for_change(priority, seen), change, run)
-            result = ChangeResult(change, outcome, request_id=seen[-1] if seen else None)
-        except GraphFailure as exc:
-            log.warning("change.failed", person_id=change.person_id, step=change.step,
-                        code=exc.code, status=exc.status, request_id=exc.request_id)
-            result = ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
+        # Each change runs in its own task: what is bound here is on its log lines only.
+        with structlog.contextvars.bound_contextvars(step=change.step, person_id=change.person_id):
+            try:
+                outcome = await STEPS[change.step].apply(self.graph.for_change(priority, seen), change, run)
+                result = ChangeResult(change, outcome, request_id=seen[-1] if seen else None)
+                log.debug("change.done", outcome=outcome.value, target=change.target)
+            except GraphFailure as exc:
+                log.warning("change.failed", code=exc.code, status=exc.status, request_id=exc.request_id)
+                result = ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
         for hook in self.hooks:
             hook.attempted(result, run)
         return result
@@ -209,6 +211,9 @@ class _Applier:
         else:
             results = [ChangeResult(c, Outcome.APPLIED, request_id=seen[-1] if seen else None)
                        for c in chunk]
+            for c in chunk:
+                log.debug("change.done", step=c.step, person_id=c.person_id, outcome="applied",
+                          target=c.target, joined=len(chunk))
         for result in results:
             for hook in self.hooks:
                 hook.attempted(result, self.runs[result.change.person_id])

@@ -136,8 +136,9 @@ def dedent(text: str) -> str:
 
 
 def cli(runner: CliRunner, state_dir: Path, *args: str, now: str | None = None,
-        catch_exceptions: bool = True, **env: str) -> Result:
-    """The CLI in this process, on ``state_dir``; ``now`` sets the one clock."""
+        catch_exceptions: bool = False, **env: str) -> Result:
+    """The CLI in this process, on ``state_dir``; ``now`` sets the one clock. An exception
+    other than the CLI's own exit fails the test: an operator must never see a traceback."""
     from provisioner.cli import main
 
     if now:

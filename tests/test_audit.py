@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
 from provisioner.audit import AuditLog, redact_argv, verify
 from provisioner.cli import main
+
+from .conftest import cli
 
 
 def write_log(path: Path, n: int = 6, key: bytes | None = None) -> list[bytes]:
@@ -152,8 +153,6 @@ def test_secrets_are_redacted_from_the_command_line(argv: list[str], expected: l
 
 
 # -- someone with write access to the file -------------------------------------------------
-def _cli(runner: CliRunner, state: Path, *args: str, **env: str) -> Any:
-    return runner.invoke(main, ["--state-dir", str(state), *args], env=env or None)
 
 
 def test_rewriting_a_keyed_chain_as_plain_sha256_is_caught(tmp_path: Path) -> None:
@@ -185,18 +184,18 @@ def test_truncation_and_deletion_stay_detectable_after_more_commands(
     twice, or any command after the cut, still says what happened."""
     state = tmp_path / "state"
     for _ in range(4):
-        _cli(runner, state, "audit", "verify") if (state / "audit.jsonl").exists() else \
-            _cli(runner, state, "sandbox", "reset", "--employees", "5")
+        cli(runner, state, "audit", "verify") if (state / "audit.jsonl").exists() else \
+            cli(runner, state, "sandbox", "reset", "--employees", "5")
     log = state / "audit.jsonl"
     lines = log.read_bytes().splitlines(keepends=True)
     assert len(lines) >= 4
     if tamper == "delete the log":
         log.unlink()
-        _cli(runner, state, "sandbox", "show")  # one command writes a new log
+        cli(runner, state, "sandbox", "show")  # one command writes a new log
     else:
         log.write_bytes(b"".join(lines[:-2]))
     for _ in range(3):
-        result = _cli(runner, state, "audit", "verify")
+        result = cli(runner, state, "audit", "verify")
         assert result.exit_code == 1, result.output
         assert "truncated or replaced" in result.output or "replaced: seq" in result.output
 
@@ -205,13 +204,13 @@ def test_a_moved_state_dir_keeps_its_anchor(runner: CliRunner, tmp_path: Path) -
     import shutil
 
     state = tmp_path / "state"
-    _cli(runner, state, "sandbox", "reset", "--employees", "5")
-    _cli(runner, state, "sandbox", "show")
+    cli(runner, state, "sandbox", "reset", "--employees", "5")
+    cli(runner, state, "sandbox", "show")
     moved = tmp_path / "moved"
     shutil.copytree(state, moved)
     log = moved / "audit.jsonl"
     log.write_bytes(b"".join(log.read_bytes().splitlines(keepends=True)[:-1]))
-    result = _cli(runner, moved, "audit", "verify")
+    result = cli(runner, moved, "audit", "verify")
     assert result.exit_code == 1 and "truncated or replaced" in result.output
 
 
@@ -222,14 +221,14 @@ def test_an_external_head_catches_a_replaced_log(runner: CliRunner, tmp_path: Pa
     import shutil
 
     state = tmp_path / "state"
-    _cli(runner, state, "sandbox", "reset", "--employees", "5")
-    first = _cli(runner, state, "audit", "verify")
+    cli(runner, state, "sandbox", "reset", "--employees", "5")
+    first = cli(runner, state, "audit", "verify")
     head = re.search(r"head (\d+:[0-9a-f]{64})", first.output).group(1)  # type: ignore[union-attr]
-    assert _cli(runner, state, "audit", "verify", "--expect-head", head).exit_code == 0
+    assert cli(runner, state, "audit", "verify", "--expect-head", head).exit_code == 0
     shutil.rmtree(state)
-    _cli(runner, state, "sandbox", "reset", "--employees", "5")
-    _cli(runner, state, "sandbox", "show")
-    replaced = _cli(runner, state, "audit", "verify", "--expect-head", head)
+    cli(runner, state, "sandbox", "reset", "--employees", "5")
+    cli(runner, state, "sandbox", "show")
+    replaced = cli(runner, state, "audit", "verify", "--expect-head", head)
     assert replaced.exit_code == 1 and "replaced: seq" in replaced.output
 
 
@@ -256,7 +255,7 @@ def test_a_torn_tail_is_repaired_and_audited_before_the_next_record(tmp_path: Pa
 
 def test_export_reports_a_damaged_line_and_goes_on(runner: CliRunner, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    _cli(runner, state, "sandbox", "reset", "--employees", "5")
+    cli(runner, state, "sandbox", "reset", "--employees", "5")
     log = state / "audit.jsonl"
     log.write_bytes(log.read_bytes() + b"this line was typed by hand\n")
     result = runner.invoke(main, ["--state-dir", str(state), "audit", "export"])

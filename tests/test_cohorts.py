@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from provisioner.cli import main
 from provisioner.cohorts import assign, stable_fraction
 from provisioner.errors import PlaybookError
 from provisioner.playbook import load_playbook
@@ -18,7 +17,7 @@ from provisioner.roster import load_roster
 from provisioner.sandbox import Tenant
 from provisioner.sandbox.region import officials, roster_csv
 
-from .conftest import reopen
+from .conftest import cli, reopen
 from .test_rollback import directory
 
 HEAD = """\
@@ -39,8 +38,6 @@ cohorts:
 FAST_VERIFY = "verify: {timeout: 1, interval: 0.2}"
 
 
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
 
 
 @pytest.fixture

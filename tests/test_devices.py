@@ -7,18 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from provisioner.cli import main
 from provisioner.sandbox import Sandbox, reset_tenant
 
-from .conftest import ADOPTION_PROP, reopen
+from .conftest import ADOPTION_PROP, cli, reopen
 
 PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
 
 
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
 
 
 def device_groups(state_dir: Path) -> dict[str, set[str]]:

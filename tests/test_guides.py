@@ -9,13 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.sandbox import Tenant
 from provisioner.steps.guide import render
 
-from .conftest import reopen
+from .conftest import cli, reopen
 
 ROSTER = """\
 person_id,given_name,surname,role,body,private_email,device_model,employee_id
@@ -37,8 +37,6 @@ steps: [account, license, access_pass, guide]
 """
 
 
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
 
 
 @pytest.fixture
@@ -127,9 +125,10 @@ def test_rollback_revokes_a_pass_on_an_account_that_stays(
 def test_email_delivery_is_one_way_and_sends_through_graph(
         runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
     playbook = setup(delivery="email")
+    doc = json.loads(cli(runner, state_dir, "plan", "--json", str(playbook)).output)
+    guides = {c["target"]: c["reversibility"] for c in doc["changes"] if c["step"] == "guide"}
+    assert guides["guide:P1"] == "one-way" and guides["guide:P3"] == "reversible"  # no private e-mail
     plan = cli(runner, state_dir, "plan", str(playbook))
-    assert "+ create guide:P1  [P1]  (one-way)" in plan.output
-    assert "+ create guide:P3  [P3]" in plan.output and "guide:P3  [P3]  (one-way)" not in plan.output
     assert "Note: 1 one-way changes cannot be undone by rollback (guide)." in plan.output
     cli(runner, state_dir, "apply", "--yes", str(playbook))
     sent = list(reopen(state_dir).store.values("sentMail"))
@@ -259,13 +258,15 @@ def test_a_pass_whose_answer_is_lost_waits_for_a_human(runner: CliRunner, state_
     t.store.set_config({"lost_reply_rate": 0.0})
     t.store.close()
     assert made == 3  # each pass was made once and not asked for again
-    plan = cli(runner, state_dir, "plan", str(playbook))
-    assert "access-pass:" not in plan.output and "guide:P1" not in plan.output
-    assert "provisioner settle PLAYBOOK --person P1 --happened` or `--again`" in plan.output
+    plan = json.loads(cli(runner, state_dir, "plan", "--json", str(playbook)).output)
+    assert plan["changes"] == []  # nobody gets another pass or guide unasked
+    assert [n["person_id"] for n in plan["notes"]] == ["P1", "P2", "P3"]
+    assert all(f"provisioner settle PLAYBOOK --person {n['person_id']} --happened` or `--again`"
+               in n["note"] for n in plan["notes"])
     assert cli(runner, state_dir, "settle", str(playbook), "--person", "P1", "--again").exit_code == 0
-    again = cli(runner, state_dir, "plan", str(playbook))
-    assert "+ create access-pass:asa.obrien@politiker.example-region.se  [P1]" in again.output
-    assert "+ create guide:P1  [P1]" in again.output and "guide:P3" not in again.output
+    again = json.loads(cli(runner, state_dir, "plan", "--json", str(playbook)).output)
+    assert {(c["action"], c["target"]) for c in again["changes"]} == {
+        ("create", "access-pass:asa.obrien@politiker.example-region.se"), ("create", "guide:P1")}
     assert cli(runner, state_dir, "settle", str(playbook), "--person", "P1", "--again").exit_code == 1
 
 

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from provisioner.cli import main
 from provisioner.sandbox import Tenant
 from provisioner.sandbox.region import officials, roster_csv
 
-from .conftest import ADOPTION_PROP, reopen
+from .conftest import ADOPTION_PROP, cli, reopen
 from .test_rollback import directory
 
 HEADER = "person_id,given_name,surname,role,body\n"
@@ -26,9 +25,6 @@ PEOPLE = {
 }
 
 
-def cli(runner: CliRunner, state_dir: Path, *args: str, now: str | None = None) -> Result:
-    env = {"PROVISIONER_NOW": now} if now else {}
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args], env=env)
 
 
 def roster(tmp_path: Path, people: dict[str, str]) -> None:

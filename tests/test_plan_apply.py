@@ -8,17 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.sandbox import Tenant
 from provisioner.sandbox.region import officials, roster_csv
 
-from .conftest import reopen
-
-
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args], catch_exceptions=False)
+from .conftest import cli, reopen
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.model import Action, Change, PersonTarget, Plan
@@ -15,11 +15,7 @@ from provisioner.sandbox import Tenant
 from provisioner.snapshot import DirectoryUser, Snapshot
 from provisioner.steps.account import _naming
 
-from .conftest import reopen
-
-
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
+from .conftest import cli, reopen
 
 
 @pytest.fixture

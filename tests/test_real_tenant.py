@@ -12,14 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
 from provisioner.cli import main
 from provisioner.permissions import required, roles
 from provisioner.playbook import load_playbook
 from provisioner.sandbox import Sandbox, Tenant, authz, open_tenant, reset_tenant
 
-from .conftest import ADOPTION_PROP, reopen
+from .conftest import ADOPTION_PROP, cli, reopen
 
 PLAYBOOKS = Path(__file__).parent.parent / "playbooks"
 ALL_STEPS = "account, license, groups, mailbox_settings, access_pass, guide"
@@ -27,8 +27,6 @@ SYNCED_READ_ONLY = ("Unable to update the specified properties for on-premises m
                     " Sync objects or objects currently undergoing migration.")
 
 
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
 
 
 def call(app: Sandbox, method: str, path: str, body: Any = None) -> httpx.Response:

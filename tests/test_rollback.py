@@ -12,16 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from provisioner.cli import main
 from provisioner.lock import state_lock
 from provisioner.sandbox import Tenant
 from provisioner.sandbox.tenant import default_mailbox_settings
 
-from .conftest import reopen
-
-
-def cli(runner: CliRunner, state_dir: Path, *args: str) -> Result:
-    return runner.invoke(main, ["--state-dir", str(state_dir), *args])
+from .conftest import cli, reopen
 
 
 def directory(state_dir: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
-from ..identity import luhn_ok
-from ..naming import name_token
+from .people import address_part as name_token
+from .people import luhn_ok
 
 GIVEN = (
     "Anna", "Åsa", "Björn", "Göran", "Märta", "Örjan", "Jöns", "Lars", "Karin", "Ingrid",

@@ -7,9 +7,9 @@ import random
 import uuid
 from typing import Any
 
-from ..identity import personal_number_hash
-from ..naming import name_token
 from . import authz, devices
+from .people import address_part as name_token
+from .people import hr_hash as personal_number_hash
 from .region import BODIES, PILOT_DEVICES, employees, pilot_staff
 from .store import Doc, Store
 from .tenant import Tenant
