@@ -80,6 +80,7 @@ async def _plan_then_apply(plan: Callable[[], Awaitable[Plan]],
     return await apply(await plan())
 
 
+@pytest.mark.slow
 def test_memberships_of_one_group_share_a_write_of_at_most_20(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
         write_playbook: Callable[..., Path]) -> None:
@@ -126,6 +127,7 @@ def test_a_refused_batch_is_tried_one_by_one_so_each_gets_its_own_answer(
     assert len(group_members(state_dir, "Förtroendevalda")) == 8
 
 
+@pytest.mark.slow
 def test_licence_through_a_group_is_one_membership_and_rolls_back(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
         write_playbook: Callable[..., Path]) -> None:

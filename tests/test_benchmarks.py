@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
+@pytest.mark.slow
 def test_the_suite_runs_every_benchmark_with_its_baseline() -> None:
     out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--quick"],
                          capture_output=True, text=True, check=True).stdout

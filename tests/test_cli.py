@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from provisioner.cli import main
@@ -89,6 +90,7 @@ def test_an_unreachable_entra_is_a_clear_error_without_the_secret(runner: CliRun
     assert "s3cr3t-value" not in result.output
 
 
+@pytest.mark.slow
 def test_commands_that_do_not_talk_to_graph_never_import_the_sdk() -> None:
     import subprocess
     import sys

@@ -122,6 +122,7 @@ def test_a_passing_rollout_completes_with_apply_all(runner: CliRunner, state_dir
                                                                     ("rest", "passed")]
 
 
+@pytest.mark.slow
 def test_apply_without_all_stops_after_each_cohort(runner: CliRunner, state_dir: Path,
                                                    staged: Callable[..., Path]) -> None:
     playbook = staged(TWO)
@@ -133,6 +134,7 @@ def test_apply_without_all_stops_after_each_cohort(runner: CliRunner, state_dir:
     assert "Cohort rest: passed" in second.output
 
 
+@pytest.mark.slow
 def test_the_story_a_wrong_setting_is_caught_by_the_canary(runner: CliRunner, state_dir: Path,
                                                            staged: Callable[..., Path]) -> None:
     """Every new account comes out disabled (sign-in impossible): the canary catches it, and
@@ -162,6 +164,7 @@ def test_the_story_a_wrong_setting_is_caught_by_the_canary(runner: CliRunner, st
     assert "The rollout is complete" in fixed.output
 
 
+@pytest.mark.slow
 def test_the_story_a_mailbox_that_never_appears_halts_after_the_first_cohort(
         runner: CliRunner, state_dir: Path, staged: Callable[..., Path], tmp_path: Path) -> None:
     cohorts = TWO.replace("    canary: true\n", "").replace("mailbox_settings: {wait_seconds: 5}", "")
@@ -174,6 +177,7 @@ def test_the_story_a_mailbox_that_never_appears_halts_after_the_first_cohort(
     assert people_touched(state_dir, cohort_people(playbook, "rest")) == set()
 
 
+@pytest.mark.slow
 def test_on_failure_rollback_restores_the_tenant(runner: CliRunner, state_dir: Path,
                                                  staged: Callable[..., Path]) -> None:
     cohorts = TWO.replace("    canary: true\n", "").replace(
@@ -190,6 +194,7 @@ def test_on_failure_rollback_restores_the_tenant(runner: CliRunner, state_dir: P
     assert "cohort pilot failed its gates and was rolled back" in retry.output
 
 
+@pytest.mark.slow
 def test_approval_is_required_where_configured(runner: CliRunner, state_dir: Path,
                                                staged: Callable[..., Path]) -> None:
     playbook = staged(TWO.replace(f"gates: {{{FAST_VERIFY}}}",
@@ -269,6 +274,7 @@ def test_soak_waits_before_the_next_cohort(runner: CliRunner, state_dir: Path,
     assert people_touched(state_dir, cohort_people(playbook, "rest")) == set()
 
 
+@pytest.mark.slow
 def test_rollback_of_a_cohort_restores_it_and_twice_is_a_no_op(
         runner: CliRunner, state_dir: Path, staged: Callable[..., Path]) -> None:
     playbook = staged(TWO)

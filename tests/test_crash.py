@@ -90,6 +90,7 @@ def repeated_writes(app: Sandbox) -> list[tuple[str, str, str]]:
     return [w for w, n in Counter(app.writes).items() if n > 1]
 
 
+@pytest.mark.slow
 def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path) -> None:
     (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
     playbook = tmp_path / "playbook.yaml"

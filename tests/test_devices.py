@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from provisioner.sandbox import Sandbox, reset_tenant
@@ -49,6 +50,7 @@ def test_each_model_gets_its_profiles_group_and_category(runner: CliRunner, stat
     t.store.close()
 
 
+@pytest.mark.slow
 def test_a_device_not_enrolled_yet_waits_and_is_picked_up_later(
         runner: CliRunner, state_dir: Path, pilot: Path) -> None:
     cli(runner, state_dir, "apply", "--yes", str(pilot))
@@ -68,6 +70,7 @@ def test_a_device_not_enrolled_yet_waits_and_is_picked_up_later(
                                          "iPad": 5}
 
 
+@pytest.mark.slow
 def test_rollback_removes_the_device_memberships(runner: CliRunner, state_dir: Path,
                                                  pilot: Path) -> None:
     before = device_groups(state_dir)
@@ -83,6 +86,7 @@ def test_rollback_removes_the_device_memberships(runner: CliRunner, state_dir: P
     t.store.close()
 
 
+@pytest.mark.slow
 def test_the_device_gate_fails_when_a_device_never_checks_in(
         runner: CliRunner, state_dir: Path, pilot: Path) -> None:
     cli(runner, state_dir, "sandbox", "simulate-checkins", "--offline", "DX07000")
@@ -92,6 +96,7 @@ def test_the_device_gate_fails_when_a_device_never_checks_in(
     assert "Cohort pilot: failed" in result.output
 
 
+@pytest.mark.slow
 def test_a_noncompliant_device_fails_the_gate(runner: CliRunner, state_dir: Path,
                                               pilot: Path) -> None:
     cli(runner, state_dir, "sandbox", "simulate-checkins", "--serial", "R507001",
@@ -100,6 +105,7 @@ def test_a_noncompliant_device_fails_the_gate(runner: CliRunner, state_dir: Path
     assert "S0002: device: R507001 is noncompliant" in result.output
 
 
+@pytest.mark.slow
 def test_the_pilot_runs_end_to_end(runner: CliRunner, state_dir: Path, pilot: Path) -> None:
     first = cli(runner, state_dir, "apply", "--yes", "--all", str(pilot))
     assert "Cohort pilot: passed" in first.output and "Cohort wide is verifying" in first.output

@@ -59,6 +59,7 @@ def test_a_duplicate_playbook_key_is_an_error_with_its_line(tmp_path: Path) -> N
         f"{path}:7: not valid YAML: the key 'policy' is given twice (first on line 6)"]
 
 
+@pytest.mark.slow
 def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "pb.yaml"
     path.write_text("name: " + "[" * 20_000 + "]" * 20_000 + "\n", encoding="utf-8")

@@ -71,6 +71,7 @@ def test_each_kind_of_move(runner: CliRunner, state_dir: Path, setup: Path, tmp_
     assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(setup)).exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_leaver_goes_through_every_stage_on_its_dates(runner: CliRunner, state_dir: Path,
                                                         setup: Path, tmp_path: Path) -> None:
     cli(runner, state_dir, "apply", "--yes", str(setup))
@@ -132,6 +133,7 @@ def test_an_unmanaged_account_with_the_same_name_is_never_touched(
     assert still is not None and still["accountEnabled"] is True and still["id"] == employee["id"]
 
 
+@pytest.mark.slow
 def test_a_truncated_roster_trips_the_guard(runner: CliRunner, state_dir: Path,
                                             make_sandbox: Callable[..., Tenant],
                                             write_playbook: Callable[..., Path], tmp_path: Path) -> None:

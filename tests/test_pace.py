@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from provisioner.graph.pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
 
 
@@ -93,6 +95,7 @@ def test_each_service_has_its_own_quotas() -> None:
     assert service_of("/groups/{group%2Did}") == "entra"
 
 
+@pytest.mark.slow
 def test_graph_backs_off_when_the_sandbox_throttles_and_every_write_lands() -> None:
     from provisioner.graph.client import Target
     from provisioner.graph.gateway import Graph

@@ -34,6 +34,7 @@ def test_plan_writes_nothing(runner: CliRunner, state_dir: Path, setup: Callable
     assert counters["mutating"] == 0 and counters["GET"] > 0
 
 
+@pytest.mark.slow
 def test_detailed_exitcode_before_and_after_apply(runner: CliRunner, state_dir: Path,
                                                   setup: Callable[..., Path]) -> None:
     playbook = setup()
@@ -73,6 +74,7 @@ def test_plan_json_is_a_stable_document(runner: CliRunner, state_dir: Path,
     assert "passwordProfile" not in change["after"]
 
 
+@pytest.mark.slow
 def test_a_tiny_throttling_budget_still_completes(runner: CliRunner, state_dir: Path,
                                                   setup: Callable[..., Path]) -> None:
     # 8 writes per 150 s × 0.004 = per 0.6 s: the run must wait out Retry-After many times.
@@ -92,6 +94,7 @@ def test_5xx_faults_are_retried_to_completion(runner: CliRunner, state_dir: Path
     assert reopen(state_dir).store.counters["faults"] > 0
 
 
+@pytest.mark.slow
 def test_a_write_whose_answer_is_lost_is_never_made_twice(
         runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
     """A 504 after the write was made: the retried POST meets its own account (ours by its
@@ -145,6 +148,7 @@ def test_mailboxes_that_are_not_ready_stay_pending_for_the_next_apply(
     assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(playbook)).exit_code == 0
 
 
+@pytest.mark.slow
 def test_apply_waits_for_mailboxes_within_wait_seconds(
         runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
     playbook = setup(people=2, mailbox_delay=1.5, playbook={"wait": 30})
@@ -225,6 +229,7 @@ def test_the_initial_password_never_reaches_output_logs_or_state(
         assert secret.encode() not in path.read_bytes()
 
 
+@pytest.mark.slow
 def test_the_example_rollout_with_its_hard_names_completes_cohort_by_cohort(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
         monkeypatch: pytest.MonkeyPatch) -> None:

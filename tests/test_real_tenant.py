@@ -113,6 +113,7 @@ def test_cloud_only_reset_gives_writable_employees(tmp_path: Path) -> None:
     assert response.status_code == 204
 
 
+@pytest.mark.slow
 def test_the_pilot_adopts_synced_staff_and_ends_with_nothing_to_do(
         runner: CliRunner, state_dir: Path, pilot: Path) -> None:
     """Every person of the device pilot is an existing, AD-synced employee (use_existing)."""
@@ -197,6 +198,7 @@ def either_playbook(request: pytest.FixtureRequest, make_sandbox: Callable[..., 
     return with_pass(write_playbook(4, steps=ALL_STEPS))
 
 
+@pytest.mark.slow
 def test_exactly_what_provisioner_permissions_lists_is_enough(
         runner: CliRunner, state_dir: Path, either_playbook: Path) -> None:
     """The witness test of the permission table: the app holds only what `provisioner
@@ -277,6 +279,7 @@ def test_a_new_user_is_unknown_to_other_requests_for_the_delay() -> None:
     assert call(app, "GET", f"/users/{uid}").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_cohort_survives_replication_delay(runner: CliRunner, state_dir: Path,
                                              make_sandbox: Callable[..., Tenant],
                                              write_playbook: Callable[..., Path]) -> None:
@@ -388,6 +391,7 @@ def test_paths_are_case_insensitive(region: Sandbox) -> None:
     assert call(region, "POST", f"/directory/deleteditems/{uid}/restore").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_device_is_asked_to_sync_only_when_changed(runner: CliRunner, state_dir: Path,
                                                       pilot: Path) -> None:
     plan = cli(runner, state_dir, "plan", "--cohort", "pilot", str(pilot)).output

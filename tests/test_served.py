@@ -22,6 +22,7 @@ def served(state_dir: Path, make_sandbox: Callable[..., Tenant]) -> Iterator[str
         yield url
 
 
+@pytest.mark.slow
 def test_plan_and_apply_through_a_served_sandbox(runner: CliRunner, tmp_path: Path, served: str,
                                                  write_playbook: Callable[..., Path]) -> None:
     playbook = write_playbook(3)
