@@ -12,7 +12,7 @@ from .model import Action, Change, Plan
 from .rollout import ChangeResult, Hook, Report
 
 if TYPE_CHECKING:
-    from .reports import DeviceRow, DevicesReport, DualRoleRow
+    from .reports import DeviceRow, DevicesReport, DualRoleRow, Status
 
 _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red"}
 
@@ -198,18 +198,18 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     return console.export_text().rstrip().splitlines()
 
 
-def status_lines(status: Any) -> Iterator[str]:
+def status_lines(status: Status) -> Iterator[str]:
     rows = []
     for c in status.cohorts:
-        gates = ", ".join(f"{g['gate']} {g['status']}" for g in c["gates"])
-        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(c["outcomes"].items()))
-        people = f"{c['people']}" + (f" +{c['canaries']} canary" if c["canaries"] else "")
-        rows.append((c["name"], people, c["state"], (c["applied_at"] or "")[:19], outcomes, gates))
+        gates = ", ".join(f"{g['gate']} {g['status']}" for g in c.gates)
+        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(c.outcomes.items()))
+        people = f"{c.people}" + (f" +{c.canaries} canary" if c.canaries else "")
+        rows.append((c.name, people, c.state, (c.applied_at or "")[:19], outcomes, gates))
     yield from _table("Cohorts", ("cohort", "people", "state", "applied", "changes", "gates"), rows)
     for c in status.cohorts:
-        for g in c["gates"]:
+        for g in c.gates:
             if g["status"] != "pass":
-                yield f"  {c['name']}: {g['gate']} {g['status']}: {g['detail']}"
+                yield f"  {c.name}: {g['gate']} {g['status']}: {g['detail']}"
                 for pid, problems in sorted(g["people"].items())[:20]:
                     yield f"    {pid}: {'; '.join(problems)}"
     yield ""
@@ -220,16 +220,14 @@ def status_lines(status: Any) -> Iterator[str]:
     for col in ("run", "kind", "operator", "started", "finished", "status", "outcomes"):
         table.add_column(col)
     for r in status.runs:
-        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(r["outcomes"].items()))
-        table.add_row(r["id"], r["kind"], r["operator"], r["started"][:19],
-                      (r["finished"] or "")[:19], r["status"], outcomes)
+        outcomes = ", ".join(f"{n} {k}" for k, n in sorted(r.outcomes.items()))
+        table.add_row(r.id, r.kind, r.operator, r.started[:19], (r.finished or "")[:19], r.status, outcomes)
     console = Console(width=160, record=True, file=_Discard())
     console.print(table)
     yield from console.export_text().rstrip().splitlines()
     yield ""
     yield f"Unfinished writes (pending intents): {len(status.pending)}"
-    yield from (f"  {p['run_id']} {p['step']} {p['action']} {p['target']} [{p['person_id']}]"
-                for p in status.pending)
+    yield from (f"  {p.run_id} {p.step} {p.action} {p.target} [{p.person_id}]" for p in status.pending)
     touch = ", ".join(f"{n} {what}" for what, n in status.rollback_would_touch.items() if n)
     yield f"A rollback of everything would touch: {touch or 'nothing'}"
 

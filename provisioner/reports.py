@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .cohort_state import CohortState
 from .cohorts import assign, is_canary
 from .dualrole import ADOPT, OWN, Resolution, analyse
 from .errors import InputError
@@ -146,15 +147,49 @@ def _applies(r: Resolution) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class CohortRow:
+    name: str
+    people: int
+    canaries: int
+    state: CohortState
+    applied_at: str | None
+    outcomes: dict[str, int]   # the latest run's changes by outcome
+    gates: list[Json]          # the gates as last judged (GateResult.to_json)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: str
+    kind: str
+    operator: str
+    started: str
+    finished: str | None
+    status: str
+    outcomes: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A write whose outcome nobody saw (the next apply or rollback reads it back first)."""
+
+    run_id: str
+    step: str
+    action: str
+    target: str
+    person_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
-    cohorts: list[dict[str, Any]]
-    runs: list[dict[str, Any]]
-    pending: list[dict[str, Any]]
+    cohorts: list[CohortRow]
+    runs: list[RunRow]
+    pending: list[PendingRow]
     rollback_would_touch: dict[str, int]
     audit_head: str | None = None  # "SEQ:HASH": keep it elsewhere, check with --expect-head
 
     def to_json(self) -> Json:
-        return {"cohorts": self.cohorts, "runs": self.runs, "pending_intents": self.pending,
+        return {"cohorts": [asdict(c) for c in self.cohorts], "runs": [asdict(r) for r in self.runs],
+                "pending_intents": [asdict(p) for p in self.pending],
                 "rollback_would_touch": self.rollback_would_touch, "audit_head": self.audit_head}
 
 
@@ -166,17 +201,14 @@ def status(session: Session, loaded: Loaded) -> Status:
         for c in assignment.order:
             st = journal.cohort_state(pb.name, c.name)
             people = assignment.members[c.name]
-            cohorts.append({
-                "name": c.name, "people": sum(1 for p in people if not is_canary(p.person_id)),
-                "canaries": sum(1 for p in people if is_canary(p.person_id)), "state": st.state,
-                "applied_at": st.applied_at, "outcomes": journal.latest_run_outcomes(pb.name, c.name),
-                "gates": (st.report or {}).get("gates", [])})
-        runs = [{"id": r.id, "kind": r.kind, "operator": r.operator, "started": r.started,
-                 "finished": r.finished, "status": r.status, "outcomes": journal.outcome_counts(r.id)}
-                for r in journal.runs(pb.name)]
-        pending = [{"run_id": e.run_id, "step": e.change.step, "action": e.change.action.value,
-                    "target": e.change.target, "person_id": e.change.person_id}
-                   for e in journal.pending(pb.name)]
+            cohorts.append(CohortRow(
+                c.name, sum(1 for p in people if not is_canary(p.person_id)),
+                sum(1 for p in people if is_canary(p.person_id)), st.state, st.applied_at,
+                journal.latest_run_outcomes(pb.name, c.name), (st.report or {}).get("gates", [])))
+        runs = [RunRow(r.id, r.kind, r.operator, r.started, r.finished, r.status,
+                       journal.outcome_counts(r.id)) for r in journal.runs(pb.name)]
+        pending = [PendingRow(e.run_id, e.change.step, e.change.action.value, e.change.target,
+                              e.change.person_id) for e in journal.pending(pb.name)]
         applied = journal.applied(pb.name)
         head = journal.audit_head(anchor_key(session.audit_path, session.settings.state_dir))
     users = {e.object_id for e in applied if STEPS[e.change.step].holds_account

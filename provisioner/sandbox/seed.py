@@ -33,6 +33,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "checkin_delay": 2.0,  # seconds from a syncDevice request to the device's check-in
     "cloud_only": False,   # employees are cloud accounts, not synced from on-premises AD
     "replication_delay": 0.0,  # seconds a new user stays unknown to other requests
+    "seats_taken_after": 0,  # fault: after this many licence assignments, no seat is left
 }
 # The directory extension the region registered on the tool's app, as the README says to:
 # where the tool marks an adopted (often AD-synced) employee account as taken over.

@@ -399,7 +399,10 @@ class Tenant:
             if not doc.get("usageLocation"):
                 raise bad_request("License assignment cannot be done for user with invalid usage"
                                   " location.")
-            if add["skuId"] not in current and sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"]:
+            # Fault: after this many assignments another admin takes every seat left.
+            taken = int(self.config.get("seats_taken_after") or 0)
+            gone = bool(taken) and self.store.counters["licence assignments"] >= taken
+            if add["skuId"] not in current and (gone or sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"]):
                 raise bad_request(f"Subscription {sku['skuPartNumber']} does not have any licenses"
                                   " available.")
             plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
@@ -413,6 +416,7 @@ class Tenant:
                 raise bad_request(f"User does not have a corresponding license {sku_id}.")
             current.pop(sku_id)
         new = {**doc, "assignedLicenses": list(current.values())}
+        self.store.count("licence assignments", len(body["addLicenses"] or []))
         if self._has_exchange(new) and not doc.get("_mailboxRequestedAt"):
             new["_mailboxRequestedAt"] = self.clock()
         self._save("users", new, doc)
