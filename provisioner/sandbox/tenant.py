@@ -401,8 +401,9 @@ class Tenant:
                                   " location.")
             # Fault: after this many assignments another admin takes every seat left.
             taken = int(self.config.get("seats_taken_after") or 0)
-            gone = bool(taken) and self.store.counters["licence assignments"] >= taken
-            if add["skuId"] not in current and (gone or sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"]):
+            full = sku["consumedUnits"] >= sku["prepaidUnits"]["enabled"] or (
+                bool(taken) and self.store.counters["licence assignments"] >= taken)
+            if add["skuId"] not in current and full:
                 raise bad_request(f"Subscription {sku['skuPartNumber']} does not have any licenses"
                                   " available.")
             plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
