@@ -25,9 +25,14 @@ else:
 
     ops = _Operations()
 
+# Exit codes that are results, not errors (errors carry theirs: errors.py). The README's
+# "Exit codes" table lists them all; a pipeline relies on each.
 EXIT_CHANGES = 2  # plan --detailed-exitcode, as terraform plan
-EXIT_HALTED = 4   # a cohort failed its gates: the rollout is halted
 EXIT_HELD = 3     # plan --detailed-exitcode: people are held for a dual-role decision
+EXIT_HALTED = 4   # a cohort failed its gates: the rollout is halted
+EXIT_WAITING = 8  # apply stopped at a gate that waits (sign-ins, approval, soak, feedback)
+EXIT_USAGE = 64   # a usage error (unknown option, missing argument): EX_USAGE of sysexits.h,
+                  # since click's 2 would read as "changes" to plan --detailed-exitcode
 
 
 class Command(click.Command):
@@ -43,6 +48,21 @@ class Group(click.Group):
     command_class = Command
     group_class = type  # sub-groups are Groups too
 
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Click's main, except that a usage error exits 64, not 2 (see EXIT_USAGE)."""
+        try:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            exc.show()
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+
     def make_context(self, info_name: str | None, args: list[str],
                      parent: click.Context | None = None, **extra: Any) -> click.Context:
         argv = list(args)
@@ -55,7 +75,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except ProvisionerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            _error(ctx, exc)
             status = exc.exit_code
             sys.exit(status)
         except SystemExit as exc:
@@ -67,6 +87,19 @@ class Group(click.Group):
         finally:
             if ctx.parent is None:
                 _audit_command(ctx, status)
+
+
+def _error(ctx: click.Context, exc: ProvisionerError) -> None:
+    """One clear error on stderr: a line of text, or with --log-format json one JSON event."""
+    if ctx.find_root().params.get("log_format") == "json":
+        import structlog
+
+        problems = getattr(exc, "problems", None)
+        structlog.get_logger("provisioner").error(
+            "error", kind=type(exc).__name__, message=str(exc), exit_code=exc.exit_code,
+            **({"problems": problems} if problems else {}))
+        return
+    click.echo(f"error: {exc}", err=True)
 
 
 def _audit_command(ctx: click.Context, status: int) -> None:
@@ -114,35 +147,50 @@ playbook_arg = click.argument("playbook", type=click.Path(dir_okay=False, path_t
 
 @main.command()
 @playbook_arg
-def validate(playbook: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON document.")
+def validate(playbook: Path, as_json: bool) -> None:
     """Check a playbook and its roster without touching any tenant."""
     loaded = ops.load(playbook)
     pb = loaded.playbook
+    tenant = "sandbox" if pb.tenant == "sandbox" else "Microsoft Entra"
+    if as_json:
+        _json({"valid": True, "playbook": str(playbook), "name": pb.name, "roster": str(pb.roster_path),
+               "people": len(loaded.roster), "steps": list(pb.steps), "tenant": tenant,
+               "cohorts": [c.name for c in pb.cohorts]})
+        return
     click.echo(f"{playbook}: valid. {len(loaded.roster)} people in {pb.roster_path};"
-               f" steps: {', '.join(pb.steps)}; tenant: "
-               f"{'sandbox' if pb.tenant == 'sandbox' else 'Microsoft Entra'}")
+               f" steps: {', '.join(pb.steps)}; tenant: {tenant}")
 
 
 @main.command()
 @playbook_arg
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as a JSON document.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+              show_default=True, help="json: the plan document; markdown: a summary for a pull"
+              " request comment or a pipeline's job summary.")
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the plan for `apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when there are changes, 1 on error.")
+              help="Exit 0: nothing to do; 2: changes; 3: people held for a decision; 5: preflight"
+              " would stop the apply; 6: the mass-change or re-issue guard would refuse it; 1: an error.")
 @click.option("--cohort", metavar="NAME", help="Only this cohort's changes.")
 @click.pass_obj
-def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
+def plan(session: ops.Session, playbook: Path, fmt: str, as_json: bool, out: Path | None,
          detailed_exitcode: bool, cohort: str | None) -> None:
     """Show every change the playbook would make, cohort by cohort. Writes nothing."""
+    fmt = "json" if as_json else fmt
     loaded = ops.load(playbook)
     result, ready = asyncio.run(ops.plan(session, loaded))
     if cohort is not None:
         if cohort not in result.cohort_order:
             raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(result.cohort_order)})")
         result = result.only(cohort)
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    if fmt == "json":
+        _json(result.to_json())
+    elif fmt == "markdown":
+        from .render import plan_markdown
+
+        click.echo(plan_markdown(result, ready, playbook=str(playbook)))
     else:
         from .render import plan_lines
 
@@ -154,13 +202,31 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
         for check in ready.checks:
             if check.status != "ok":
                 click.echo(check.line())
+        if ready.refusal:
+            click.echo(f"Apply would refuse: {ready.refusal}")
     if out is not None:
         ops.save_plan(result, out)
-        click.echo(f"Saved the plan to {out}; `provisioner apply {out}` carries it out.", err=as_json)
-    if detailed_exitcode and result.held:
-        sys.exit(EXIT_HELD)
-    if detailed_exitcode and result.changes:
-        sys.exit(EXIT_CHANGES)
+        click.echo(f"Saved the plan to {out}; `provisioner apply {out}` carries it out.", err=fmt != "text")
+    if detailed_exitcode:
+        sys.exit(_plan_exit(result, ready))
+
+
+def _plan_exit(result: Any, ready: Any) -> int:
+    """The first that holds: preflight fails (5), a guard refuses (6), people are held (3),
+    there are changes (2), nothing to do (0)."""
+    from .errors import MassChangeError, PreflightError
+
+    if not ready.ok:
+        return PreflightError.exit_code
+    if ready.refusal:
+        return MassChangeError.exit_code
+    if result.held:
+        return EXIT_HELD
+    return EXIT_CHANGES if result.changes else 0
+
+
+def _json(document: Any) -> None:
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 @main.command()
@@ -173,18 +239,26 @@ def plan(session: ops.Session, playbook: Path, as_json: bool, out: Path | None,
 @click.option("--reissue", is_flag=True,
               help="Issue passes and send guides again to managed people this journal has no record of.")
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON document of the result (needs --yes); nothing else on stdout.")
 @click.pass_obj
 def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: bool,
-          allow_mass_change: int | None, reissue: bool, yes: bool) -> None:
+          allow_mass_change: int | None, reissue: bool, yes: bool, as_json: bool) -> None:
     """Apply the next cohort of a playbook (planned afresh), or exactly a plan saved with
-    `plan --out`, then check its gates."""
-    from .render import BarProgress, LineProgress, cohort_lines, plan_lines, report_lines
+    `plan --out`, then check its gates. Exits 0 when the rollout (or the cohort asked for) is
+    done, 8 when it stopped at a gate that waits, 4 when a cohort failed or is held."""
+    from .render import BarProgress, LineProgress, NoProgress, cohort_lines, plan_lines, report_lines
 
+    if as_json and not yes:
+        raise InputError("apply --json needs --yes: a JSON document has no room for a question")
     saved = ops.read_saved_plan(source)
     loaded = ops.load(Path(saved.playbook_path) if saved else source)
-    progress = BarProgress() if sys.stdout.isatty() else LineProgress()
+    progress = NoProgress() if as_json else BarProgress() if sys.stdout.isatty() else LineProgress()
 
     def confirm(plan: Any) -> bool:
+        if as_json:
+            progress.begin(len(plan.changes))
+            return True
         for line in plan_lines(plan, color=_color()):
             click.echo(line)
         if not _confirmed(yes, "Apply these changes?"):
@@ -194,6 +268,8 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
 
     def show(outcome: Any) -> None:
         progress.close()
+        if as_json:
+            return
         for pid, why in sorted(outcome.plan.held.items()):
             click.echo(f"held: {pid} is skipped until decided ({why})")
         if outcome.report is not None:
@@ -212,6 +288,10 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
                                      reissue=reissue, confirm=confirm, on_cohort=show))
     finally:
         progress.close()
+    code = _apply_exit(done)
+    if as_json:
+        _json({**done.to_json(), "exit_code": code})
+        sys.exit(code)
     if done.reconciled.made or done.reconciled.not_made:
         click.echo(f"Resumed after an interrupted run: {done.reconciled.made} unfinished writes had"
                    f" been made, {done.reconciled.not_made} had not (read from Graph).")
@@ -220,25 +300,36 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
                    else "Nothing applied.")
     if done.next_step:
         click.echo(done.next_step)
+    sys.exit(code)
+
+
+def _apply_exit(done: Any) -> int:
+    """4: a cohort failed its gates or is held; 1: a change failed; 8: stopped at a gate that
+    waits; 0: done."""
     if done.halted:
-        sys.exit(EXIT_HALTED)
+        return EXIT_HALTED
     if done.report is not None and not done.report.ok:
-        sys.exit(1)
+        return 1
+    return EXIT_WAITING if done.waiting else 0
 
 
 @main.command()
 @playbook_arg
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON document.")
 @click.pass_obj
-def preflight(session: ops.Session, playbook: Path) -> None:
+def preflight(session: ops.Session, playbook: Path, as_json: bool) -> None:
     """Is the tenant ready for the next cohort? Each failure says what to fix."""
+    from .errors import PreflightError
+
     result = asyncio.run(ops.preflight(session, ops.load(playbook)))
+    if as_json:
+        _json(result.to_json())
+        sys.exit(0 if result.ok else PreflightError.exit_code)
     which = f" (next cohort: {result.cohort})" if result.cohort else ""
     click.echo(f"Preflight for {playbook}{which}")
     for check in result.checks:
         click.echo(check.line())
     if not result.ok:
-        from .errors import PreflightError
-
         click.echo("Not ready: apply will not start until the failures above are fixed.")
         sys.exit(PreflightError.exit_code)
     click.echo("Ready.")

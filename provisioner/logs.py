@@ -20,7 +20,8 @@ def drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 def configure(fmt: str = "console", verbosity: int = 0) -> None:
-    level = logging.WARNING - 10 * min(verbosity, 2)  # -v info, -vv debug
+    # -v info, -vv debug; JSON is for machines (a pipeline's log): its info events come unasked.
+    level = logging.WARNING - 10 * min(verbosity + (fmt == "json"), 2)
     renderer: Any = (structlog.processors.JSONRenderer(ensure_ascii=False) if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(

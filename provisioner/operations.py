@@ -12,14 +12,15 @@ import structlog
 from .checks import Check, CheckStatus
 from .cohort_state import CohortState
 from .cohorts import Assignment, assign
-from .errors import GraphError, InputError
+from .errors import GraphError, InputError, MassChangeError
 from .graph.gateway import Graph
 from .guards import check_mass_change, check_reissue
 from .journal import Journal, operator
 from .leavers import LEAVERS
 from .lock import state_lock
-from .model import Plan
+from .model import Outcome, Plan
 from .planner import make_plan
+from .playbook import Playbook
 from .preflight import failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
 from .reconcile import Reconciled, RollbackPlan, reconcile
 from .reports import Status, devices_report, dual_roles, status
@@ -49,7 +50,20 @@ async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
         assignment = assign(loaded.playbook, loaded.roster)
         snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
         result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
-        return result, await _preflight_with(graph, session, loaded, assignment, snapshot, result)
+        ready = await _preflight_with(graph, session, loaded, assignment, snapshot, result)
+    return result, replace(ready, refusal=_refusal(loaded.playbook, result, snapshot, session))
+
+
+def _refusal(pb: Playbook, result: Plan, snapshot: Snapshot, session: Session) -> str | None:
+    """What apply's guards would refuse in this plan (as apply would, without the flags that
+    allow it): a pipeline learns it from the plan, before a human approves."""
+    try:
+        check_mass_change(pb, result, snapshot, None)
+        with Journal(session.settings.state_dir) as journal:
+            check_reissue(pb, result, snapshot, journal, False)
+    except MassChangeError as exc:
+        return str(exc)
+    return None
 
 
 async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
@@ -86,6 +100,11 @@ def _everyone(assignment: Assignment) -> list[Any]:
 class Preflight:
     checks: list[Check]
     cohort: str | None
+    refusal: str | None = None  # plan: what the mass-change or re-issue guard would refuse
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ready": self.ok, "cohort": self.cohort, "refusal": self.refusal,
+                "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks]}
 
     @property
     def ok(self) -> bool:
@@ -134,6 +153,19 @@ class Applied:
     @property
     def halted(self) -> bool:
         return any(c.state.halts for c in self.cohorts)
+
+    @property
+    def waiting(self) -> bool:
+        """Stopped at a gate that waits (sign-ins, approval, soak, feedback, enrolment)."""
+        return bool(self.cohorts) and self.cohorts[-1].state.waiting
+
+    def to_json(self) -> dict[str, Any]:
+        """The document of ``apply --json``."""
+        total = self.report.counts() if self.report else {}
+        return {"reconciled": {"made": self.reconciled.made, "not_made": self.reconciled.not_made},
+                "summary": {o.value: total.get(o.value, 0) for o in Outcome},
+                "cohorts": [c.to_json() for c in self.cohorts], "next_step": self.next_step,
+                "halted": self.halted, "waiting": self.waiting}
 
 
 async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,

@@ -111,6 +111,16 @@ def failure_line(result: ChangeResult) -> str:
             f" {result.code}: {result.message}{rid}")
 
 
+class NoProgress(Hook):
+    """Nothing on the screen (apply --json: the document is the only output)."""
+
+    def begin(self, total: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class LineProgress(Hook):
     """Plain lines, one per finished change: for logs, pipes and CI."""
 
@@ -286,3 +296,40 @@ def device_csv(rows: Sequence[DeviceRow], *, excel: bool = False) -> str:
               "last_check_in", "compliance", "state"]
     return to_csv(fields, ([{**r.to_json(), "groups": " ".join(r.groups)}[f] for f in fields] for r in rows),
                   excel=excel)
+
+
+def plan_markdown(plan: Plan, ready: Any, *, playbook: str) -> str:
+    """A summary for a pull-request comment or a pipeline's job summary: per cohort the counts
+    by action, one-way changes and held people, then the preflight verdict. Counts and
+    person_ids only: no names or addresses in a comment others may read."""
+    cohorts = plan.by_cohort()
+    lines = [f"### provisioner plan: {_md(playbook)}", "",
+             "| cohort | people | create | update | delete | one-way | held |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, changes in cohorts.items():
+        counts = {a: sum(1 for c in changes if c.action is a) for a in Action}
+        people = sum(1 for pid in plan.people if plan.cohort_of.get(pid) == name)
+        one_way = sum(1 for c in changes if plan.reversibility.get(c.id) == "one-way")
+        held = sum(1 for pid in plan.held if plan.cohort_of.get(pid) == name)
+        lines.append(f"| {_md(name or '-')} | {people} | {counts[Action.CREATE]} | {counts[Action.UPDATE]}"
+                     f" | {counts[Action.DELETE]} | {one_way} | {held} |")
+    total = plan.summary()
+    lines += ["", f"**{len(plan.changes)} changes**: {total['create']} to create, {total['update']} to"
+                  f" update, {total['delete']} to delete."]
+    which = f" for cohort {_md(ready.cohort)}" if ready.cohort else ""
+    lines += ["", f"**Preflight{which}**: " + ("ready." if ready.ok else "NOT READY, apply will refuse:")]
+    lines += [f"- **{c.status}** {_md(c.name)}: {_md(c.detail)}" for c in ready.checks if c.status != "ok"]
+    if ready.refusal:
+        lines += ["", f"**Apply would refuse**: {_md(ready.refusal)}"]
+    if plan.held:
+        lines += ["", f"<details><summary>Held for a decision ({len(plan.held)})</summary>", ""]
+        lines += [f"- {_md(pid)}: {_md(why)}" for pid, why in sorted(plan.held.items())]
+        lines += ["", "</details>"]
+    if plan.warnings:
+        lines += ["", "**Warnings**:"] + [f"- {_md(w)}" for w in plan.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def _md(text: str) -> str:
+    """Text that stays text in Markdown: no table breaks, links, HTML or mentions."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>|#@!" else ch for ch in text.replace("\n", " "))

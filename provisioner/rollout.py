@@ -178,7 +178,7 @@ class _Applier:
             try:
                 outcome = await STEPS[change.step].apply(self.graph.for_change(priority, seen), change, run)
                 result = ChangeResult(change, outcome, request_id=seen[-1] if seen else None)
-                log.debug("change.done", outcome=outcome.value, target=change.target)
+                log.info("change.done", outcome=outcome.value, target=change.target)
             except GraphFailure as exc:
                 log.warning("change.failed", code=exc.code, status=exc.status, request_id=exc.request_id)
                 result = ChangeResult(change, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
@@ -212,7 +212,7 @@ class _Applier:
             results = [ChangeResult(c, Outcome.APPLIED, request_id=seen[-1] if seen else None)
                        for c in chunk]
             for c in chunk:
-                log.debug("change.done", step=c.step, person_id=c.person_id, outcome="applied",
+                log.info("change.done", step=c.step, person_id=c.person_id, outcome="applied",
                           target=c.target, joined=len(chunk))
         for result in results:
             for hook in self.hooks:

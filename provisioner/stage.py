@@ -26,7 +26,7 @@ from .gates import (
 from .graph.gateway import Graph
 from .journal import Journal
 from .leavers import LEAVERS
-from .model import Plan
+from .model import Json, Plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate
 from .recorders import AuditHook, JournalHook
 from .rolling_back import RolledBack, rollback_with
@@ -38,6 +38,9 @@ if TYPE_CHECKING:
     pass
 
 
+log = structlog.get_logger("provisioner.stage")
+
+
 @dataclass
 class CohortOutcome:
     cohort: str
@@ -47,6 +50,16 @@ class CohortOutcome:
     state: CohortState = CohortState.PENDING
     run_ids: list[str] = field(default_factory=list)
     rolled_back: RolledBack | None = None
+
+    def to_json(self) -> Json:
+        counts = self.report.counts() if self.report else {}
+        failed = [{"step": r.change.step, "person_id": r.change.person_id, "target": r.change.target,
+                   "code": r.code, "message": r.message, "request_id": r.request_id}
+                  for r in (self.report.failed if self.report else [])]
+        return {"cohort": self.cohort, "state": self.state, "run_ids": self.run_ids,
+                "outcomes": dict(counts), "failed": failed,
+                "held": [{"person_id": pid, "reason": why} for pid, why in sorted(self.plan.held.items())],
+                "gates": [g.to_json() for g in self.gates], "rolled_back": self.rolled_back is not None}
 
 
 LEAVERS_COHORT = Cohort(name=LEAVERS, select=Selector(rest=True), gates=Gates(max_failure_ratio=None))
@@ -187,6 +200,9 @@ class Stage:
         self.session.audit.event("gates", cohort=cohort.name, state=outcome.state,
                                  run_ids=outcome.run_ids,
                                  gates={r.gate: r.status for r in results})
+        for r in results:
+            log.info("gate.judged", gate=r.gate, status=r.status, detail=r.detail, people=len(r.people))
+        log.info("cohort.state", state=outcome.state)
         if outcome.state == CohortState.HELD:
             return outcome
         if outcome.state == CohortState.FAILED and cohort.on_failure == "rollback":

@@ -200,7 +200,7 @@ def test_approval_is_required_where_configured(runner: CliRunner, state_dir: Pat
     playbook = staged(TWO.replace(f"gates: {{{FAST_VERIFY}}}",
                                   f"gates: {{{FAST_VERIFY}, approval: true}}", 1))
     first = cli(runner, state_dir, "apply", "--yes", "--all", str(playbook))
-    assert first.exit_code == 0
+    assert first.exit_code == 8  # stopped at a gate that waits: not done, not failed
     assert "Cohort pilot is awaiting approval" in first.output
     assert people_touched(state_dir, cohort_people(playbook, "rest")) == set()
     approved = cli(runner, state_dir, "approve", str(playbook), "--cohort", "pilot", "--note", "ok")
