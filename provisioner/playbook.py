@@ -40,18 +40,39 @@ class Certificate(_Strict):
     password_env: str | None = Field(None, description="environment variable holding the PFX passphrase")
 
 
+class Federated(_Strict):
+    """Workload identity federation: the runner's own OIDC token is the app's credential, so
+    no secret lives on the runner. The app has a federated credential for this issuer and
+    subject in Entra (App registrations, Certificates & secrets, Federated credentials)."""
+
+    source: Literal["github", "azure-devops", "file"]
+    audience: str = "api://AzureADTokenExchange"
+    # azure-devops: the environment variable holding the workload identity service
+    # connection's id (the token is asked for that connection)
+    service_connection_env: str = "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID"
+    # file: the environment variable naming a file the platform keeps a fresh token in
+    token_file_env: str = "AZURE_FEDERATED_TOKEN_FILE"
+
+
 class EntraTenant(_Strict):
     tenant_id: str
+    # The app's client id (appId); with managed_identity: user, the identity's client id.
     client_id: str
     certificate: Certificate | None = None
     client_secret_env: str | None = Field(
         None, description="environment variable holding the client secret (never the secret)"
     )
+    federated: Federated | None = None
+    # A VM or container runner's managed identity: the system-assigned one, or a
+    # user-assigned one (its client id in client_id).
+    managed_identity: Literal["system", "user"] | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> EntraTenant:
-        if (self.certificate is None) == (self.client_secret_env is None):
-            raise ValueError("give exactly one of certificate or client_secret_env")
+        given = [self.certificate, self.client_secret_env, self.federated, self.managed_identity]
+        if sum(x is not None for x in given) != 1:
+            raise ValueError("give exactly one of certificate, client_secret_env, federated or"
+                             " managed_identity")
         return self
 
 

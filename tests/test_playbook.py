@@ -77,5 +77,5 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 
 def test_a_real_tenant_needs_exactly_one_credential(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("steps", "tenant: {tenant_id: t, client_id: c}\nsteps"))
-    with pytest.raises(PlaybookError, match="give exactly one of certificate or client_secret_env"):
+    with pytest.raises(PlaybookError, match="give exactly one of certificate, client_secret_env, federated"):
         load_playbook(path)

@@ -18,6 +18,7 @@ from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsV
 from ..errors import ConfigurationError, TransportError
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GRAPH_RESOURCE = "https://graph.microsoft.com"
 GRAPH_HOSTS = ["graph.microsoft.com"]
 
 
@@ -35,13 +36,15 @@ class StaticTokenProvider(AccessTokenProvider):
 
 
 class MsalTokenProvider(AccessTokenProvider):
-    """Client credentials (certificate preferred, or a secret from the environment), or
-    device code for an admin at a terminal. MSAL's cache means one token per hour, not per call."""
+    """Client credentials (a certificate, a secret from the environment, or the runner's own
+    OIDC token through workload identity federation), a managed identity, or device code for
+    an admin at a terminal. MSAL's cache means one token per hour, not per call."""
 
-    def __init__(self, app: Any, *, device_code: bool = False,
+    def __init__(self, app: Any, *, device_code: bool = False, managed: bool = False,
                  persist: Callable[[], None] = lambda: None) -> None:
         self._app = app
         self._device_code = device_code
+        self._managed = managed
         self._persist = persist
         self._lock = asyncio.Lock()
 
@@ -59,6 +62,8 @@ class MsalTokenProvider(AccessTokenProvider):
         return str(result["access_token"])
 
     def _acquire(self) -> dict[str, Any]:
+        if self._managed:
+            return dict(self._app.acquire_token_for_client(resource=GRAPH_RESOURCE))
         if not self._device_code:
             return dict(self._app.acquire_token_for_client(scopes=[GRAPH_SCOPE]))
         accounts = self._app.get_accounts()
@@ -78,7 +83,16 @@ class MsalTokenProvider(AccessTokenProvider):
 
 def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -> MsalTokenProvider:
     """Build the MSAL application for an ``EntraTenant`` playbook section."""
+    import httpx
     import msal  # imported here: the sandbox never needs it
+
+    # MSAL takes any requests-like client; httpx's is one, so one HTTP stack serves Graph and
+    # sign-in (and respx can stand in for Entra in tests).
+    http = httpx.Client(timeout=30.0)
+    if tenant.managed_identity is not None:
+        identity: Any = (msal.SystemAssignedManagedIdentity() if tenant.managed_identity == "system"
+                         else msal.UserAssignedManagedIdentity(client_id=tenant.client_id))
+        return MsalTokenProvider(msal.ManagedIdentityClient(identity, http_client=http), managed=True)
 
     cache = msal.SerializableTokenCache()
     if cache_path.exists():
@@ -92,15 +106,15 @@ def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -
                 fh.write(cache.serialize())
 
     authority = f"https://login.microsoftonline.com/{tenant.tenant_id}"
-    credential = None if device_code else _credential(tenant)
+    credential = None if device_code else _credential(tenant, http)
     try:  # MSAL reads the authority's OpenID configuration here, over the network
         if device_code:
             app: Any = msal.PublicClientApplication(tenant.client_id, authority=authority,
-                                                    token_cache=cache)
+                                                    token_cache=cache, http_client=http)
         else:
             app = msal.ConfidentialClientApplication(
                 tenant.client_id, authority=authority, client_credential=credential,
-                token_cache=cache,
+                token_cache=cache, http_client=http,
             )
     except (OSError, ValueError) as exc:  # requests' ConnectionError is an OSError
         raise TransportError(
@@ -109,7 +123,11 @@ def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -
     return MsalTokenProvider(app, device_code=device_code, persist=persist)
 
 
-def _credential(tenant: Any) -> Any:
+def _credential(tenant: Any, http: Any) -> Any:
+    if tenant.federated is not None:
+        # A callable: MSAL asks for a fresh assertion whenever it needs a new token (the
+        # runner's token lives minutes, the app's access token an hour).
+        return {"client_assertion": lambda: federated_token(tenant.federated, http)}
     if tenant.certificate is not None:
         cert = tenant.certificate
         if not Path(cert.path).exists():
@@ -127,3 +145,57 @@ def _env(name: str, key: str) -> str:
     if not value:
         raise ConfigurationError(f"{key}: environment variable {name} is not set")
     return value
+
+
+def federated_token(spec: Any, http: Any) -> str:
+    """The runner's OIDC token for Entra (the audience ``api://AzureADTokenExchange``):
+
+    - github: GitHub Actions' token request (ACTIONS_ID_TOKEN_REQUEST_URL with the job's
+      ACTIONS_ID_TOKEN_REQUEST_TOKEN; the workflow needs ``permissions: id-token: write``);
+    - azure-devops: the pipeline's OIDC token for a workload identity service connection
+      (POST SYSTEM_OIDCREQUESTURI with SYSTEM_ACCESSTOKEN);
+    - file: a token file the platform keeps fresh (AZURE_FEDERATED_TOKEN_FILE, as in AKS).
+
+    Neither the token nor the request's bearer is ever logged or put in an error.
+    """
+    if spec.source == "file":
+        path = Path(_env(spec.token_file_env, "tenant.federated.token_file_env"))
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"tenant.federated: cannot read the token file {path}:"
+                                     f" {exc.strerror}") from None
+    import httpx
+
+    try:
+        if spec.source == "github":
+            # docs.github.com: Actions, Security, OpenID Connect reference (the token request)
+            url = _env("ACTIONS_ID_TOKEN_REQUEST_URL",
+                       "tenant.federated (GitHub: the job needs permissions: id-token: write)")
+            bearer = _env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "tenant.federated (GitHub)")
+            # The URL has a query of its own (api-version): the audience is added to it.
+            response = http.get(httpx.URL(url).copy_merge_params({"audience": spec.audience}),
+                                headers={"Authorization": f"bearer {bearer}"})
+            key = "value"
+        else:
+            # learn.microsoft.com/rest/api/azure/devops/distributedtask/oidctoken/create; the
+            # api-version and the redirect header as azure-identity's AzurePipelinesCredential
+            url = _env("SYSTEM_OIDCREQUESTURI", "tenant.federated (Azure DevOps)")
+            bearer = _env("SYSTEM_ACCESSTOKEN", "tenant.federated (Azure DevOps: map $(System.AccessToken))")
+            connection = _env(spec.service_connection_env, "tenant.federated.service_connection_env")
+            headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json",
+                       "X-TFS-FedAuthRedirect": "Suppress"}
+            query = {"api-version": "7.1", "serviceConnectionId": connection}
+            response = http.post(httpx.URL(url).copy_merge_params(query), headers=headers)
+            key = "oidcToken"
+    except httpx.HTTPError as exc:
+        raise TransportError(f"tenant.federated: the {spec.source} token request failed:"
+                             f" {type(exc).__name__}") from None
+    if response.status_code != 200:
+        raise ConfigurationError(f"tenant.federated: the {spec.source} token request answered"
+                                 f" {response.status_code}")
+    try:
+        return str(response.json()[key])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigurationError(f"tenant.federated: the {spec.source} token request's answer has"
+                                 f" no {key}") from None
