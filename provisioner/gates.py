@@ -28,7 +28,7 @@ from .errors import InputError
 from .graph.gateway import Graph
 from .journal import Journal
 from .model import Json
-from .playbook import Cohort, FeedbackGate, Gates, Playbook, SigninGate, VerifyGate
+from .playbook import ApprovalGate, Cohort, FeedbackGate, Gates, Playbook, SigninGate, VerifyGate
 from .roster import Person
 from .steps import guide_step, used
 from .steps.base import VerifyFacts
@@ -106,7 +106,8 @@ class Evidence:
     sign_ins: Sequence[Json] = ()
     feedback: Mapping[str, Json] | None = None  # person_id → latest answer; None: no file
     feedback_path: str = ""
-    approval: tuple[str, str] | None = None      # (who, when) since the cohort was applied
+    approvals: Sequence[tuple[str, str]] = ()    # (who, when) since the cohort was applied
+    appliers: frozenset[str] = frozenset()       # who applied the cohort
     guides: Mapping[str, str] | None = None      # person_id → delivered at; None: no guide step
 
 
@@ -129,7 +130,8 @@ async def observe(ctx: GateContext, gates: Gates) -> Evidence:
         verified=await verify_people(ctx, ctx.people, gates.verify) if gates.verify is not None else None,
         sign_ins=await _sign_ins(ctx, people) if gates.signin is not None else (),
         feedback=feedback, feedback_path=feedback_path,
-        approval=journal.approval_since(pb.name, ctx.cohort, ctx.applied_at) if gates.approval else None,
+        approvals=journal.approvals_since(pb.name, ctx.cohort, ctx.applied_at) if gates.approval else (),
+        appliers=frozenset(journal.appliers(pb.name, ctx.cohort)) if gates.approval else frozenset(),
         guides=journal.last_applied(pb.name, guide.name) if guide is not None else None,
     )
 
@@ -201,7 +203,7 @@ def judge(evidence: Evidence, gates: Gates, now: dt.datetime) -> list[GateResult
     if gates.soak is not None:
         results.append(soak(evidence.applied_at, gates.soak, now))
     if gates.approval:
-        results.append(approval(evidence))
+        results.append(approval(evidence, gates.approval))
     if evidence.guides is not None:
         results.append(guides_delivered(evidence))
     return results
@@ -350,12 +352,21 @@ def soak(applied_at: dt.datetime | None, seconds: float, now: dt.datetime) -> Ga
     return GateResult("soak", WAIT, f"soaking until {until:%Y-%m-%d %H:%M:%S} UTC")
 
 
-def approval(evidence: Evidence) -> GateResult:
-    if evidence.approval:
-        who, when = evidence.approval
-        return GateResult("approval", PASS, f"approved by {who} at {when[:19]}")
+def approval(evidence: Evidence, spec: ApprovalGate) -> GateResult:
+    """Passes on an approval by someone the gate allows: one of its approvers, if it names
+    them, and not one who applied the cohort, if it must be another. An approval that does
+    not count (recorded by hand, or before the rule changed) is said, and does not pass."""
+    refused = []
+    for who, when in evidence.approvals:
+        if not spec.allows(who):
+            refused.append(f"{who} is not one of the approvers ({', '.join(spec.approvers)})")
+        elif spec.distinct_from_applier and who.casefold() in {a.casefold() for a in evidence.appliers}:
+            refused.append(f"{who} applied the cohort and may not approve it too")
+        else:
+            return GateResult("approval", PASS, f"approved by {who} at {when[:19]}")
+    why = f" (not counted: {'; '.join(refused)})" if refused else ""
     return GateResult("approval", WAIT, f"awaiting `provisioner approve {evidence.playbook_source}"
-                      f" --cohort {evidence.cohort}`")
+                      f" --cohort {evidence.cohort}`{why}")
 
 
 def _parse(iso: str) -> dt.datetime:

@@ -238,11 +238,17 @@ class Journal:
         self._db.execute("INSERT INTO approvals VALUES (?, ?, ?, ?, ?)",
                          (playbook, cohort, who, now(), note))
 
-    def approval_since(self, playbook: str, cohort: str, since: str | None) -> tuple[str, str] | None:
-        row = self._db.execute(
+    def appliers(self, playbook: str, cohort: str) -> set[str]:
+        """Who ran the apply runs that made the cohort's changes."""
+        return {str(row[0]) for row in self._db.execute(
+            "SELECT DISTINCT r.operator FROM runs r JOIN changes c ON c.run_id = r.id"
+            " WHERE r.playbook_name = ? AND r.kind = 'apply' AND c.cohort = ?", (playbook, cohort))}
+
+    def approvals_since(self, playbook: str, cohort: str, since: str | None) -> list[tuple[str, str]]:
+        """(who, when) of every approval of the cohort since ``since``, newest first."""
+        return [(str(r[0]), str(r[1])) for r in self._db.execute(
             "SELECT approved_by, approved_at FROM approvals WHERE playbook = ? AND cohort = ?"
-            " AND approved_at >= ? ORDER BY approved_at DESC", (playbook, cohort, since or "")).fetchone()
-        return (str(row[0]), str(row[1])) if row else None
+            " AND approved_at >= ? ORDER BY approved_at DESC", (playbook, cohort, since or ""))]
 
     def latest_run_outcomes(self, playbook: str, cohort: str) -> dict[str, int]:
         """The latest outcome for each thing the cohort's changes touch (step, person, target),

@@ -20,7 +20,7 @@ from .leavers import LEAVERS
 from .lock import state_lock
 from .model import Outcome, Plan
 from .planner import make_plan
-from .playbook import Playbook
+from .playbook import ApprovalGate, Playbook
 from .preflight import failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
 from .reconcile import Reconciled, RollbackPlan, reconcile
 from .reports import Status, devices_report, dual_roles, status
@@ -248,13 +248,36 @@ def settle(session: Session, loaded: Loaded, person_id: str, happened: bool) -> 
 
 
 def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> str:
-    """Record a human's approval of a cohort's gate (journal and audit log)."""
-    assignment = assign(loaded.playbook, loaded.roster)
-    assignment.cohort(cohort)  # an unknown name is an error naming the cohorts
-    who = operator()
+    """Record a human's approval of an applied cohort's gate (journal and audit log), refused
+    when the gate's rules say this person may not give it."""
+    pb = loaded.playbook
+    gate = assign(pb, loaded.roster).cohort(cohort).gates.approval  # an unknown name is an error
+    who, kind = _approver(session, pb, gate)
     with Journal(session.settings.state_dir) as journal:
-        journal.approve(loaded.playbook.name, cohort, who, note)
-    session.audit.event("approval", cohort=cohort, approved_by=who, note=note)
+        if journal.cohort_state(pb.name, cohort).applied_at is None:
+            raise InputError(f"cohort {cohort} has not been applied: there is nothing to approve yet")
+        if gate is not None and not gate.allows(who):
+            raise InputError(f"{who} may not approve cohort {cohort}: its approvers are"
+                             f" {', '.join(gate.approvers)}")
+        if gate is not None and gate.distinct_from_applier and who.casefold() in {
+                a.casefold() for a in journal.appliers(pb.name, cohort)}:
+            raise InputError(f"{who} applied cohort {cohort} and may not approve it too"
+                             " (gates.approval.distinct_from_applier): another person approves")
+        journal.approve(pb.name, cohort, who, note)
+    session.audit.event("approval", cohort=cohort, approved_by=who, identity=kind, note=note)
     return who
+
+
+def _approver(session: Session, pb: Playbook, gate: ApprovalGate | None) -> tuple[str, str]:
+    """(who, how we know): the Entra UPN of a fresh sign-in with --auth device-code on a real
+    tenant, else the OS user; a gate that names approvers on a real tenant needs the former."""
+    if pb.tenant != "sandbox" and session.settings.device_code:
+        from .graph.auth import signed_in_user
+
+        return signed_in_user(pb.tenant), "entra"
+    if pb.tenant != "sandbox" and gate is not None and (gate.approvers or gate.distinct_from_applier):
+        raise InputError("this cohort's approval names who may give it: sign in as yourself with"
+                         " `provisioner --auth device-code approve ...`")
+    return operator(), "os-user"
 
 

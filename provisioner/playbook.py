@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    BeforeValidator,
     Field,
     PrivateAttr,
     ValidationError,
@@ -160,13 +161,32 @@ class FeedbackGate(_Strict):
     max_stressed_share: Ratio = 0.1
 
 
+class ApprovalGate(_Strict):
+    """A human says the cohort is good. ``approvers``: only these may (UPNs, signed in with
+    --auth device-code on a real tenant; OS user names on the sandbox); ``distinct_from_applier``:
+    not whoever applied the cohort (four eyes)."""
+
+    approvers: tuple[str, ...] = ()
+    distinct_from_applier: bool = False
+
+    def allows(self, who: str) -> bool:
+        return not self.approvers or who.casefold() in {a.casefold() for a in self.approvers}
+
+
+def _approval(value: Any) -> Any:
+    """``approval: true`` is an approval anyone may give; ``false`` none."""
+    if value is True:
+        return {}
+    return None if value is False else value
+
+
 class Gates(_Strict):
     max_failure_ratio: Ratio | None = 0.0
     verify: VerifyGate | None = None
     signin: SigninGate | None = None
     feedback: FeedbackGate | None = None
     soak: Duration | None = None
-    approval: bool = False
+    approval: Annotated[ApprovalGate | None, BeforeValidator(_approval)] = None
 
 
 class Cohort(_Strict):

@@ -87,10 +87,33 @@ def test_a_gate_that_needs_the_cohort_applied_waits_for_it() -> None:
     assert verdicts(gates, evidence(applied_at=None)) == {"signin": WAIT, "soak": WAIT}
 
 
-@pytest.mark.parametrize(("approval", "status"), [(None, WAIT), (("ann", "2026-12-01T10:00:00"), PASS)])
-def test_the_approval_gate(approval: tuple[str, str] | None, status: str) -> None:
-    gates = Gates(max_failure_ratio=None, approval=True)
-    assert verdicts(gates, evidence(approval=approval)) == {"approval": status}
+@pytest.mark.parametrize(("approvals", "rule", "status"), [
+    ([], {}, WAIT),
+    ([("ann", "2026-12-01T10:00:00")], {}, PASS),
+    ([("bo", "2026-12-01T10:00:00")], {"approvers": ["ann@region.se", "Ann"]}, WAIT),   # not an approver
+    ([("ANN", "2026-12-01T10:00:00")], {"approvers": ["ann"]}, PASS),                  # in any case
+    ([("ops", "2026-12-01T10:00:00")], {"distinct_from_applier": True}, WAIT),         # applied it
+    ([("ops", "2026-12-01T11:00"), ("ann", "2026-12-01T10:00")], {"distinct_from_applier": True}, PASS),
+])
+def test_the_approval_gate(approvals: list[tuple[str, str]], rule: dict[str, Any], status: str) -> None:
+    gates = Gates(max_failure_ratio=None, approval=rule)
+    facts = evidence(approvals=approvals, appliers=frozenset({"ops"}))
+    assert verdicts(gates, facts) == {"approval": status}
+
+
+def test_an_approval_that_does_not_count_is_said() -> None:
+    gates = Gates(max_failure_ratio=None, approval={"approvers": ["ann"], "distinct_from_applier": True})
+    [result] = judge(evidence(approvals=[("bo", "2026-12-01T10:00"), ("ops", "2026-12-01T09:30")],
+                              appliers=frozenset({"ops"})), gates, APPLIED)
+    assert "not counted: bo is not one of the approvers (ann)" in result.detail
+    assert "ops is not one of the approvers" in result.detail  # the approvers rule comes first
+
+
+@pytest.mark.parametrize(("given", "gate"), [(True, {}), (False, None)])
+def test_approval_true_and_false_still_read(given: bool, gate: dict[str, Any] | None) -> None:
+    parsed = Gates(approval=given).approval  # type: ignore[arg-type]
+    assert (parsed.model_dump() if parsed else None) == (
+        None if gate is None else {"approvers": (), "distinct_from_applier": False})
 
 
 @pytest.mark.parametrize(("delivered", "status"), [

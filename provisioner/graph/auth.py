@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import httpx
 from kiota_abstractions.authentication import AccessTokenProvider, AllowedHostsValidator
 
 from ..errors import ConfigurationError, TransportError
@@ -52,7 +53,10 @@ class MsalTokenProvider(AccessTokenProvider):
         if urlparse(uri).scheme != "https" or urlparse(uri).hostname not in GRAPH_HOSTS:
             raise ConfigurationError("refusing to send a Graph token to a host other than Graph")
         async with self._lock:
-            result = await asyncio.to_thread(self._acquire)
+            try:
+                result = await asyncio.to_thread(self._acquire)
+            except (OSError, httpx.HTTPError) as exc:
+                raise TransportError(f"cannot reach Microsoft Entra sign-in: {type(exc).__name__}") from None
             self._persist()
         if "access_token" not in result:
             # error_description names the problem (AADSTS code) and holds no secret.
@@ -83,7 +87,6 @@ class MsalTokenProvider(AccessTokenProvider):
 
 def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -> MsalTokenProvider:
     """Build the MSAL application for an ``EntraTenant`` playbook section."""
-    import httpx
     import msal  # imported here: the sandbox never needs it
 
     # MSAL takes any requests-like client; httpx's is one, so one HTTP stack serves Graph and
@@ -116,7 +119,7 @@ def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -
                 tenant.client_id, authority=authority, client_credential=credential,
                 token_cache=cache, http_client=http,
             )
-    except (OSError, ValueError) as exc:  # requests' ConnectionError is an OSError
+    except (OSError, ValueError, httpx.HTTPError) as exc:
         raise TransportError(
             f"cannot reach Microsoft Entra sign-in for tenant {tenant.tenant_id}:"
             f" {type(exc).__name__}") from None
@@ -165,8 +168,6 @@ def federated_token(spec: Any, http: Any) -> str:
         except OSError as exc:
             raise ConfigurationError(f"tenant.federated: cannot read the token file {path}:"
                                      f" {exc.strerror}") from None
-    import httpx
-
     try:
         if spec.source == "github":
             # docs.github.com: Actions, Security, OpenID Connect reference (the token request)
@@ -199,3 +200,26 @@ def federated_token(spec: Any, http: Any) -> str:
     except (ValueError, KeyError, TypeError):
         raise ConfigurationError(f"tenant.federated: the {spec.source} token request's answer has"
                                  f" no {key}") from None
+
+
+def signed_in_user(tenant: Any) -> str:
+    """Who is at the terminal, as Entra knows them: a fresh device-code sign-in (never a
+    cached one: an approval is a deliberate act, with the tenant's MFA), its UPN."""
+    import msal
+
+    try:
+        app = msal.PublicClientApplication(tenant.client_id, http_client=httpx.Client(timeout=30.0),
+                                           authority=f"https://login.microsoftonline.com/{tenant.tenant_id}")
+        flow = app.initiate_device_flow(scopes=["User.Read"])
+        if "message" not in flow:
+            raise ConfigurationError(f"sign-in to Microsoft Entra failed: {flow.get('error')}")
+        print(flow["message"], flush=True)  # the approver must see the code at the terminal
+        result = app.acquire_token_by_device_flow(flow)
+    except (OSError, ValueError, httpx.HTTPError) as exc:
+        raise TransportError(f"cannot reach Microsoft Entra sign-in for tenant {tenant.tenant_id}:"
+                             f" {type(exc).__name__}") from None
+    who = (result.get("id_token_claims") or {}).get("preferred_username")
+    if not who:
+        first_line = (result.get("error_description") or "").split("\n")[0]
+        raise ConfigurationError(f"sign-in to Microsoft Entra failed: {result.get('error')}: {first_line}")
+    return str(who)
