@@ -11,15 +11,23 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench postgres
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint
+test: lint postgres
 	$(VENV)/bin/pytest -q
+
+# The shared-state tests start a real PostgreSQL (Debian's), as the postgres user when run as
+# root; a machine without it gets it here (CI runs as root).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (Debian's postgresql) for the shared-state tests"; \
+	  apt-get install -y -q postgresql >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; }
 
 # The benchmark suite (about 5 minutes): figures as text, then one JSON line.
 bench: $(STAMP)

@@ -115,7 +115,7 @@ def _audit_command(ctx: click.Context, status: int) -> None:
                             argv=redact_argv(ctx.meta.get("argv", [])), os_user=operator(),
                             graph_identity=session.graph_identity, run_ids=session.run_ids,
                             exit_status=status)
-    except OSError as exc:  # the command's own result matters more; say it, don't hide it
+    except (OSError, ProvisionerError) as exc:  # the command's own result matters more; say it
         click.echo(f"warning: could not write the audit log {session.audit_path}: {exc}", err=True)
 
 
@@ -131,15 +131,18 @@ def _audit_command(ctx: click.Context, status: int) -> None:
               help="Real tenant: app credentials from the playbook, or device code at a terminal.")
 @click.option("--audit-log", type=click.Path(dir_okay=False, path_type=Path),
               envvar="PROVISIONER_AUDIT_LOG", help="Audit log path [default: STATE_DIR/audit.jsonl].")
+@click.option("--state", "state_url", envvar="PROVISIONER_STATE", metavar="URL",
+              help="A shared state for a team: postgresql://user@host/db (the password from PGPASSWORD"
+                   " or ~/.pgpass). Default: SQLite in the state dir.")
 @click.version_option(package_name="provisioner")
 @click.pass_context
 def main(ctx: click.Context, state_dir: Path, log_format: str, verbose: int,
-         graph_url: str | None, auth: str, audit_log: Path | None) -> None:
+         graph_url: str | None, auth: str, audit_log: Path | None, state_url: str | None) -> None:
     """Plan and apply Microsoft 365 provisioning playbooks, cohort by cohort."""
     from .logs import configure
 
     configure(log_format, verbose)
-    ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log))
+    ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log, state_url))
 
 
 playbook_arg = click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
@@ -484,6 +487,49 @@ def _color() -> bool:
     return sys.stdout.isatty()
 
 
+# -- state ---------------------------------------------------------------------------------
+@main.group()
+def state() -> None:
+    """The state: SQLite in the state dir, or a shared PostgreSQL (--state URL)."""
+
+
+@state.command("migrate")
+@click.pass_obj
+def state_migrate(session: ops.Session) -> None:
+    """Bring the state's schema up to date (apply and the rest do it on first use)."""
+    with session.journal() as journal:  # opening it runs what it lacks
+        done = journal.backend.migrated
+    where = "the shared state" if session.state_url else f"the journal in {session.settings.state_dir}"
+    click.echo(f"{where}: " + (f"migrated to version {max(done)}" if done else "up to date"))
+
+
+@state.command("push")
+@click.option("--to", "to", metavar="URL", help="The shared state to fill [default: --state].")
+@click.pass_obj
+def state_push(session: ops.Session, to: str | None) -> None:
+    """Move this state dir's journal into an empty shared state (PostgreSQL), every run with it.
+    Afterwards use --state URL (or PROVISIONER_STATE) everywhere."""
+    import socket
+
+    from .backends import PostgresBackend, push, redact_url
+    from .journal import Journal
+
+    url = to or session.state_url
+    if not url:
+        raise InputError("state push needs the shared state: --to URL, or --state URL")
+    source = Journal(session.settings.state_dir)
+    target = PostgresBackend(url)
+    try:
+        with session.lock("state push"):
+            counts = push(source.backend, target, socket.gethostname())
+    finally:
+        source.close()
+        target.close()
+    session.audit.event("state_push", to=redact_url(url), **{f"{k}_rows": n for k, n in counts.items()})
+    click.echo(f"Pushed {counts['runs']} runs and {counts['changes']} changes to {redact_url(url)}."
+               " From now on: --state URL (or PROVISIONER_STATE) on every machine.")
+
+
 # -- sandbox -------------------------------------------------------------------------------
 @main.group()
 def sandbox() -> None:
@@ -644,7 +690,6 @@ def audit() -> None:
 def audit_verify(session: ops.Session, path: Path | None, expect_head: str | None) -> None:
     """Check the hash chain and the recorded head; name the first broken record and exit 1."""
     from .audit import audit_key, verify
-    from .journal import Journal
 
     target = path or session.audit_path
     if not target.exists():
@@ -656,8 +701,9 @@ def audit_verify(session: ops.Session, path: Path | None, expect_head: str | Non
             raise InputError(f"--expect-head {expect_head!r}: give SEQ:HASH as `audit verify` prints it")
         heads.append((int(seq), digest))
     if path is None or target.resolve() == session.audit_path.resolve():
-        with Journal(session.settings.state_dir) as journal:
-            held = journal.audit_head(ops.anchor_key(target, session.settings.state_dir))
+        with session.journal() as journal:
+            held = journal.audit_head(ops.anchor_key(target, session.settings.state_dir,
+                                                     shared=bool(session.state_url)))
         heads += [held] if held else []
     verdict = verify(target, audit_key())
     for head in heads:

@@ -13,49 +13,18 @@ import datetime as dt
 import getpass
 import json
 import socket
-import sqlite3
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .backends import Backend, PostgresBackend, SQLiteBackend
 from .cohort_state import CohortState, advance
-from .errors import InputError
 from .model import Action, Change, Json, canonical
 from .private import private_dir, private_file
 
 DB_NAME = "journal.sqlite"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, playbook_name TEXT NOT NULL,
-    playbook_path TEXT NOT NULL, playbook_digest TEXT NOT NULL, operator TEXT NOT NULL,
-    host TEXT NOT NULL, pid INTEGER NOT NULL, started TEXT NOT NULL, finished TEXT,
-    status TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL REFERENCES runs(id), cohort TEXT, change_id TEXT NOT NULL,
-    step TEXT NOT NULL, person_id TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
-    reversibility TEXT NOT NULL, intent TEXT, before_image TEXT, upn TEXT, object_id TEXT,
-    state TEXT NOT NULL, request_id TEXT, error_code TEXT, message TEXT,
-    undo_of INTEGER REFERENCES changes(seq), undone_by INTEGER REFERENCES changes(seq),
-    started TEXT NOT NULL, finished TEXT
-);
-CREATE INDEX IF NOT EXISTS changes_state ON changes(state);
-CREATE INDEX IF NOT EXISTS changes_run ON changes(run_id);
-CREATE TABLE IF NOT EXISTS cohorts (
-    playbook TEXT NOT NULL, cohort TEXT NOT NULL, state TEXT NOT NULL, updated TEXT NOT NULL,
-    applied_at TEXT, report TEXT, PRIMARY KEY (playbook, cohort)
-);
-CREATE TABLE IF NOT EXISTS approvals (
-    playbook TEXT NOT NULL, cohort TEXT NOT NULL, approved_by TEXT NOT NULL,
-    approved_at TEXT NOT NULL, note TEXT
-);
-CREATE TABLE IF NOT EXISTS audit_head (path TEXT PRIMARY KEY, seq INTEGER NOT NULL,
-                                       hash TEXT NOT NULL);
-"""
 
 INTENT = "intent"  # written before the Graph write; no outcome seen yet
 APPLIED_STATES = ("applied", "reconciled")
@@ -106,20 +75,20 @@ class Run:
 
 
 class Journal:
-    def __init__(self, state_dir: Path) -> None:
+    """The journal in SQLite in the state dir, or in a shared PostgreSQL (``url``)."""
+
+    def __init__(self, state_dir: Path, url: str | None = None) -> None:
+        self._db: Backend
+        if url:
+            self._db = PostgresBackend(url)
+            return
         private_dir(state_dir)
         self.path = private_file(state_dir / DB_NAME)  # mobiles and private addresses inside
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # FULL: an intent must be on disk before the write it announces goes to Graph.
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise InputError(f"{self.path}: not a readable journal ({exc}); it may be damaged: move"
-                             " it aside and restore it from a backup before anything is applied") from None
+        self._db = SQLiteBackend(self.path)
+
+    @property
+    def backend(self) -> Backend:
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -167,29 +136,28 @@ class Journal:
                upn: str | None, object_id: str | None, before_image: Json | None,
                undo_of: int | None = None) -> int:
         """Commit the intent of a change; returns its seq. Called before the Graph write."""
-        cur = self._db.execute(
+        row = self._db.execute(
             "INSERT INTO changes (run_id, cohort, change_id, step, person_id, action, target,"
             " reversibility, intent, before_image, upn, object_id, state, undo_of, started)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (run_id, cohort, change.id, change.step, change.person_id, change.action.value,
-             change.target, reversibility, _dump(change.after), _dump(before_image), upn,
-             object_id, INTENT, undo_of, now()))
-        return int(cur.lastrowid or 0)
+             change.target, str(reversibility), _dump(change.after), _dump(before_image), upn,
+             object_id, INTENT, undo_of, now())).fetchone()
+        return int(row[0])
 
     def record(self, seq: int, state: str, *, object_id: str | None = None,
                before_image: Json | None = None, request_id: str | None = None,
                error_code: str | None = None, message: str | None = None) -> None:
-        self._db.execute("BEGIN")
-        self._db.execute(
-            "UPDATE changes SET state = ?, object_id = COALESCE(?, object_id),"
-            " before_image = COALESCE(?, before_image), request_id = ?, error_code = ?,"
-            " message = ?, finished = ? WHERE seq = ?",
-            (state, object_id, _dump(before_image), request_id, error_code, message, now(), seq))
-        if state in (*APPLIED_STATES, "unchanged"):
-            undo_of = self._db.execute("SELECT undo_of FROM changes WHERE seq = ?", (seq,)).fetchone()[0]
-            if undo_of is not None:
-                self._db.execute("UPDATE changes SET undone_by = ? WHERE seq = ?", (seq, undo_of))
-        self._db.execute("COMMIT")
+        with self._db.transaction():
+            self._db.execute(
+                "UPDATE changes SET state = ?, object_id = COALESCE(?, object_id),"
+                " before_image = COALESCE(?, before_image), request_id = ?, error_code = ?,"
+                " message = ?, finished = ? WHERE seq = ?",
+                (state, object_id, _dump(before_image), request_id, error_code, message, now(), seq))
+            if state in (*APPLIED_STATES, "unchanged"):
+                undo_of = self._db.execute("SELECT undo_of FROM changes WHERE seq = ?", (seq,)).fetchone()[0]
+                if undo_of is not None:
+                    self._db.execute("UPDATE changes SET undone_by = ? WHERE seq = ?", (seq, undo_of))
 
     def mark_undone(self, seqs: Sequence[int], by: int) -> None:
         """Changes that went with an undone one (a deleted user's licence and groups)."""
@@ -230,8 +198,10 @@ class Journal:
         old = self.cohort_state(playbook, cohort)
         advance(old.state, state)
         self._db.execute(
-            "INSERT OR REPLACE INTO cohorts VALUES (?, ?, ?, ?, ?, ?)",
-            (playbook, cohort, state, now(), now() if applied else old.applied_at,
+            "INSERT INTO cohorts VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (playbook, cohort) DO UPDATE SET"
+            " state = EXCLUDED.state, updated = EXCLUDED.updated, applied_at = EXCLUDED.applied_at,"
+            " report = EXCLUDED.report",
+            (playbook, cohort, str(state), now(), now() if applied else old.applied_at,
              canonical(report) if report is not None else (canonical(old.report) if old.report else None)))
 
     def approve(self, playbook: str, cohort: str, who: str, note: str | None) -> None:
@@ -285,12 +255,11 @@ class Journal:
 
     def settle(self, seqs: Sequence[int], happened: bool, who: str) -> None:
         """A human's word on uncertain writes: it happened (applied), or do it again."""
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            "UPDATE changes SET state = ?, error_code = ?, message = ? WHERE seq = ?",
-            [("applied" if happened else "failed", None if happened else "AmbiguousSettled",
-              f"settled by {who}: {'it happened' if happened else 'do it again'}", seq) for seq in seqs])
-        self._db.execute("COMMIT")
+        with self._db.transaction():
+            self._db.executemany(
+                "UPDATE changes SET state = ?, error_code = ?, message = ? WHERE seq = ?",
+                [("applied" if happened else "failed", None if happened else "AmbiguousSettled",
+                  f"settled by {who}: {'it happened' if happened else 'do it again'}", seq) for seq in seqs])
 
     def leaving_since(self, playbook: str) -> dict[str, str]:
         """person_id → when their first leaver stage was applied."""
@@ -302,14 +271,15 @@ class Journal:
     def added_groups(self, playbook: str) -> set[str]:
         """Names of the groups this playbook has ever added people to."""
         rows = self._db.execute(
-            "SELECT DISTINCT json_extract(c.intent, '$.group') FROM changes c JOIN runs r"
+            f"SELECT DISTINCT {self._db.json_text('c.intent', 'group')} FROM changes c JOIN runs r"
             " ON r.id = c.run_id WHERE r.playbook_name = ? AND c.step = 'groups'"
             " AND c.action = 'create' AND c.state IN ('applied', 'reconciled')", (playbook,))
         return {str(r[0]) for r in rows if r[0]}
 
     # -- the audit log's anchor --------------------------------------------------------------
     def set_audit_head(self, path: str, seq: int, digest: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO audit_head VALUES (?, ?, ?)", (path, seq, digest))
+        self._db.execute("INSERT INTO audit_head VALUES (?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+                         " seq = EXCLUDED.seq, hash = EXCLUDED.hash", (path, seq, digest))
 
     def audit_head(self, path: str) -> tuple[int, str] | None:
         row = self._db.execute("SELECT seq, hash FROM audit_head WHERE path = ?", (path,)).fetchone()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -15,9 +14,8 @@ from .cohorts import Assignment, assign
 from .errors import GraphError, InputError, MassChangeError
 from .graph.gateway import Graph
 from .guards import check_mass_change, check_reissue
-from .journal import Journal, operator
+from .journal import operator
 from .leavers import LEAVERS
-from .lock import state_lock
 from .model import Outcome, Plan
 from .planner import make_plan
 from .playbook import ApprovalGate, Playbook
@@ -48,7 +46,7 @@ async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
     """The plan, and the preflight of the cohort it would apply next (both read-only)."""
     async with connect(session, loaded.playbook) as graph:
         assignment = assign(loaded.playbook, loaded.roster)
-        snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
+        snapshot = await _snapshot(graph, loaded, assignment, session)
         result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
         ready = await _preflight_with(graph, session, loaded, assignment, snapshot, result)
     return result, replace(ready, refusal=_refusal(loaded.playbook, result, snapshot, session))
@@ -59,7 +57,7 @@ def _refusal(pb: Playbook, result: Plan, snapshot: Snapshot, session: Session) -
     allow it): a pipeline learns it from the plan, before a human approves."""
     try:
         check_mass_change(pb, result, snapshot, None)
-        with Journal(session.settings.state_dir) as journal:
+        with session.journal(pb) as journal:
             check_reissue(pb, result, snapshot, journal, False)
     except MassChangeError as exc:
         return str(exc)
@@ -67,7 +65,7 @@ def _refusal(pb: Playbook, result: Plan, snapshot: Snapshot, session: Session) -
 
 
 async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
-                    state_dir: Path | None = None) -> Snapshot:
+                    session: Session | None = None) -> Snapshot:
     pb = loaded.playbook
     everyone = _everyone(assignment)
     # The user groups the playbook manages memberships of (a mover or leaver leaves them).
@@ -75,8 +73,8 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
     mine = {n for p in everyone for n in group_names(templates, p)}
     guides, since, uncertain = {}, {}, frozenset[str]()
     guide = guide_step(pb)
-    if state_dir is not None:
-        with Journal(state_dir) as journal:  # what the journal knows that the directory cannot say
+    if session is not None:
+        with session.journal(pb) as journal:  # what the journal knows that the directory cannot say
             mine |= journal.added_groups(pb.name)
             guides = journal.last_applied(pb.name, guide.name) if guide is not None else {}
             since = journal.leaving_since(pb.name)
@@ -115,7 +113,7 @@ async def preflight(session: Session, loaded: Loaded) -> Preflight:
     """Is the tenant ready for the next cohort? Reads only."""
     async with connect(session, loaded.playbook) as graph:
         assignment = assign(loaded.playbook, loaded.roster)
-        snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
+        snapshot = await _snapshot(graph, loaded, assignment, session)
         return await _preflight_with(graph, session, loaded, assignment, snapshot)
 
 
@@ -126,7 +124,7 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
     if any(c.name == "groups" and c.status is CheckStatus.FAIL for c in checks):
         return Preflight([*checks, Check("plan checks", CheckStatus.SKIP, "fix the groups first")], None)
     plan = plan or make_plan(pb, loaded.roster, snapshot, assignment)
-    with Journal(session.settings.state_dir) as journal:
+    with session.journal(pb) as journal:
         try:
             nxt = next_cohort(journal, pb.name, assignment, None, plan)
         except InputError:
@@ -176,12 +174,12 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
     """Reconcile what an interrupted run left, plan afresh, then apply the next cohort (or
     ``cohort``) and check its gates; with ``all_cohorts``, go on while gates pass."""
     settings, pb = session.settings, loaded.playbook
-    with state_lock(settings.state_dir, "apply"), Journal(settings.state_dir) as journal:
+    with session.lock("apply", pb), session.journal(pb) as journal:
         async with connect(session, pb) as graph:
             journal.mark_interrupted(pb.name)
             reconciled = await reconcile(graph, journal, session.audit, pb.name, settings.state_dir)
             assignment = assign(pb, loaded.roster)
-            snapshot = await _snapshot(graph, loaded, assignment, session.settings.state_dir)
+            snapshot = await _snapshot(graph, loaded, assignment, session)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
             raise_if_failed(ready.checks)
             fresh = make_plan(pb, loaded.roster, snapshot, assignment)
@@ -220,7 +218,7 @@ async def rollback(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
                    person: str | None = None, force: bool = False, dry_run: bool = False,
                    confirm: Callable[[RollbackPlan], bool] | None = None) -> RolledBack:
     settings, name = session.settings, loaded.playbook.name
-    with state_lock(settings.state_dir, "rollback"), Journal(settings.state_dir) as journal:
+    with session.lock("rollback", loaded.playbook), session.journal(loaded.playbook) as journal:
         async with connect(session, loaded.playbook) as graph:
             journal.mark_interrupted(name)
             await reconcile(graph, journal, session.audit, name, settings.state_dir)
@@ -237,7 +235,7 @@ def settle(session: Session, loaded: Loaded, person_id: str, happened: bool) -> 
     """A human's word on a person's writes that got no clear answer (an e-mailed guide, a new
     pass): it happened, or the next apply does it again. Journaled and audited."""
     who = operator()
-    with state_lock(session.settings.state_dir, "settle"), Journal(session.settings.state_dir) as journal:
+    with session.lock("settle", loaded.playbook), session.journal(loaded.playbook) as journal:
         found = journal.uncertain(loaded.playbook.name).get(person_id, [])
         if not found:
             raise InputError(f"{person_id} has no write of unknown outcome to settle")
@@ -253,7 +251,7 @@ def approve(session: Session, loaded: Loaded, cohort: str, note: str | None) -> 
     pb = loaded.playbook
     gate = assign(pb, loaded.roster).cohort(cohort).gates.approval  # an unknown name is an error
     who, kind = _approver(session, pb, gate)
-    with Journal(session.settings.state_dir) as journal:
+    with session.journal(pb) as journal:
         if journal.cohort_state(pb.name, cohort).applied_at is None:
             raise InputError(f"cohort {cohort} has not been applied: there is nothing to approve yet")
         if gate is not None and not gate.allows(who):

@@ -275,6 +275,9 @@ class Playbook(_Strict):
     mass_change: MassChange = MassChange()
     dual_role: DualRole = DualRole()
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # A shared state for a team (the journal, approvals, the lock): postgresql://user@host/db.
+    # The password comes from PGPASSWORD or ~/.pgpass, never from the playbook.
+    state: str | None = None
 
     # Filled in by load_playbook, not by the file.
     _source: Path = PrivateAttr(Path("playbook.yaml"))
@@ -288,6 +291,20 @@ class Playbook(_Strict):
     def digest(self) -> str:
         """sha256 of the file's bytes: a saved plan is refused when it changes."""
         return self._digest
+
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError("a shared state is a postgresql:// URL")
+        if parts.password is not None:
+            raise ValueError("no password in the playbook: PGPASSWORD or ~/.pgpass gives it")
+        return v
 
     @field_validator("groups")
     @classmethod

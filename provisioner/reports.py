@@ -9,7 +9,6 @@ from .cohort_state import CohortState
 from .cohorts import assign, is_canary
 from .dualrole import ADOPT, OWN, Resolution, analyse
 from .errors import InputError
-from .journal import Journal
 from .matching import NEW, Candidate, MatchStatus
 from .model import Action, Json
 from .naming import Names
@@ -196,7 +195,7 @@ class Status:
 def status(session: Session, loaded: Loaded) -> Status:
     pb = loaded.playbook
     assignment = assign(pb, loaded.roster)
-    with Journal(session.settings.state_dir) as journal:
+    with session.journal(pb) as journal:
         cohorts = []
         for c in assignment.order:
             st = journal.cohort_state(pb.name, c.name)
@@ -210,7 +209,8 @@ def status(session: Session, loaded: Loaded) -> Status:
         pending = [PendingRow(e.run_id, e.change.step, e.change.action.value, e.change.target,
                               e.change.person_id) for e in journal.pending(pb.name)]
         applied = journal.applied(pb.name)
-        head = journal.audit_head(anchor_key(session.audit_path, session.settings.state_dir))
+        head = journal.audit_head(anchor_key(session.audit_path, session.settings.state_dir,
+                                             shared=bool(session.state_url)))
     users = {e.object_id for e in applied if STEPS[e.change.step].holds_account
              and e.change.action is Action.CREATE}
     touch: dict[str, int] = {"accounts to soft-delete": len(users)}

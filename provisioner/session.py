@@ -4,6 +4,7 @@ loaded, and the Graph it connects to (the sandbox, a served sandbox, or a real t
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from .audit import AuditLog, audit_key
 from .graph.client import Target
 from .graph.gateway import Graph
 from .journal import Journal
+from .lock import state_lock
 from .playbook import Playbook, load_playbook
 from .roster import Roster, load_roster
 
@@ -31,16 +33,36 @@ class Settings:
     graph_url: str | None = None
     device_code: bool = False
     audit_path: Path | None = None
+    state_url: str | None = None  # --state / PROVISIONER_STATE: a shared PostgreSQL state
 
 
 class Session:
-    """One operator command: its settings, its audit log, and who it acted as."""
+    """One operator command: its settings, its audit log, where its state is, and who it
+    acted as."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.graph_identity = "none"
         self.run_ids: list[str] = []
         self._audit: AuditLog | None = None
+        self.state_url = settings.state_url
+
+    def journal(self, playbook: Playbook | None = None) -> Journal:
+        """The journal: in the shared state (--state, else the playbook's ``state``), or in
+        SQLite in the state dir."""
+        if self.state_url is None and playbook is not None and playbook.state:
+            self.state_url = playbook.state
+        return Journal(self.settings.state_dir, self.state_url)
+
+    def lock(self, command: str, playbook: Playbook | None = None) -> contextlib.AbstractContextManager[None]:
+        """One apply, rollback or settle at a time: per state dir, or per shared state."""
+        if self.state_url is None and playbook is not None and playbook.state:
+            self.state_url = playbook.state
+        if self.state_url:
+            from .backends import postgres_lock
+
+            return postgres_lock(self.state_url, command)
+        return state_lock(self.settings.state_dir, command)
 
     @property
     def audit_path(self) -> Path:
@@ -51,12 +73,11 @@ class Session:
         if self._audit is None:
             state_dir = self.settings.state_dir
 
-            key = anchor_key(self.audit_path, state_dir)
-
             def anchor(prev: tuple[int, str], head: tuple[int, str]) -> None:
                 """Move the journal's anchor only from the head it holds: a log cut short,
                 replaced or deleted stays detectable however many commands run after."""
-                with Journal(state_dir) as journal:
+                key = anchor_key(self.audit_path, state_dir, shared=bool(self.state_url))
+                with self.journal() as journal:
                     held = journal.audit_head(key)
                     if held is None or tuple(held) == prev:
                         journal.set_audit_head(key, *head)
@@ -65,12 +86,12 @@ class Session:
         return self._audit
 
 
-def anchor_key(audit_path: Path, state_dir: Path) -> str:
+def anchor_key(audit_path: Path, state_dir: Path, *, shared: bool = False) -> str:
     """Where the journal keeps a log's head: by name inside the state dir (so a moved or
-    copied state dir keeps it), by absolute path elsewhere."""
-    if audit_path.resolve().parent == state_dir.resolve():
-        return audit_path.name
-    return str(audit_path.resolve())
+    copied state dir keeps it), by absolute path elsewhere; in a shared state, each machine's
+    log by its host as well (several machines keep their own log beside one journal)."""
+    key = audit_path.name if audit_path.resolve().parent == state_dir.resolve() else str(audit_path.resolve())
+    return f"{socket.gethostname()}:{key}" if shared else key
 
 
 @dataclass(frozen=True, slots=True)
