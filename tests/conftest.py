@@ -196,3 +196,31 @@ def shared_state(postgres_server: str) -> str:
     with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{postgres_server}/{name}"
+
+
+# A tenant and app for the tests of signing in to a real tenant (respx stands in for Entra).
+ENTRA_TENANT = "0f0f0f0f-1111-2222-3333-444444444444"
+ENTRA_CLIENT = "a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5"
+LOGIN = f"https://login.microsoftonline.com/{ENTRA_TENANT}"
+
+
+@pytest.fixture
+def entra() -> Iterator[Any]:
+    """Entra's sign-in endpoints as respx routes: the tenant's OpenID configuration and
+    instance discovery as Microsoft documents them; ``entra.token`` is the token endpoint
+    (answering a client-credentials token unless a test says otherwise)."""
+    import respx
+
+    with respx.mock(assert_all_called=False) as mock:
+        mock.get(f"{LOGIN}/v2.0/.well-known/openid-configuration").respond(json={
+            "issuer": f"{LOGIN}/v2.0", "token_endpoint": f"{LOGIN}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{LOGIN}/oauth2/v2.0/authorize",
+            "device_authorization_endpoint": f"{LOGIN}/oauth2/v2.0/devicecode"})
+        mock.get(url__startswith="https://login.microsoftonline.com/common/discovery/instance").respond(json={
+            "tenant_discovery_endpoint": f"{LOGIN}/v2.0/.well-known/openid-configuration",
+            "metadata": [{"preferred_network": "login.microsoftonline.com",
+                          "aliases": ["login.microsoftonline.com"]}]})
+        mock.token = mock.post(f"{LOGIN}/oauth2/v2.0/token")
+        mock.token.respond(json={"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+                                 "access_token": "graph-token"})
+        yield mock

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import respx
 from click.testing import CliRunner
 
 from provisioner.cohort_state import CohortState
 from provisioner.journal import Journal
 
-from .conftest import cli
+from .conftest import ENTRA_CLIENT, ENTRA_TENANT, LOGIN, cli
 
 RULE = "gates: {max_failure_ratio: 0, approval: {approvers: [ann, eva], distinct_from_applier: true}}"
 
@@ -67,9 +66,18 @@ def test_the_gate_does_not_count_an_approval_written_past_the_command(
     assert "not counted: ann applied the cohort and may not approve it too" in again.output
 
 
-TENANT = "0f0f0f0f-1111-2222-3333-444444444444"
-CLIENT = "a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5"
-LOGIN = f"https://login.microsoftonline.com/{TENANT}"
+TENANT, CLIENT = ENTRA_TENANT, ENTRA_CLIENT
+
+
+def real_tenant_playbook(folder: Path) -> Path:
+    """A playbook on a real tenant whose one cohort has the approval rule above."""
+    (folder / "r.csv").write_text("person_id,given_name,surname\np1,Anna,Berg\n", encoding="utf-8")
+    playbook = folder / "real.yaml"
+    playbook.write_text(
+        f"name: real\nroster: r.csv\ndomain: p.se\nsteps: [account]\ntenant: {{tenant_id: {TENANT},"
+        f" client_id: {CLIENT}, client_secret_env: X}}\ncohorts:\n  - name: pilot\n"
+        f"    select: {{rest: true}}\n    {RULE}\n", encoding="utf-8")
+    return playbook
 
 
 def id_token(**claims: Any) -> str:
@@ -83,39 +91,27 @@ def id_token(**claims: Any) -> str:
 
 
 def test_on_a_real_tenant_the_approver_is_the_signed_in_entra_user(
-        runner: CliRunner, state_dir: Path, tmp_path: Path) -> None:
+        runner: CliRunner, state_dir: Path, tmp_path: Path, entra: Any) -> None:
     """learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code: the device code
     answer, then the token answer with the id token whose preferred_username is recorded."""
-    (tmp_path / "r.csv").write_text("person_id,given_name,surname\np1,Anna,Berg\n", encoding="utf-8")
-    playbook = tmp_path / "real.yaml"
-    playbook.write_text(
-        f"name: real\nroster: r.csv\ndomain: p.se\nsteps: [account]\ntenant: {{tenant_id: {TENANT},"
-        f" client_id: {CLIENT}, client_secret_env: X}}\ncohorts:\n  - name: pilot\n"
-        f"    select: {{rest: true}}\n    {RULE}\n", encoding="utf-8")
+    playbook = real_tenant_playbook(tmp_path)
     with Journal(state_dir) as journal:
         journal.set_cohort_state("real", "pilot", CohortState.APPLYING, applied=True)
-    with respx.mock(assert_all_called=False) as entra:
-        entra.get(f"{LOGIN}/v2.0/.well-known/openid-configuration").respond(json={
-            "issuer": f"{LOGIN}/v2.0", "token_endpoint": f"{LOGIN}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{LOGIN}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{LOGIN}/oauth2/v2.0/devicecode"})
-        entra.get(url__startswith="https://login.microsoftonline.com/common/discovery/instance").respond(json={
-            "tenant_discovery_endpoint": f"{LOGIN}/v2.0/.well-known/openid-configuration", "metadata": []})
-        entra.post(f"{LOGIN}/oauth2/v2.0/devicecode").respond(json={
-            "device_code": "dc", "user_code": "ABCD-EFGH", "verification_uri": "https://microsoft.com/devicelogin",
-            "expires_in": 900, "interval": 1,
-            "message": "To sign in, open https://microsoft.com/devicelogin and enter ABCD-EFGH."})
-        entra.post(f"{LOGIN}/oauth2/v2.0/token").respond(json={
-            "token_type": "Bearer", "scope": "User.Read", "expires_in": 3599, "access_token": "a",
-            "refresh_token": "r", "id_token": id_token(preferred_username="eva@region.se", name="Eva"),
-            "client_info": base64.urlsafe_b64encode(json.dumps(
-                {"uid": "u", "utid": TENANT}).encode()).decode().rstrip("=")})
-        wrong = cli(runner, state_dir, "--auth", "device-code", "approve", str(playbook), "--cohort", "pilot")
-        assert wrong.exit_code == 1 and "eva@region.se may not approve cohort pilot" in wrong.output
-        text = playbook.read_text(encoding="utf-8")
-        playbook.write_text(text.replace("[ann, eva]", "[Eva@Region.se]"), encoding="utf-8")
-        result = cli(runner, state_dir, "--auth", "device-code", "approve", str(playbook),
-                     "--cohort", "pilot")
+    entra.post(f"{LOGIN}/oauth2/v2.0/devicecode").respond(json={
+        "device_code": "dc", "user_code": "ABCD-EFGH", "verification_uri": "https://microsoft.com/devicelogin",
+        "expires_in": 900, "interval": 1,
+        "message": "To sign in, open https://microsoft.com/devicelogin and enter ABCD-EFGH."})
+    entra.token.respond(json={
+        "token_type": "Bearer", "scope": "User.Read", "expires_in": 3599, "access_token": "a",
+        "refresh_token": "r", "id_token": id_token(preferred_username="eva@region.se", name="Eva"),
+        "client_info": base64.urlsafe_b64encode(json.dumps(
+            {"uid": "u", "utid": TENANT}).encode()).decode().rstrip("=")})
+    wrong = cli(runner, state_dir, "--auth", "device-code", "approve", str(playbook), "--cohort", "pilot")
+    assert wrong.exit_code == 1 and "eva@region.se may not approve cohort pilot" in wrong.output
+    text = playbook.read_text(encoding="utf-8")
+    playbook.write_text(text.replace("[ann, eva]", "[Eva@Region.se]"), encoding="utf-8")
+    result = cli(runner, state_dir, "--auth", "device-code", "approve", str(playbook),
+                 "--cohort", "pilot")
     assert result.exit_code == 0, result.output
     assert "enter ABCD-EFGH" in result.output and "approved by eva@region.se" in result.output
     records = [json.loads(x) for x in (state_dir / "audit.jsonl").read_text().splitlines()]
@@ -125,11 +121,6 @@ def test_on_a_real_tenant_the_approver_is_the_signed_in_entra_user(
 
 def test_on_a_real_tenant_named_approvers_need_a_sign_in(runner: CliRunner, state_dir: Path,
                                                          tmp_path: Path) -> None:
-    (tmp_path / "r.csv").write_text("person_id,given_name,surname\np1,Anna,Berg\n", encoding="utf-8")
-    playbook = tmp_path / "real.yaml"
-    playbook.write_text(
-        f"name: real\nroster: r.csv\ndomain: p.se\nsteps: [account]\ntenant: {{tenant_id: {TENANT},"
-        f" client_id: {CLIENT}, client_secret_env: X}}\ncohorts:\n  - name: pilot\n"
-        f"    select: {{rest: true}}\n    {RULE}\n", encoding="utf-8")
+    playbook = real_tenant_playbook(tmp_path)
     result = as_user(runner, state_dir, "eva", "approve", str(playbook), "--cohort", "pilot")
     assert result.exit_code == 1 and "--auth device-code approve" in result.output

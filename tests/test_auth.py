@@ -17,32 +17,15 @@ from provisioner.errors import ConfigurationError
 from provisioner.graph.auth import msal_provider
 from provisioner.playbook import EntraTenant
 
-TENANT = "0f0f0f0f-1111-2222-3333-444444444444"
-CLIENT = "a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5"
-LOGIN = f"https://login.microsoftonline.com/{TENANT}"
+from .conftest import ENTRA_CLIENT, ENTRA_TENANT
+
+TENANT, CLIENT = ENTRA_TENANT, ENTRA_CLIENT
 GRAPH_URL = "https://graph.microsoft.com/v1.0/users"
 # learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow: the
 # successful response, and the error a missing federated credential answers.
-TOKEN = {"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": "graph-token"}
 NO_FEDERATION = {"error": "invalid_client", "error_codes": [70021],
                  "error_description": "AADSTS70021: No matching federated identity record found for"
                                       " presented assertion.\r\nTrace ID: 1\r\nCorrelation ID: 2"}
-
-
-@pytest.fixture
-def entra() -> Any:
-    with respx.mock(assert_all_called=False) as mock:
-        mock.get(f"{LOGIN}/v2.0/.well-known/openid-configuration").respond(json={
-            "issuer": f"{LOGIN}/v2.0", "token_endpoint": f"{LOGIN}/oauth2/v2.0/token",
-            "authorization_endpoint": f"{LOGIN}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{LOGIN}/oauth2/v2.0/devicecode"})
-        mock.get(url__startswith="https://login.microsoftonline.com/common/discovery/instance").respond(json={
-            "tenant_discovery_endpoint": f"{LOGIN}/v2.0/.well-known/openid-configuration",
-            "metadata": [{"preferred_network": "login.microsoftonline.com",
-                          "aliases": ["login.microsoftonline.com"]}]})
-        mock.token = mock.post(f"{LOGIN}/oauth2/v2.0/token")
-        mock.token.respond(json=TOKEN)
-        yield mock
 
 
 def token(tenant: EntraTenant, tmp_path: Path) -> str:
