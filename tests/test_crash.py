@@ -42,12 +42,13 @@ def served(state: Path) -> Iterator[tuple[str, Sandbox]]:
         tenant.store.close()
 
 
-def provisioner(url: str, state: Path, playbook: Path) -> subprocess.Popen[str]:
+def provisioner(url: str, state: Path, playbook: Path, shared: str | None = None) -> subprocess.Popen[str]:
+    """A real apply process; ``shared``: its journal in that PostgreSQL state."""
     return subprocess.Popen(
         [sys.executable, "-m", "provisioner", "--state-dir", str(state), "--graph-url", url,
          "apply", "--yes", str(playbook)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **({"PROVISIONER_STATE": shared} if shared else {})})
 
 
 def kill_after(proc: subprocess.Popen[str], lines: int, delay: float) -> bool:
@@ -134,6 +135,50 @@ def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path
     print(f"crash test: {KILL_POINTS} kill points, {killed} SIGKILLs landed, {KILL_POINTS} resumes,"
           f" {interrupted_writes} writes interrupted between intent and outcome, duplicates found: 0,"
           " repeated writes: 0")
+
+
+SHARED_KILL_POINTS = 8
+
+
+@pytest.mark.slow
+def test_sigkill_with_a_shared_state_then_resume_ends_as_one_clean_run(
+        tmp_path: Path, postgres_server: str) -> None:
+    """The same crash safety with the journal in PostgreSQL: a killed apply's intents are
+    committed before its writes, and the lock dies with the process."""
+    import psycopg
+
+    (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
+    playbook = tmp_path / "playbook.yaml"
+    playbook.write_text(PLAYBOOK.format(wait=10, steps="account, license, groups, mailbox_settings",
+                                        concurrency=2), encoding="utf-8")
+    with served(tmp_path / "clean-tenant") as (url, app):
+        clean = provisioner(url, tmp_path / "clean", playbook)
+        out, _ = clean.communicate(timeout=120)
+        assert clean.returncode == 0, out
+        reference, changes = tenant_state(app), len(app.writes)
+    killed = interrupted_writes = 0
+    for point in range(SHARED_KILL_POINTS):
+        shared = f"{postgres_server}/crash_{point}"
+        with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE crash_{point}")
+        lines = (point * 3) % (changes + 1)
+        delay = (point * 7 % 11) / 1000
+        state = tmp_path / f"client-{point}"
+        with served(tmp_path / f"tenant-{point}") as (url, app):
+            killed += kill_after(provisioner(url, state, playbook, shared), lines, delay)
+            with Journal(state, shared) as journal:
+                interrupted_writes += len(journal.pending("test-officials"))
+            resumed = provisioner(url, state, playbook, shared)
+            out, _ = resumed.communicate(timeout=120)
+            assert resumed.returncode == 0, f"kill point {point}: {out}"
+            assert tenant_state(app) == reference, f"kill point {point}"
+            assert repeated_writes(app) == [], f"kill point {point}"
+        with Journal(state, shared) as journal:
+            assert journal.pending("test-officials") == [], f"kill point {point}"
+        assert not (state / "journal.sqlite").exists()  # the journal was the shared one
+    assert killed >= SHARED_KILL_POINTS - 2
+    print(f"crash test, shared state: {SHARED_KILL_POINTS} kill points, {killed} SIGKILLs landed,"
+          f" {interrupted_writes} writes interrupted between intent and outcome, repeated writes: 0")
 
 
 ROLLBACK_KILL_POINTS = 8
