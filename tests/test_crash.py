@@ -91,8 +91,8 @@ def repeated_writes(app: Sandbox) -> list[tuple[str, str, str]]:
     return [w for w, n in Counter(app.writes).items() if n > 1]
 
 
-@pytest.mark.slow
-def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path) -> None:
+def clean_run(tmp_path: Path) -> tuple[Path, dict[str, Any], int]:
+    """The playbook, and what one uninterrupted apply of it leaves (and how many writes)."""
     (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
     playbook = tmp_path / "playbook.yaml"
     playbook.write_text(PLAYBOOK.format(wait=10, steps="account, license, groups, mailbox_settings",
@@ -101,8 +101,12 @@ def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path
         clean = provisioner(url, tmp_path / "clean", playbook)
         out, _ = clean.communicate(timeout=120)
         assert clean.returncode == 0, out
-        reference = tenant_state(app)
-        changes = len(app.writes)
+        return playbook, tenant_state(app), len(app.writes)
+
+
+@pytest.mark.slow
+def test_sigkill_at_many_points_then_resume_ends_as_one_clean_run(tmp_path: Path) -> None:
+    playbook, reference, changes = clean_run(tmp_path)
     # Per person: the account, its licence, its mailbox settings; memberships of one group
     # share a write (Förtroendevalda: one write; each committee's group: one write).
     bodies = {p.body for p in officials(PEOPLE, 2026)}
@@ -147,15 +151,7 @@ def test_sigkill_with_a_shared_state_then_resume_ends_as_one_clean_run(
     committed before its writes, and the lock dies with the process."""
     import psycopg
 
-    (tmp_path / "roster.csv").write_text(roster_csv(officials(PEOPLE, 2026)), encoding="utf-8")
-    playbook = tmp_path / "playbook.yaml"
-    playbook.write_text(PLAYBOOK.format(wait=10, steps="account, license, groups, mailbox_settings",
-                                        concurrency=2), encoding="utf-8")
-    with served(tmp_path / "clean-tenant") as (url, app):
-        clean = provisioner(url, tmp_path / "clean", playbook)
-        out, _ = clean.communicate(timeout=120)
-        assert clean.returncode == 0, out
-        reference, changes = tenant_state(app), len(app.writes)
+    playbook, reference, changes = clean_run(tmp_path)
     killed = interrupted_writes = 0
     for point in range(SHARED_KILL_POINTS):
         shared = f"{postgres_server}/crash_{point}"
