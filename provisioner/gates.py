@@ -151,8 +151,9 @@ async def verify_people(ctx: GateContext, people: Sequence[Person], spec: Verify
     applied = {s.name: ctx.journal.last_applied(ctx.playbook.name, s.name) for s in steps if s.verify_checks}
     deadline = time.monotonic() + spec.timeout
     failing: dict[str, list[str]] = {p.person_id: ["not checked yet"] for p in people}
+    kept: dict[str, Any] = {}  # the steps' reads that stay the same across rounds
     while True:
-        failing = await _check(ctx, [p for p in people if p.person_id in failing], checks, applied)
+        failing = await _check(ctx, [p for p in people if p.person_id in failing], checks, applied, kept)
         # A device that is not enrolled yet will not enrol while we poll: stop for those.
         if all(_enrolling(v) for v in failing.values()) or time.monotonic() >= deadline:
             break
@@ -161,7 +162,7 @@ async def verify_people(ctx: GateContext, people: Sequence[Person], spec: Verify
 
 
 async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[str],
-                 applied: Mapping[str, Mapping[str, str]]) -> dict[str, list[str]]:
+                 applied: Mapping[str, Mapping[str, str]], kept: dict[str, Any]) -> dict[str, list[str]]:
     """One round: read the accounts (batched), then ask each step for its checks."""
     graph = ctx.graph
     users = await graph.batch([graph.user_request(ctx.upns[p.person_id],
@@ -175,7 +176,7 @@ async def _check(ctx: GateContext, people: Sequence[Person], checks: Sequence[st
             failing[p.person_id] = ["account: not found"]
         else:
             found[p.person_id] = res.body
-    facts = VerifyFacts(ctx.playbook, people, ctx.upns, found, applied)
+    facts = VerifyFacts(ctx.playbook, people, ctx.upns, found, applied, kept)
     for step in used(ctx.playbook):
         if set(step.verify_checks) & set(checks):
             for pid, problems in (await step.verify(graph, facts, checks)).items():

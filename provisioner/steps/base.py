@@ -113,6 +113,14 @@ class VerifyFacts:
     upns: Mapping[str, str]                       # person_id → userPrincipalName
     users: Mapping[str, Json]                     # person_id → their account as read now
     last_applied: Mapping[str, Mapping[str, str]]  # step → person_id → when its change was made
+    # What does not change while the gate polls (the tenant's SKUs, the groups' ids): read in
+    # the first round, kept for the next ones (the gate passes the same dict every round).
+    kept: dict[str, Any] = field(default_factory=dict)
+
+    async def once(self, key: str, read: Callable[[], Awaitable[Any]]) -> Any:
+        if key not in self.kept:
+            self.kept[key] = await read()
+        return self.kept[key]
 
 
 @dataclass(frozen=True, slots=True)

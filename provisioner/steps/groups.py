@@ -89,7 +89,8 @@ class GroupsStep(BaseStep):
     async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> dict[str, list[str]]:
         if "groups" not in checks:
             return {}
-        ids = {g["displayName"]: g["id"] for g in await graph.list_groups(("id", "displayName"))}
+        found_groups = await facts.once("groups", lambda: graph.list_groups(("id", "displayName")))
+        ids = {g["displayName"]: g["id"] for g in found_groups}
         people = {p.person_id: p for p in facts.people}
         pids = list(facts.users)
         found = await graph.batch([graph.member_of_request(facts.users[pid]["id"]) for pid in pids])

@@ -175,7 +175,7 @@ class LicenseStep(BaseStep):
         out: dict[str, list[str]] = {}
         if "license" in checks:
             spec = facts.playbook.section("license")
-            sku_id = next((s["skuId"] for s in await graph.subscribed_skus()
+            sku_id = next((s["skuId"] for s in await facts.once("skus", graph.subscribed_skus)
                            if s["skuPartNumber"] == spec.sku), None)
             for pid, user in facts.users.items():
                 problem = licence_problem(user, sku_id, spec.sku)
