@@ -3,7 +3,7 @@
     python benchmarks/run.py [--quick]
 
 Each benchmark prints its figures as text and as one JSON line; this prints them as they
-come and ends with one JSON line holding all four (`--quick`: small sizes, to check that
+come and ends with one JSON line holding them all (`--quick`: small sizes, to check that
 they run, not to measure).
 """
 
@@ -21,12 +21,14 @@ FULL = {
     "dual_roles": [],
     "plan": [],
     "startup": [],
+    "journal": [],
 }
 QUICK = {
     "provisioning": ["--people", "60", "--baseline-people", "4", "--time-scale", "0.1"],
     "dual_roles": ["--users", "2000", "--people", "200"],
     "plan": ["--users", "2000", "--people", "400"],
     "startup": ["--runs", "1"],
+    "journal": ["--changes", "50"],
 }
 
 

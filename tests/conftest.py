@@ -149,40 +149,11 @@ def cli(runner: CliRunner, state_dir: Path, *args: str, now: str | None = None,
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A real PostgreSQL (Debian's packages; `make test` installs them), started for the test
-    session in a folder of its own on a free port of 127.0.0.1. PostgreSQL refuses to run as
-    root, so as root (CI) it runs as the postgres user. Yields the server's base URL."""
-    import glob
-    import os
-    import socket
-    import subprocess
-    import tempfile
+    """A real PostgreSQL for the test session (tests/servers.py); yields its base URL."""
+    from .servers import postgres
 
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
-    if not found:
-        pytest.fail("PostgreSQL is not installed: `make test` installs it (apt-get install postgresql)")
-    bin_dir = Path(found[-1]).parent
-    home = Path(tempfile.mkdtemp(prefix="provisioner-pg-"))
-    as_root = os.geteuid() == 0
-    if as_root:
-        shutil.chown(home, "postgres", "postgres")
-
-    def run(*args: str) -> None:
-        command = ["runuser", "-u", "postgres", "--", *args] if as_root else list(args)
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    run(str(bin_dir / "initdb"), "-D", str(home / "data"), "-A", "trust", "-U", "provisioner",
-        "--no-sync", "-E", "UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "log"), "-w", "-o",
-        f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-    try:
-        yield f"postgresql://provisioner@127.0.0.1:{port}"
-    finally:
-        run(str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
+    with postgres() as url:
+        yield url
 
 
 @pytest.fixture
@@ -190,12 +161,9 @@ def shared_state(postgres_server: str) -> str:
     """A fresh, empty database on the test session's PostgreSQL: one shared state."""
     import uuid
 
-    import psycopg
+    from .servers import create_database
 
-    name = f"state_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{postgres_server}/postgres", autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return f"{postgres_server}/{name}"
+    return create_database(postgres_server, f"state_{uuid.uuid4().hex[:12]}")
 
 
 # A tenant and app for the tests of signing in to a real tenant (respx stands in for Entra).

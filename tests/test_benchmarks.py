@@ -27,3 +27,4 @@ def test_the_suite_runs_every_benchmark_with_its_baseline() -> None:
     assert dual["baseline_typed_page_users"] > 0
     assert figures["plan"]["roster_people"] == 400 and figures["plan"]["changes"] > 0
     assert set(figures["startup"]) >= {"help_seconds", "validate_seconds"}
+    assert figures["journal"]["sqlite"]["changes"] == figures["journal"]["postgresql"]["changes"] == 50
