@@ -85,8 +85,12 @@ Head = tuple[int, str]  # (seq, hash) of a chain's last record
 
 
 class AuditLog:
+    """``context``: fields every record carries (who ran the tool, on which host, which
+    version); ``bind`` adds those of a run (its playbook, cohort, identity)."""
+
     def __init__(self, path: Path, key: bytes | None = None,
-                 anchor: Callable[[Head, Head], None] | None = None) -> None:
+                 anchor: Callable[[Head, Head], None] | None = None,
+                 context: dict[str, Any] | None = None) -> None:
         self.path = path
         self.alg, self._hash = _hasher(key)
         self._anchor = anchor
@@ -94,15 +98,21 @@ class AuditLog:
         self.logger = structlog.wrap_logger(
             _Sink(self),
             wrapper_class=structlog.BoundLogger,
+            context_class=dict,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 drop_secrets,
                 lambda _l, _m, event: event,  # hand the dict to the sink as keyword arguments
             ],
+            **(context or {}),
         )
 
     def event(self, name: str, **fields: Any) -> None:
         self.logger.msg(name, **fields)
+
+    def bind(self, **fields: Any) -> Any:
+        """A logger whose records also carry ``fields``: ``.msg(event_name, **more)``."""
+        return self.logger.bind(**fields)
 
     def append(self, event: dict[str, Any]) -> None:
         private_dir(self.path.parent)
@@ -268,8 +278,9 @@ def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = 
     return Verdict(True, expected - 1, None, "", prev)
 
 
-EXPORT_FIELDS = ("seq", "ts", "event", "command", "os_user", "graph_identity", "exit_status",
-                 "run_id", "change_id", "step", "action", "target", "upn", "object_id",
+EXPORT_FIELDS = ("seq", "ts", "event", "command", "operator", "host", "tool_version",
+                 "graph_identity", "exit_status", "run_id", "cohort", "playbook", "playbook_digest",
+                 "change_id", "person_id", "step", "action", "target", "upn", "object_id",
                  "outcome", "request_id", "error_code", "hash")
 
 
@@ -286,3 +297,34 @@ def export(path: Path, since: dt.datetime | None,
                 continue
         out.append(record)
     return out
+
+
+# What ``audit show`` answers with: the records about accounts and runs, not every command.
+HISTORY_EVENTS = ("graph_write", "settle", "approval", "gates")
+
+
+def history(path: Path, *, upn: str | None = None, person: str | None = None,
+            run: str | None = None,
+            damaged: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Who created, changed or removed what and when, for one account (``upn``: every record
+    of the person who ever had that address, so a renamed account's past comes with it), one
+    person of the roster, or one run (its writes, its gates and the command that ran it).
+    Reads the log as a stream (twice for ``upn``), in order."""
+    people: set[str] = set()
+    if upn is not None:
+        wanted = upn.casefold()
+        people = {str(r["person_id"]) for r in read_records(path, damaged)
+                  if r.get("person_id") and str(r.get("upn", "")).casefold() == wanted}
+        damaged = None if damaged is None else (lambda _line: None)  # said once, on the first read
+    elif person is not None:
+        people = {person}
+
+    def about(record: dict[str, Any]) -> bool:
+        if run is not None:
+            return record.get("run_id") == run or run in (record.get("run_ids") or ())
+        if record.get("event") not in HISTORY_EVENTS:
+            return False
+        return record.get("person_id") in people or (
+            upn is not None and str(record.get("upn", "")).casefold() == upn.casefold())
+
+    return [r for r in read_records(path, damaged) if about(r)]

@@ -105,14 +105,13 @@ def _error(ctx: click.Context, exc: ProvisionerError) -> None:
 def _audit_command(ctx: click.Context, status: int) -> None:
     from . import operations
     from .audit import redact_argv
-    from .journal import operator
 
     session = ctx.obj
     if not isinstance(session, operations.Session) or not ctx.invoked_subcommand:
         return
     try:
         session.audit.event("command", command=ctx.meta.get("command", ctx.invoked_subcommand),
-                            argv=redact_argv(ctx.meta.get("argv", [])), os_user=operator(),
+                            argv=redact_argv(ctx.meta.get("argv", [])),
                             graph_identity=session.graph_identity, run_ids=session.run_ids,
                             exit_status=status)
     except (OSError, ProvisionerError) as exc:  # the command's own result matters more; say it
@@ -711,6 +710,39 @@ def audit_verify(session: ops.Session, path: Path | None, expect_head: str | Non
             verdict = verify(target, audit_key(), head)
     click.echo(f"{target}: {verdict}")
     if not verdict.ok:
+        sys.exit(1)
+
+
+@audit.command("show")
+@click.option("--upn", help="An account: everything done to it (and to its person under an earlier address).")
+@click.option("--person", "person", metavar="PERSON_ID", help="A person of the roster, by person_id.")
+@click.option("--run", "run", metavar="RUN_ID", help="A run: its writes, its gates and the command.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def audit_show(session: ops.Session, upn: str | None, person: str | None, run: str | None,
+               as_json: bool) -> None:
+    """Who created, changed or removed what, and when: from the audit log, for one account,
+    person or run. Exits 1 when the log holds nothing about it."""
+    from .audit import history
+    from .render import history_lines
+
+    if sum(x is not None for x in (upn, person, run)) != 1:
+        raise click.UsageError("give one of --upn, --person or --run")
+    if not session.audit_path.exists():
+        raise InputError(f"{session.audit_path}: no audit log there")
+
+    def damaged(line: int) -> None:
+        click.echo(f"{session.audit_path}:{line}: not an audit record (damaged); skipped", err=True)
+
+    records = history(session.audit_path, upn=upn, person=person, run=run, damaged=damaged)
+    query = {k: v for k, v in (("upn", upn), ("person_id", person), ("run_id", run)) if v}
+    if as_json:
+        click.echo(json.dumps({"query": query, "log": str(session.audit_path), "records": records},
+                              ensure_ascii=False, indent=2))
+    else:
+        for line in history_lines(records, query):
+            click.echo(line)
+    if not records:
         sys.exit(1)
 
 

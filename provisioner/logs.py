@@ -19,6 +19,16 @@ def drop_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+def scrub(value: Any) -> Any:
+    """``value`` with every secret key redacted, however deep (an audit record's before and
+    after values: a ``passwordProfile`` inside a user's attributes never reaches the log)."""
+    if isinstance(value, dict):
+        return {k: "[redacted]" if k.lower() in SECRET_KEYS else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
 def configure(fmt: str = "console", verbosity: int = 0) -> None:
     # -v info, -vv debug; JSON is for machines (a pipeline's log): its info events come unasked.
     level = logging.WARNING - 10 * min(verbosity + (fmt == "json"), 2)

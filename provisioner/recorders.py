@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from .audit import AuditLog
+from typing import Any
+
 from .journal import Journal
+from .logs import scrub
 from .model import Change, Outcome
 from .rollout import ChangeResult, Hook
 from .steps import STEPS, PersonRun
@@ -59,17 +61,21 @@ class JournalHook(Hook):
 
 
 class AuditHook(Hook):
-    """One audit record per Graph write: action, target object id and UPN, outcome, request-id."""
+    """One audit record per Graph write: whose (person_id, UPN, object id), what (step,
+    action, target, the values before and after, secrets redacted), the outcome and Graph's
+    request-id. ``audit`` is the log bound to the run (run id, cohort, playbook and its
+    digest, the identity Graph saw), on top of the operator, host and tool version that every
+    record carries."""
 
-    def __init__(self, audit: AuditLog, run_id: str) -> None:
+    def __init__(self, audit: Any) -> None:
         self.audit = audit
-        self.run_id = run_id
 
     def attempted(self, result: ChangeResult, run: PersonRun) -> None:
         if result.outcome not in WROTE:
             return
         c = result.change
-        self.audit.event("graph_write", run_id=self.run_id, change_id=c.id, step=c.step,
-                         action=c.action.value, target=c.target, upn=run.upn,
-                         object_id=run.user_id, outcome=result.outcome.value,
-                         request_id=result.request_id, error_code=result.code)
+        self.audit.msg("graph_write", change_id=c.id, person_id=c.person_id, step=c.step,
+                       action=c.action.value, target=c.target, upn=run.upn, object_id=run.user_id,
+                       before=scrub(run.observed.get(c.id, c.before)), after=scrub(c.after),
+                       outcome=result.outcome.value, request_id=result.request_id,
+                       error_code=result.code)

@@ -208,6 +208,49 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) ->
     return console.export_text().rstrip().splitlines()
 
 
+_DONE = {"create": "created", "update": "changed", "delete": "removed"}
+
+
+def history_lines(records: list[dict[str, Any]], query: dict[str, str]) -> Iterator[str]:
+    """`audit show`: one line per record, who and when first, then what changed."""
+    asked = ", ".join(f"{k} {v}" for k, v in query.items())
+    if not records:
+        yield f"nothing in the audit log about {asked}"
+        return
+    yield f"{len(records)} audit records about {asked}:"
+    for r in records:
+        who = f"{r.get('operator', '?')}@{r.get('host', '?')}"
+        if r.get("graph_identity"):
+            who += f" as {r['graph_identity']}"
+        when = str(r.get("ts", ""))[:19].replace("T", " ")
+        event = r.get("event")
+        if event == "graph_write":
+            did = _DONE.get(str(r.get("action")), str(r.get("action")))
+            what = f"{did} {r.get('target')} ({r.get('step')}): {r.get('outcome')}"
+        elif event == "command":
+            what = f"ran `{r.get('command')}`, exit {r.get('exit_status')}"
+        elif event == "approval":
+            what = f"approved cohort {r.get('cohort')} as {r.get('approved_by')} ({r.get('identity')})"
+        elif event == "gates":
+            what = f"gates of cohort {r.get('cohort')}: {r.get('state')}"
+        else:
+            what = str(event)
+        yield f"  {when}  {who}  {what}"
+        details = [f"person {r['person_id']}" if r.get("person_id") else "",
+                   f"cohort {r['cohort']}" if r.get("cohort") and event == "graph_write" else "",
+                   f"run {r['run_id']}" if r.get("run_id") else "",
+                   f"request-id {r['request_id']}" if r.get("request_id") else "",
+                   f"error {r['error_code']}" if r.get("error_code") else ""]
+        if any(details):
+            yield "      " + ", ".join(d for d in details if d)
+        before = r.get("before") if isinstance(r.get("before"), dict) else {}
+        for key, value in (r.get("after") or {}).items() if isinstance(r.get("after"), dict) else ():
+            if key in before and before[key] != value:
+                yield f"      {key}: {_short(before[key])} -> {_short(value)}"
+            elif key not in before:
+                yield f"      {key}: {_short(value)}"
+
+
 def status_lines(status: Status) -> Iterator[str]:
     rows = []
     for c in status.cohorts:

@@ -50,10 +50,10 @@ async def rollback_with(graph: Graph, journal: Journal, session: Session, loaded
             journal.mark_undone(planned.goes_with[undo.id], by=done)
     recorder = JournalHook(journal, rid, cohort=cohort, undo_of=planned.undo_of,
                            goes_with=planned.goes_with)
+    audited = AuditHook(session.audited_run(rid, loaded.playbook, cohort))
     try:
         with structlog.contextvars.bound_contextvars(run_id=rid, cohort=cohort):
-            report = await apply_plan(graph, planned.plan,
-                                      [recorder, AuditHook(session.audit, rid), *hooks],
+            report = await apply_plan(graph, planned.plan, [recorder, audited, *hooks],
                                       mailbox_wait=0, state_dir=session.settings.state_dir)
     except BaseException:
         journal.finish_run(rid, "interrupted")

@@ -8,14 +8,14 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from .audit import AuditLog, audit_key
 from .graph.client import Target
 from .graph.gateway import Graph
-from .journal import Journal
+from .journal import Journal, operator
 from .lock import state_lock
 from .playbook import Playbook, load_playbook
 from .roster import Roster, load_roster
@@ -82,8 +82,24 @@ class Session:
                     if held is None or tuple(held) == prev:
                         journal.set_audit_head(key, *head)
 
-            self._audit = AuditLog(self.audit_path, audit_key(), anchor)
+            self._audit = AuditLog(self.audit_path, audit_key(), anchor, context={
+                "operator": operator(), "host": socket.gethostname(), "tool_version": tool_version()})
         return self._audit
+
+    def audited_run(self, run_id: str, playbook: Playbook, cohort: str | None) -> Any:
+        """The audit log bound to one run: its records name the run, the cohort, the
+        playbook by name and digest, and the identity Graph saw."""
+        return self.audit.bind(run_id=run_id, cohort=cohort, playbook=playbook.name,
+                               playbook_digest=playbook.digest, graph_identity=self.graph_identity)
+
+
+def tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("provisioner")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def anchor_key(audit_path: Path, state_dir: Path, *, shared: bool = False) -> str:

@@ -178,7 +178,7 @@ class Stage:
         self.session.run_ids.append(run_id)
         outcome.run_ids.append(run_id)
         recorders = [JournalHook(self.journal, run_id, cohort=outcome.cohort),
-                     AuditHook(self.session.audit, run_id)]
+                     AuditHook(self.session.audited_run(run_id, self.pb, outcome.cohort))]
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
                 report = await apply_plan(self.graph, plan, [*recorders, *self.hooks],

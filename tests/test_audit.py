@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -127,7 +128,7 @@ def test_every_command_is_audited_with_who_and_exit_status(runner: CliRunner, tm
     runner.invoke(main, ["--state-dir", str(state), "validate", str(tmp_path / "missing.yaml")])
     [record] = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert record["event"] == "command" and record["command"] == "validate"
-    assert record["exit_status"] == 1 and record["os_user"]
+    assert record["exit_status"] == 1 and record["operator"]
     assert record["argv"] == ["--state-dir", str(state), "validate", str(tmp_path / "missing.yaml")]
 
 
@@ -263,3 +264,81 @@ def test_export_reports_a_damaged_line_and_goes_on(runner: CliRunner, tmp_path: 
     assert f"{log}:2: not an audit record (damaged); skipped" in result.output
     records = [json.loads(x) for x in result.output.splitlines() if x.startswith("{")]
     assert [r["seq"] for r in records] == [1]
+
+
+# -- what a Graph write record says, and `audit show` ------------------------------------
+
+def test_a_graph_write_record_says_who_where_which_version_playbook_and_what_changed(
+        runner: CliRunner, state_dir: Path, make_sandbox: Any, write_playbook: Any) -> None:
+    from provisioner.playbook import load_playbook
+
+    make_sandbox()
+    playbook = write_playbook(2)
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    records = [json.loads(x) for x in (state_dir / "audit.jsonl").read_text().splitlines()]
+    writes = [r for r in records if r["event"] == "graph_write"]
+    digest = load_playbook(playbook).digest
+    for r in writes:
+        assert r["operator"] and r["host"] and r["tool_version"]
+        assert r["person_id"] and r["cohort"] and r["playbook"] == "test-officials"
+        assert r["playbook_digest"] == digest and r["graph_identity"].startswith("sandbox")
+        assert "after" in r and "before" in r
+    [account] = [r for r in writes if r["step"] == "account" and r["person_id"] == writes[0]["person_id"]]
+    assert account["before"] is None and account["after"]["userPrincipalName"] == account["upn"]
+    [settings] = [r for r in writes if r["step"] == "mailbox_settings" and r["upn"] == account["upn"]]
+    assert settings["before"]["timeZone"] != settings["after"]["timeZone"]  # as Exchange had it
+
+
+def test_audit_show_answers_for_an_account_a_person_and_a_run(
+        runner: CliRunner, state_dir: Path, make_sandbox: Any, write_playbook: Any) -> None:
+    make_sandbox()
+    playbook = write_playbook(2)
+    cli(runner, state_dir, "apply", "--yes", str(playbook))
+    cli(runner, state_dir, "rollback", "--yes", str(playbook))
+    writes = [json.loads(x) for x in (state_dir / "audit.jsonl").read_text().splitlines()]
+    upn = next(r["upn"] for r in writes if r["event"] == "graph_write")
+    shown = json.loads(cli(runner, state_dir, "audit", "show", "--upn", upn.upper(), "--json").output)
+    assert shown["query"] == {"upn": upn.upper()}
+    done = [(r["step"], r["action"]) for r in shown["records"]]
+    # Made, licensed, added to groups, set up; then removed by the rollback: nothing else.
+    assert done[0] == ("account", "create") and done[-1] == ("account", "delete")
+    assert {r["upn"] for r in shown["records"]} == {upn}
+    assert len({r["run_id"] for r in shown["records"]}) == 2
+    person = shown["records"][0]["person_id"]
+    by_person = json.loads(cli(runner, state_dir, "audit", "show", "--person", person, "--json").output)
+    assert by_person["records"] == shown["records"]
+    run = shown["records"][0]["run_id"]
+    by_run = json.loads(cli(runner, state_dir, "audit", "show", "--run", run, "--json").output)
+    events = [r["event"] for r in by_run["records"]]
+    assert events.count("command") == 1 and "gates" in events
+    assert {r["person_id"] for r in by_run["records"] if r["event"] == "graph_write"} == {
+        r["person_id"] for r in writes if r.get("run_id") == run and r["event"] == "graph_write"}
+    text = cli(runner, state_dir, "audit", "show", "--upn", upn).output
+    assert f"created user:{upn} (account): applied" in text and f"removed user:{upn}" in text
+
+
+def test_audit_show_follows_a_person_across_a_renamed_address(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    log.event("graph_write", person_id="P1", upn="anna.ek@p.se", step="account", action="create")
+    log.event("graph_write", person_id="P2", upn="bo.ek@p.se", step="account", action="create")
+    log.event("graph_write", person_id="P1", upn="anna.lind@p.se", step="account", action="update")
+    log.event("command", command="plan", run_ids=[])
+    from provisioner.audit import history
+
+    assert [r["seq"] for r in history(path, upn="anna.ek@p.se")] == [1, 3]
+    assert [r["seq"] for r in history(path, upn="ANNA.LIND@p.se")] == [1, 3]
+    assert history(path, upn="nobody@p.se") == []
+
+
+@pytest.mark.parametrize("args", [[], ["--upn", "a@p.se", "--run", "r"]])
+def test_audit_show_wants_exactly_one_question(runner: CliRunner, state_dir: Path,
+                                               args: list[str]) -> None:
+    result = cli(runner, state_dir, "audit", "show", *args)
+    assert result.exit_code == 64 and "give one of --upn, --person or --run" in result.output
+
+
+def test_audit_show_exits_1_when_the_log_knows_nothing(runner: CliRunner, state_dir: Path) -> None:
+    write_log(state_dir / "audit.jsonl", n=2)
+    result = cli(runner, state_dir, "audit", "show", "--upn", "nobody@p.se")
+    assert result.exit_code == 1 and "nothing in the audit log about upn nobody@p.se" in result.output

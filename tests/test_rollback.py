@@ -225,7 +225,8 @@ def test_no_secret_reaches_the_journal_audit_log_or_output(
     outputs = [cli(runner, state_dir, "-vv", "apply", "--yes", str(playbook)).output,
                cli(runner, state_dir, "-vv", "rollback", "--yes", str(playbook)).output,
                cli(runner, state_dir, "status", str(playbook)).output,
-               cli(runner, state_dir, "audit", "export").output]
+               cli(runner, state_dir, "audit", "export").output,
+               cli(runner, state_dir, "audit", "show", "--person", "P1", "--json").output]
     secrets = [password, "sandbox-token", "198112189876", "8112189876", "811218-9876"]
     blobs = [o.encode() for o in outputs] + [
         (state_dir / name).read_bytes() for name in ("journal.sqlite", "audit.jsonl")]
