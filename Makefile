@@ -11,14 +11,14 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: demo test lint bench postgres
+.PHONY: demo test lint bench postgres rsyslog
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: lint postgres
+test: lint postgres rsyslog
 	$(VENV)/bin/pytest -q
 
 # The shared-state tests start a real PostgreSQL (Debian's), as the postgres user when run as
@@ -28,6 +28,14 @@ postgres:
 	  echo "installing PostgreSQL (Debian's postgresql) for the shared-state tests"; \
 	  apt-get install -y -q postgresql >/dev/null || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }; }
+
+# The audit-forwarding tests start a real syslog collector over TLS: Debian's rsyslog with
+# its OpenSSL driver.
+rsyslog:
+	@test -e /usr/lib/*/rsyslog/lmnsd_ossl.so || { \
+	  echo "installing rsyslog (Debian's rsyslog, rsyslog-openssl) for the audit-forwarding tests"; \
+	  apt-get install -y -q rsyslog rsyslog-openssl >/dev/null || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q rsyslog rsyslog-openssl >/dev/null; }; }
 
 # The benchmark suite (about 5 minutes): figures as text, then one JSON line.
 bench: $(STAMP)

@@ -86,12 +86,15 @@ Head = tuple[int, str]  # (seq, hash) of a chain's last record
 
 class AuditLog:
     """``context``: fields every record carries (who ran the tool, on which host, which
-    version); ``bind`` adds those of a run (its playbook, cohort, identity)."""
+    version); ``bind`` adds those of a run (its playbook, cohort, identity). ``on_append`` is
+    called after each record is on disk."""
 
     def __init__(self, path: Path, key: bytes | None = None,
                  anchor: Callable[[Head, Head], None] | None = None,
-                 context: dict[str, Any] | None = None) -> None:
+                 context: dict[str, Any] | None = None,
+                 on_append: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._on_append = on_append  # a record is on disk: a forwarder may send it
         self.alg, self._hash = _hasher(key)
         self._anchor = anchor
         # A plain BoundLogger: the audit log never obeys the console's log level.
@@ -127,6 +130,8 @@ class AuditLog:
             self._write(fd, event)
         finally:
             os.close(fd)
+        if self._on_append:
+            self._on_append()
 
     def _write(self, fd: int, event: dict[str, Any]) -> None:
         """One record, whole or not at all, then the anchor (only over an intact tail)."""

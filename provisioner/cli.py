@@ -87,6 +87,7 @@ class Group(click.Group):
         finally:
             if ctx.parent is None:
                 _audit_command(ctx, status)
+                _forward_audit(ctx)
 
 
 def _error(ctx: click.Context, exc: ProvisionerError) -> None:
@@ -100,6 +101,19 @@ def _error(ctx: click.Context, exc: ProvisionerError) -> None:
             **({"problems": problems} if problems else {}))
         return
     click.echo(f"error: {exc}", err=True)
+
+
+def _forward_audit(ctx: click.Context) -> None:
+    """Send what the collector has not confirmed yet; say so when records must wait."""
+    session = ctx.obj
+    forwarder = getattr(session, "forwarder", None)
+    if forwarder is None:
+        return
+    waiting = forwarder.close()
+    if waiting:
+        click.echo(f"warning: {waiting} audit records wait for {forwarder.destination}"
+                   f" ({forwarder.error or 'not confirmed'}); the next command, or `provisioner audit"
+                   " forward`, sends them", err=True)
 
 
 def _audit_command(ctx: click.Context, status: int) -> None:
@@ -133,15 +147,25 @@ def _audit_command(ctx: click.Context, status: int) -> None:
 @click.option("--state", "state_url", envvar="PROVISIONER_STATE", metavar="URL",
               help="A shared state for a team: postgresql://user@host/db (the password from PGPASSWORD"
                    " or ~/.pgpass). Default: SQLite in the state dir.")
+@click.option("--audit-forward", metavar="URL", envvar="PROVISIONER_AUDIT_FORWARD",
+              help="Also send every audit record to a SIEM's collector: syslog+tls://HOST:6514"
+                   "[?ca=FILE] (RFC 5424 over TLS); records wait in the log while it is down.")
 @click.version_option(package_name="provisioner")
 @click.pass_context
 def main(ctx: click.Context, state_dir: Path, log_format: str, verbose: int,
-         graph_url: str | None, auth: str, audit_log: Path | None, state_url: str | None) -> None:
+         graph_url: str | None, auth: str, audit_log: Path | None, state_url: str | None,
+         audit_forward: str | None) -> None:
     """Plan and apply Microsoft 365 provisioning playbooks, cohort by cohort."""
     from .logs import configure
 
     configure(log_format, verbose)
-    ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log, state_url))
+    destination = None
+    if audit_forward:
+        from .forward import Destination
+
+        destination = Destination.parse(audit_forward)
+    ctx.obj = ops.Session(ops.Settings(state_dir, graph_url, auth == "device-code", audit_log, state_url,
+                                       destination))
 
 
 playbook_arg = click.argument("playbook", type=click.Path(dir_okay=False, path_type=Path))
@@ -743,6 +767,34 @@ def audit_show(session: ops.Session, upn: str | None, person: str | None, run: s
         for line in history_lines(records, query):
             click.echo(line)
     if not records:
+        sys.exit(1)
+
+
+@audit.command("forward")
+@click.option("--timeout", type=click.FloatRange(0.1), default=30, show_default=True,
+              help="Seconds to keep trying before giving up (records keep waiting).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_obj
+def audit_forward(session: ops.Session, timeout: float, as_json: bool) -> None:
+    """Send the records the collector (--audit-forward) has not confirmed; exit 1 if some wait."""
+    import time
+
+    forwarder = session.forwarder
+    if forwarder is None:
+        raise click.UsageError("no collector: give --audit-forward syslog+tls://HOST:6514"
+                               " or set PROVISIONER_AUDIT_FORWARD")
+    deadline = time.monotonic() + timeout
+    while not forwarder.drain(deadline) and time.monotonic() < deadline:
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    waiting = forwarder.waiting()
+    result = {"destination": str(forwarder.destination), "sent": forwarder.sent, "waiting": waiting,
+              "error": forwarder.error}
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(f"{forwarder.destination}: {forwarder.sent} records sent, {waiting} waiting"
+                   + (f" ({forwarder.error})" if waiting and forwarder.error else ""))
+    if waiting:
         sys.exit(1)
 
 

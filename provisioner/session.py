@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from .audit import AuditLog, audit_key
+from .forward import Destination, Forwarder
 from .graph.client import Target
 from .graph.gateway import Graph
 from .journal import Journal, operator
@@ -34,6 +35,7 @@ class Settings:
     device_code: bool = False
     audit_path: Path | None = None
     state_url: str | None = None  # --state / PROVISIONER_STATE: a shared PostgreSQL state
+    audit_forward: Destination | None = None  # --audit-forward: a SIEM's syslog collector
 
 
 class Session:
@@ -46,6 +48,8 @@ class Session:
         self.run_ids: list[str] = []
         self._audit: AuditLog | None = None
         self.state_url = settings.state_url
+        self.forwarder = (Forwarder(self.audit_path, settings.audit_forward)
+                          if settings.audit_forward else None)
 
     def journal(self, playbook: Playbook | None = None) -> Journal:
         """The journal: in the shared state (--state, else the playbook's ``state``), or in
@@ -83,7 +87,8 @@ class Session:
                         journal.set_audit_head(key, *head)
 
             self._audit = AuditLog(self.audit_path, audit_key(), anchor, context={
-                "operator": operator(), "host": socket.gethostname(), "tool_version": tool_version()})
+                "operator": operator(), "host": socket.gethostname(), "tool_version": tool_version()},
+                on_append=self.forwarder.notify if self.forwarder else None)
         return self._audit
 
     def audited_run(self, run_id: str, playbook: Playbook, cohort: str | None) -> Any:
