@@ -166,6 +166,25 @@ def shared_state(postgres_server: str) -> str:
     return create_database(postgres_server, f"state_{uuid.uuid4().hex[:12]}")
 
 
+@pytest.fixture
+def tenant(make_sandbox: Callable[..., Any], state_dir: Path) -> Iterator[str]:
+    """One sandbox tenant served over HTTP, as a real one is reachable from every machine."""
+    make_sandbox()
+    tenant = open_tenant(state_dir)
+    with serve_in_thread(Sandbox(tenant)) as url:
+        yield url
+    tenant.store.close()
+
+
+@pytest.fixture
+def collector() -> Iterator[Any]:
+    """A SIEM's syslog collector over TLS: Debian's rsyslog (tests/servers.py)."""
+    from .servers import rsyslog
+
+    with rsyslog() as server:
+        yield server
+
+
 # A tenant and app for the tests of signing in to a real tenant (respx stands in for Entra).
 ENTRA_TENANT = "0f0f0f0f-1111-2222-3333-444444444444"
 ENTRA_CLIENT = "a1a1a1a1-b2b2-c3c3-d4d4-e5e5e5e5e5e5"

@@ -3,16 +3,23 @@ provisioner command in them parses against the CLI as it is: they cannot drift f
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from provisioner.audit import read_records
 from provisioner.cli import main
+
+from .conftest import cli
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "ci"
 
@@ -51,7 +58,9 @@ def parse(args: list[str]) -> click.Context:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yml")), ids=lambda p: p.name)
 def test_every_provisioner_command_in_a_sample_pipeline_parses(path: Path) -> None:
     found = [c for s in scripts(yaml.safe_load(path.read_text(encoding="utf-8"))) for c in commands(s)]
-    assert {c[c.index("--log-format") + 2] for c in found} == {"validate", "plan", "apply"}
+    assert {c[c.index("--log-format") + 2] for c in found if "--log-format" in c} == {
+        "validate", "plan", "apply"}
+    assert ["audit", "forward", "--timeout", "60"] in found
     for args in found:
         parse(args)
 
@@ -89,3 +98,66 @@ def test_the_azure_pipeline_applies_the_same_runs_plan_in_a_deployment_job() -> 
     steps = deployment["strategy"]["runOnce"]["deploy"]["steps"]
     assert {"download": "current", "artifact": "plan"} in steps
     assert any(s.get("publish", "").endswith("plan.json") for s in plan["jobs"][0]["steps"])
+
+
+# -- the GitHub workflow's steps, run by hand in order ------------------------------------
+
+ACCEPTED = {"validate": {0}, "plan": {0, 2, 3}, "apply": {0, 8}, "audit": {0}}  # as the scripts' `case`
+
+
+def job(flow: dict[str, Any], name: str) -> list[list[str]]:
+    return [c for s in scripts(flow["jobs"][name]) for c in commands(s)]
+
+
+@pytest.mark.slow
+def test_the_github_workflow_run_by_hand_plans_then_applies_after_an_approval(
+        runner: CliRunner, tmp_path: Path, tenant: str, shared_state: str, collector: Any,
+        write_playbook: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runners with nothing in common but the shared state (and the tenant): the plan
+    job on one, the apply job on the other with the plan as its artifact, an approver at a
+    third machine, and the audit records of all of them in the SIEM once each."""
+    playbook = write_playbook(3)
+    playbook.write_text(playbook.read_text(encoding="utf-8") + (
+        "cohorts:\n  - name: pilot\n    select: {rest: true}\n"
+        "    gates: {approval: {approvers: [eva], distinct_from_applier: true}}\n"), encoding="utf-8")
+    flow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text(encoding="utf-8"))
+    env = {"PROVISIONER_STATE": shared_state, "LOGNAME": "runner", "USER": "runner",
+           "PROVISIONER_AUDIT_FORWARD": f"syslog+tls://127.0.0.1:{collector.port}?ca={collector.tls['ca']}"}
+    machines = {name: tmp_path / name for name in ("plan-runner", "apply-runner", "eva", "admin")}
+    for where in machines.values():
+        where.mkdir()
+
+    def run(where: Path, args: list[str], **more: str) -> Any:
+        monkeypatch.chdir(where)  # plan.json and result.json land in the job's workspace
+        args = [a.replace("$PLAYBOOK", str(playbook)) for a in args]
+        return cli(runner, where / ".provisioner", "--graph-url", tenant, *args, **{**env, **more})
+
+    printed: dict[str, str] = {}  # what each command printed (the scripts redirect it to a file)
+
+    def run_job(name: str, where: Path) -> dict[str, int]:
+        codes = {}
+        for args in job(flow, name):
+            result = run(where, args)
+            verb = next(a for a in args if a in ACCEPTED)
+            assert result.exit_code in ACCEPTED[verb], (args, result.output)
+            codes[verb], printed[verb] = result.exit_code, result.stdout
+        return codes
+
+    assert run_job("plan", machines["plan-runner"]) == {"validate": 0, "plan": 2, "audit": 0}
+    shutil.copy(machines["plan-runner"] / "plan.json", machines["apply-runner"])  # the artifact
+    assert run_job("apply", machines["apply-runner"]) == {"apply": 8, "audit": 0}  # awaits eva
+    assert json.loads(printed["apply"])["cohorts"][0]["state"] == "awaiting approval"
+    approved = run(machines["eva"], ["approve", str(playbook), "--cohort", "pilot"],
+                   LOGNAME="eva", USER="eva")
+    assert approved.exit_code == 0, approved.output
+    assert run_job("plan", machines["plan-runner"]) == {"validate": 0, "plan": 0, "audit": 0}
+    shutil.copy(machines["plan-runner"] / "plan.json", machines["apply-runner"])
+    assert run_job("apply", machines["apply-runner"]) == {"apply": 0, "audit": 0}
+    status = json.loads(run(machines["admin"], ["status", "--json", str(playbook)]).stdout)
+    assert status["cohorts"][0]["state"] == "passed"
+    assert not any((m / ".provisioner" / "journal.sqlite").exists() for m in machines.values())
+    # Every machine's audit records reached the SIEM once each.
+    logs = [m / ".provisioner" / "audit.jsonl" for m in machines.values()]
+    sent = sorted(r["hash"] for log in logs for r in read_records(log))
+    got = sorted(f[6].split(' hash="', 1)[1].split('"', 1)[0] for f in collector.received())
+    assert got == sent

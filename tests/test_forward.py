@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from provisioner.errors import InputError
 from provisioner.forward import Destination, Forwarder, Spool, message
 
 from .conftest import cli
-from .servers import Rsyslog, rsyslog, tls_authority
+from .servers import Rsyslog, tls_authority
 
 # -- the message, the address: pure ------------------------------------------------------
 
@@ -101,12 +101,6 @@ def test_a_replaced_log_is_sent_again_from_its_start(tmp_path: Path) -> None:
 
 
 # -- against a real collector ----------------------------------------------------------
-
-
-@pytest.fixture
-def collector() -> Iterator[Rsyslog]:
-    with rsyslog() as server:
-        yield server
 
 
 def address(server: Rsyslog) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from provisioner.cohort_state import CohortState
 from provisioner.journal import Journal
 from provisioner.model import Action, Change
 
-from .conftest import cli, serve_in_thread
+from .conftest import cli
 
 
 def exercise(journal: Journal) -> dict[str, Any]:
@@ -73,18 +73,6 @@ def test_a_state_newer_than_the_tool_is_refused(tmp_path: Path, shared_state: st
         conn.execute("INSERT INTO schema_migrations VALUES (99, 'later')")
     with pytest.raises(Exception, match="schema is version 99, newer than this tool knows"):
         Journal(tmp_path, shared_state)
-
-
-@pytest.fixture
-def tenant(make_sandbox: Callable[..., Any], state_dir: Path) -> Iterator[str]:
-    """One sandbox tenant served over HTTP, as a real one is reachable from every machine."""
-    from provisioner.sandbox import Sandbox, open_tenant
-
-    make_sandbox()
-    tenant = open_tenant(state_dir)
-    with serve_in_thread(Sandbox(tenant)) as url:
-        yield url
-    tenant.store.close()
 
 
 def admin(runner: CliRunner, where: Path, graph: str, state: str, *args: str) -> Any:
