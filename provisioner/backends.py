@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
-import os
-import socket
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import InputError, LockedError, ProvisionerError
+from .lock import describe, holder
 
 # One migration a step; never edit one that has shipped, add the next. Written once for both
 # databases: {seq} is the changes' own numbering, {int} a reference to it.
@@ -223,24 +221,14 @@ def postgres_lock(url: str, command: str) -> Iterator[None]:
         got = state.execute("SELECT pg_try_advisory_lock(?)", (LOCK_KEY,)).fetchone()
         if not got or not got[0]:
             row = state.execute("SELECT holder FROM lock_holder WHERE id = 1").fetchone()
-            who = _describe(row[0]) if row else "process"
+            who = describe(row[0]) if row else "process"
             raise LockedError(f"another {who} is running on the shared state {redact_url(url)};"
                               " wait for it to finish (or stop it) and try again")
-        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         state.execute("INSERT INTO lock_holder VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET"
-                      " holder = EXCLUDED.holder", (json.dumps(holder),))
+                      " holder = EXCLUDED.holder", (holder(command),))
         yield
     finally:
         state.close()  # closing the session releases the lock
-
-
-def _describe(raw: str) -> str:
-    try:
-        h = json.loads(raw)
-        return f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['since']})"
-    except (ValueError, KeyError, TypeError):
-        return "process"
 
 
 _TABLES = ("runs", "changes", "cohorts", "approvals", "audit_head")

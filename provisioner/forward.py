@@ -155,7 +155,7 @@ class Spool:
         self.log_path = log_path
         self.destination = destination
         self.path = log_path.with_name(log_path.name + ".forwarded")
-        self.lock = FileLock(str(log_path.with_name(log_path.name + ".forwarding.lock")))
+        self.lock = FileLock(str(log_path.with_name(log_path.name + ".forwarding.lock")), mode=0o600)
 
     def cursor(self) -> Cursor:
         try:

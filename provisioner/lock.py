@@ -31,18 +31,34 @@ def state_lock(state_dir: Path, command: str) -> Iterator[None]:
         except BlockingIOError:
             raise LockedError(f"another {_holder(path)} is running on the state dir {state_dir};"
                               " wait for it to finish (or stop it) and try again") from None
-        holder = {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
-                  "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        os.pwrite(fd, holder(command).encode(), 0)
         yield
     finally:
         os.close(fd)  # closing releases the lock
 
 
+def holder(command: str) -> str:
+    """Who holds a lock, as JSON: written beside it so that a refusal can name them."""
+    from .journal import operator
+
+    return json.dumps({"command": command, "operator": operator(), "pid": os.getpid(),
+                       "host": socket.gethostname(),
+                       "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+
+
+def describe(raw: str) -> str:
+    """``apply by anna (pid 4711 on adm-pc, since ...)`` from what ``holder`` wrote."""
+    try:
+        h = json.loads(raw)
+        by = f" by {h['operator']}" if h.get("operator") else ""
+        return f"{h['command']}{by} (pid {h['pid']} on {h['host']}, since {h['since']})"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return "process"
+
+
 def _holder(path: Path) -> str:
     try:
-        h = json.loads(path.read_text())
-        return f"{h['command']} (pid {h['pid']} on {h['host']}, since {h['since']})"
-    except (OSError, ValueError, KeyError):
+        return describe(path.read_text())
+    except OSError:
         return "process"

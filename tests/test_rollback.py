@@ -128,12 +128,14 @@ def test_dry_run_shows_the_rollback_and_changes_nothing(runner: CliRunner, state
     assert reopen(state_dir).store.counters["mutating"] == writes
 
 
-def test_a_second_apply_on_the_same_state_dir_refuses_at_once(runner: CliRunner, state_dir: Path,
-                                                             ready: Path) -> None:
+def test_a_second_apply_on_the_same_state_dir_refuses_at_once(
+        runner: CliRunner, state_dir: Path, ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGNAME", "anna")
     with state_lock(state_dir, "apply"):
         result = cli(runner, state_dir, "apply", "--yes", str(ready))
     assert result.exit_code == 7
-    assert re.search(r"error: another apply \(pid \d+ on \S+, since \d{4}-\d\d-\d\dT", result.output)
+    assert re.search(r"error: another apply by anna \(pid \d+ on \S+, since \d{4}-\d\d-\d\dT",
+                     result.output)
     assert reopen(state_dir).store.counters["mutating"] == 0
 
 

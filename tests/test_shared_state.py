@@ -5,6 +5,7 @@ versioned, and a state dir's journal moves into it without losing a run."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -102,7 +103,8 @@ def hold_lock(state: str) -> subprocess.Popen[str]:
     code = ("import sys, time\nfrom provisioner.backends import postgres_lock\n"
             "with postgres_lock(sys.argv[1], 'apply'):\n"
             "    print('held', flush=True)\n    time.sleep(120)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code, state], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code, state], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "LOGNAME": "anna"})
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     return holder
 
@@ -117,7 +119,7 @@ def test_one_apply_at_a_time_across_machines_and_the_lock_dies_with_its_holder(
     try:
         refused = admin(runner, tmp_path / "bo", tenant, shared_state, "apply", "--yes", playbook)
         assert refused.exit_code == 7, refused.output
-        assert f"another apply (pid {holder.pid} on " in refused.output
+        assert f"another apply by anna (pid {holder.pid} on " in refused.output
         assert "is running on the shared state" in refused.output
     finally:
         holder.kill()  # SIGKILL: no chance to let go; the server drops the lock with the connection
