@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import authz, devices
+from . import conditional_access as ca
 from .odata_filter import FilterError, compile_filter
 from .signins import SIGNIN_FILTERABLE
 from .tenant import (
@@ -371,6 +372,14 @@ class Sandbox:
                 200, {"value": _directory_roles(t, m["id"])})),
             ("GET", r"/applications\(appId='(?P<app>[^']*)'\)/extensionProperties", lambda c, m: Reply(
                 200, {"value": t.extension_properties(m["app"])})),
+            ("GET", "/identity/conditionalAccess/policies",
+             lambda c, m: ca.require_license(t) or Reply(200, {"value": ca.policies(t)})),
+            ("GET", f"/identity/conditionalAccess/policies/{seg}",
+             lambda c, m: ca.require_license(t) or Reply(200, _one(ca.policies(t), m["id"]))),
+            ("GET", "/identity/conditionalAccess/namedLocations",
+             lambda c, m: ca.require_license(t) or Reply(200, {"value": ca.named_locations(t)})),
+            ("POST", "/identity/conditionalAccess/evaluate",
+             lambda c, m: ca.require_license(t) or Reply(200, ca.evaluate(t, c.body))),
             ("GET", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/"
                     "TemporaryAccessPass", lambda c, m: Reply(200, t.access_pass_policy())),
             ("GET", "/organization", lambda c, m: Reply(
@@ -458,6 +467,13 @@ def _obj(call: Call) -> dict[str, Any]:
 
 def _ctx(doc: dict[str, Any], set_name: str) -> dict[str, Any]:
     return {"@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#{set_name}/$entity", **doc}
+
+
+def _one(docs: list[dict[str, Any]], oid: str) -> dict[str, Any]:
+    found = next((d for d in docs if d["id"] == oid), None)
+    if found is None:
+        raise not_found(oid)
+    return found
 
 
 def _no_content(_: None) -> Reply:

@@ -38,6 +38,7 @@ _MD = "DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices
 _TAP_W = "UserAuthMethod-TAP.ReadWrite.All", "UserAuthenticationMethod.ReadWrite.All"
 _TAP_R = ("UserAuthMethod-TAP.Read.All", "UserAuthenticationMethod.Read.All", *_TAP_W)
 _APP_R = "Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All"
+_CA = "Policy.Read.ConditionalAccess", "Policy.Read.All", "Policy.ReadWrite.ConditionalAccess"
 
 # (method, path pattern relative to /v1.0, any of these application permissions, doc page)
 RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
@@ -97,6 +98,9 @@ RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "application-list-extensionproperty"),
     ("GET", r"/organization", ("Organization.Read.All", "Directory.Read.All", "Organization.ReadWrite.All",
                                "Directory.ReadWrite.All"), "organization-list"),
+    ("GET", r"/identity/conditionalAccess/policies(/[^/]+)?", _CA, "conditionalaccessroot-list-policies"),
+    ("GET", r"/identity/conditionalAccess/namedLocations", _CA, "conditionalaccessroot-list-namedlocations"),
+    ("POST", r"/identity/conditionalAccess/evaluate", _CA, "conditionalaccessroot-evaluate"),
     ("GET", r"/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/[^/]+",
      ("Policy.Read.AuthenticationMethod", "Policy.ReadWrite.AuthenticationMethod"),
      "temporaryaccesspassauthenticationmethodconfiguration-get"),
@@ -111,6 +115,7 @@ GRANTED_BY_DEFAULT = (
     "Application.Read.All", "MailboxSettings.ReadWrite", "Mail.Send", "UserAuthMethod-TAP.ReadWrite.All",
     "Policy.Read.AuthenticationMethod", "DeviceManagementManagedDevices.ReadWrite.All",
     "DeviceManagementManagedDevices.PrivilegedOperations.All", "Device.ReadWrite.All", "AuditLog.Read.All",
+    "Policy.Read.ConditionalAccess",
 )
 ROLES_BY_DEFAULT = ("User Administrator",)
 

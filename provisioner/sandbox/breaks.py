@@ -17,6 +17,9 @@ KINDS = {
     "group": "NAME: delete the group",
     "seats": "SKU: no free seats left on this subscription",
     "usage-location": "UPN: clear the account's usageLocation",
+    "conditional-access": "NAME: add an enabled policy NAME requiring a compliant device of all"
+                          " users, for every app and client (the setting that locks out officials"
+                          " on their own phones and tablets)",
 }
 
 
@@ -75,6 +78,11 @@ def apply_break(tenant: Tenant, kind: str, target: str) -> str:
         user = tenant.find_user(target)
         store.put("users", {**user, "usageLocation": None})
         return f"{target}: usageLocation cleared"
+    if kind == "conditional-access":
+        from .conditional_access import add_policy, policy
+
+        add_policy(tenant, policy(target, controls=["compliantDevice"]))
+        return f"Conditional Access policy {target!r}: a compliant device for all users, enabled"
     raise ValueError(f"unknown kind {kind!r} (known: {', '.join(KINDS)})")
 
 

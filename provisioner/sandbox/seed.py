@@ -103,6 +103,36 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
     device_groups = [_group(rng, f"Intune - {name}", []) for name, _ in PILOT_DEVICES]
     store.bulk_load("groups", groups + device_groups)
     _intune(store, rng, users, device_groups)
+    _conditional_access(store, rng, staff=groups[0]["id"])
+
+
+def _conditional_access(store: Store, rng: random.Random, *, staff: str) -> None:
+    """A region's usual baseline: MFA for everyone, legacy authentication blocked, a compliant
+    device for staff on their work phones, and sign-ins from abroad watched in report-only."""
+    from .conditional_access import policy
+
+    sweden = {"@odata.type": "#microsoft.graph.countryNamedLocation", "id": _uuid(rng),
+              "displayName": "Sverige", "countriesAndRegions": ["SE"],
+              "includeUnknownCountriesAndRegions": False, "countryLookupMethod": "clientIpAddress",
+              "createdDateTime": "2024-01-15T08:00:00Z", "modifiedDateTime": None}
+    store.bulk_load("namedLocations", [sweden])
+    baseline = [
+        policy("CA001 Kräv MFA för alla användare", controls=["mfa"]),
+        policy("CA002 Blockera äldre autentisering", client_app_types=["exchangeActiveSync", "other"],
+               controls=["block"]),
+        policy("CA003 Kompatibel enhet för anställda på mobilen",
+               users={"includeUsers": [], "includeGroups": [staff]}, apps=["Office365"],
+               client_app_types=["mobileAppsAndDesktopClients"],
+               platforms={"includePlatforms": ["iOS", "android"], "excludePlatforms": []},
+               controls=["compliantDevice"]),
+        policy("CA004 Blockera inloggning utanför Sverige (rapport)",
+               state="enabledForReportingButNotEnforced", controls=["block"],
+               locations={"includeLocations": ["All"], "excludeLocations": [sweden["id"]]}),
+    ]
+    for n, doc in enumerate(baseline):
+        # the same ids for the same seed, and in the order they were made
+        doc.update(id=_uuid(rng), createdDateTime=f"2024-02-0{n + 1}T08:00:00Z")
+    store.bulk_load("conditionalAccessPolicies", baseline)
 
 
 def _employees(rng: random.Random, count: int, seed: int, e3: str, *, synced: bool) -> list[Doc]:
