@@ -361,6 +361,28 @@ def preflight(session: ops.Session, playbook: Path, as_json: bool) -> None:
     click.echo("Ready.")
 
 
+@main.command("signin-check")
+@playbook_arg
+@click.option("--cohort", metavar="NAME", help="One cohort [default: everyone].")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.pass_obj
+def signin_check(session: ops.Session, playbook: Path, cohort: str | None, fmt: str) -> None:
+    """Will Conditional Access let each person sign in the ways the guide tells them (the first
+    sign-in in a browser, then mail)? What If for accounts that exist, the policies for the
+    rest. Exit 5 when someone would be blocked."""
+    from .errors import PreflightError
+    from .render import signin_lines
+
+    result = asyncio.run(ops.signin_check_report(session, ops.load(playbook), cohort))
+    if fmt == "json":
+        _json(result.to_json())
+    else:
+        for line in signin_lines(result):
+            click.echo(line)
+    if not result.ok:
+        sys.exit(PreflightError.exit_code)
+
+
 @main.command()
 @playbook_arg
 def permissions(playbook: Path) -> None:
@@ -667,14 +689,15 @@ def sandbox_simulate_checkins(session: ops.Session, compliance_rate: float,
 
 @sandbox.command("break")
 @click.argument("kind", type=click.Choice(["domain", "permission", "role", "extension", "access-pass-policy",
-                                           "group", "seats", "usage-location"]))
+                                           "group", "seats", "usage-location", "conditional-access"]))
 @click.argument("target")
 @click.pass_obj
 def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
     """Make the tenant not ready in one way (a preflight check fails): domain NAME,
     permission NAME, role NAME (the app's directory role), extension NAME (the directory
     extension adoption marks live in), access-pass-policy disabled|GROUP, group NAME, seats SKU,
-    usage-location UPN."""
+    usage-location UPN, conditional-access NAME (an enabled policy named NAME that requires a
+    compliant device of all users: officials on their own devices are locked out)."""
     from .sandbox.breaks import apply_break
 
     with ops.open_sandbox(session.settings.state_dir) as app:

@@ -19,13 +19,22 @@ from .leavers import LEAVERS
 from .model import Outcome, Plan
 from .planner import make_plan
 from .playbook import ApprovalGate, Playbook
-from .preflight import failures, permissions_check, plan_checks, raise_if_failed, tenant_checks
+from .preflight import (
+    failures,
+    permissions_check,
+    plan_checks,
+    predict_signins,
+    raise_if_failed,
+    signin_check,
+    tenant_checks,
+)
 from .reconcile import Reconciled, RollbackPlan, reconcile
 from .reports import Status, devices_report, dual_roles, status
 from .rolling_back import RolledBack, rollback_with
 from .rollout import Hook, Report
 from .saved_plan import check_fresh, read_saved_plan, save_plan
 from .session import Loaded, Session, Settings, anchor_key, connect, load, open_sandbox
+from .signin import Prediction
 from .snapshot import Snapshot, read_snapshot
 from .stage import LEAVERS_COHORT, CohortOutcome, Stage, next_cohort, next_step
 from .steps import guide_step, needed_groups, used
@@ -130,7 +139,44 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
         except InputError:
             nxt = None
     cohort = nxt.name if nxt is not None and pb.cohorts else None
-    return Preflight(checks + plan_checks(pb, plan, snapshot, cohort), cohort)
+    people = [p for p in (assignment.members.get(cohort, ()) if cohort else _everyone(assignment))
+              if plan.people.get(p.person_id) is not None]
+    signin = await signin_check(graph, pb, people, plan, snapshot)
+    return Preflight(checks + plan_checks(pb, plan, snapshot, cohort) + [signin], cohort)
+
+
+@dataclass(frozen=True, slots=True)
+class SigninCheck:
+    cohort: str | None
+    predictions: list[Prediction]
+    blocked: list[str]       # one line per blocking policy, with the fix
+    report_only: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocked
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cohort": self.cohort, "ready": self.ok, "blocked": self.blocked,
+                "report_only": self.report_only, "people": [p.to_json() for p in self.predictions]}
+
+
+async def signin_check_report(session: Session, loaded: Loaded, cohort: str | None) -> SigninCheck:
+    """Conditional Access's verdict on every way each person (of one cohort, or all) signs in."""
+    from .signin import problems, report_only
+
+    pb = loaded.playbook
+    async with connect(session, pb) as graph:
+        assignment = assign(pb, loaded.roster)
+        if cohort is not None:
+            assignment.cohort(cohort)  # an unknown name is an error that lists the cohorts
+        snapshot = await _snapshot(graph, loaded, assignment, session)
+        plan = make_plan(pb, loaded.roster, snapshot, assignment)
+        people = [p for p in (assignment.members[cohort] if cohort else _everyone(assignment))
+                  if plan.people.get(p.person_id) is not None]
+        predictions = await predict_signins(graph, pb, people, plan, snapshot)
+    groups = [n for n in pb.groups if "{" not in n]
+    return SigninCheck(cohort, predictions, problems(predictions, groups), report_only(predictions))
 
 
 @dataclass(frozen=True, slots=True)

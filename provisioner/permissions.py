@@ -41,6 +41,7 @@ _MD = ("DeviceManagementManagedDevices.ReadWrite.All",)
 _APP = ("Application.ReadWrite.All", "Directory.Read.All")
 _TAP = ("UserAuthenticationMethod.ReadWrite.All",)
 _DIR = ("Directory.Read.All", "Directory.ReadWrite.All")
+_CA = ("Policy.Read.All", "Policy.ReadWrite.ConditionalAccess")
 
 # Keyed by the gateway method (provisioner/graph/gateway.py) that makes the request.
 ENDPOINTS: dict[str, Endpoint] = {
@@ -115,6 +116,14 @@ ENDPOINTS: dict[str, Endpoint] = {
                                         "serviceprincipal-list-approleassignments"),
     "extension_properties": Endpoint("GET /applications(appId='{appId}')/extensionProperties",
                                      "Application.Read.All", _APP, "application-list-extensionproperty"),
+    "conditional_access_policies": Endpoint("GET /identity/conditionalAccess/policies",
+                                            "Policy.Read.ConditionalAccess", _CA,
+                                            "conditionalaccessroot-list-policies"),
+    "named_locations": Endpoint("GET /identity/conditionalAccess/namedLocations",
+                                "Policy.Read.ConditionalAccess", _CA,
+                                "conditionalaccessroot-list-namedlocations"),
+    "what_if": Endpoint("POST /identity/conditionalAccess/evaluate", "Policy.Read.ConditionalAccess", _CA,
+                        "conditionalaccessroot-evaluate"),
     "app_directory_roles": Endpoint("GET /servicePrincipals/{id}/memberOf", "Application.Read.All", _APP,
                                     "serviceprincipal-list-memberof"),
 }
@@ -128,7 +137,9 @@ def operations(playbook: Playbook) -> dict[str, str]:
            "domains": "preflight: the UPN domain is verified",
            "granted_app_permissions": "preflight: read the permissions granted to this app",
            "app_directory_roles": "preflight: read this app's directory roles",
-           "extension_properties": "find the directory extension that marks adopted accounts"}
+           "extension_properties": "find the directory extension that marks adopted accounts",
+           **dict.fromkeys(("conditional_access_policies", "named_locations", "what_if"),
+                           "preflight: will Conditional Access let the next cohort sign in")}
     for step in used(playbook):
         ops |= step.operations(playbook)
     if any(c.gates.signin for c in playbook.cohorts):

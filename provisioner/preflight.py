@@ -14,6 +14,15 @@ from .model import Plan
 from .permissions import GRAPH_APP_ID, missing, required, roles
 from .playbook import Playbook
 from .roster import Person
+from .signin import (
+    Prediction,
+    predict_from_what_if,
+    predict_planned,
+    problems,
+    report_only,
+    ways,
+    what_if_body,
+)
 from .snapshot import Snapshot, signin_gate
 from .steps import needed_groups, used
 from .steps.base import Planned
@@ -114,6 +123,57 @@ def _sign_in_logs(playbook: Playbook, snapshot: Snapshot) -> Check:
                      " Microsoft Entra ID P1 or P2 and the tenant has neither (subscriptions: "
                      f"{', '.join(sorted(snapshot.skus)) or 'none'}): buy one, or drop the gate")
     return ok("sign-in logs", f"Entra ID P1/P2 through {', '.join(premium)}")
+
+
+async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person], plan: Plan,
+                          snapshot: Snapshot) -> list[Prediction]:
+    """Each person's first sign-in, way by way: What If for an account that exists, the
+    policies' conditions (with the groups the playbook gives them) for one not made yet."""
+    import asyncio
+
+    policies, locations = await graph.conditional_access_policies(), await graph.named_locations()
+    enrolled = any(step.manages_devices for step in used(playbook))
+    limit = asyncio.Semaphore(4)
+
+    async def one(person: Person) -> Prediction:
+        target = plan.people.get(person.person_id)
+        upn = target.upn if target else person.person_id
+        managed = enrolled and bool(person.device_serial)  # a work device, enrolled in Intune
+        if target is not None and target.user_id:
+            answers = {}
+            for way in ways(person):
+                async with limit:
+                    answers[way] = await graph.what_if(what_if_body(target.user_id, way))
+            return predict_from_what_if(person, upn, answers, managed_device=managed)
+        names = {n for step in used(playbook) for n in step.groups(playbook, person)}
+        groups = {g.id for n in names for g in snapshot.groups.get(n, [])}
+        return predict_planned(person, upn, policies, locations, groups, managed_device=managed)
+
+    return list(await asyncio.gather(*(one(p) for p in persons)))
+
+
+async def signin_check(graph: Graph, playbook: Playbook, persons: list[Person], plan: Plan,
+                       snapshot: Snapshot) -> Check:
+    """Would Conditional Access let the next cohort sign in the ways the guide tells them?"""
+    if not persons:
+        return ok("sign-in", "nobody to sign in")
+    try:
+        predictions = await predict_signins(graph, playbook, persons, plan, snapshot)
+    except GraphError as exc:
+        if exc.status != 403:
+            raise
+        return fail("sign-in", f"cannot read the tenant's Conditional Access policies ({exc.code}:"
+                    f" {exc.message}): grant Policy.Read.ConditionalAccess, so that a policy that would"
+                    " lock the officials out is found before their accounts are made")
+    groups = [n for n in playbook.groups if "{" not in n]
+    blocked = problems(predictions, groups)
+    if blocked:
+        return fail("sign-in", "; ".join(blocked) + " (`provisioner signin-check` lists everyone)")
+    watched = report_only(predictions)
+    ways_count = sum(len(p.ways) for p in predictions)
+    return ok("sign-in", f"Conditional Access lets all {len(predictions)} people sign in ({ways_count}"
+              " ways: the first sign-in and mail as the guide says)"
+              + "".join(f"; {line}" for line in watched))
 
 
 def raise_if_failed(checks: list[Check]) -> None:

@@ -251,6 +251,25 @@ def history_lines(records: list[dict[str, Any]], query: dict[str, str]) -> Itera
                 yield f"      {key}: {_short(value)}"
 
 
+def signin_lines(result: Any) -> Iterator[str]:
+    """`signin-check`: a row per person and way; then what blocks whom, and what to do."""
+    rows = []
+    for p in result.predictions:
+        for w in p.ways:
+            blocking = ", ".join(h.policy for h in w.blocked_by)
+            watched = ", ".join(h.policy for h in w.hits if h.report_only and h.blocks)
+            note = blocking or (f"report-only: {watched}" if watched else "")
+            rows.append((p.person_id, p.upn, w.way.label, str(w.verdict), note, p.by))
+    title = f"Sign-in prediction{f' for cohort {result.cohort}' if result.cohort else ''}"
+    yield from _table(title, ("person", "address", "way", "verdict", "policy", "by"), rows)
+    for line in result.blocked:
+        yield f"BLOCKED: {line}"
+    for line in result.report_only:
+        yield f"note: {line}"
+    if result.ok:
+        yield f"Everyone can sign in ({len(result.predictions)} people)."
+
+
 def status_lines(status: Status) -> Iterator[str]:
     rows = []
     for c in status.cohorts:

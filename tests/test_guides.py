@@ -252,7 +252,7 @@ def test_a_pass_whose_answer_is_lost_waits_for_a_human(runner: CliRunner, state_
     t.store.set_config({"lost_reply_rate": 1.0})  # every write is made, its answer lost
     t.store.close()
     first = cli(runner, state_dir, "apply", "--yes", str(playbook))
-    assert first.exit_code == 4 and "AmbiguousOutcome" in first.output  # the gate halts
+    assert first.exit_code == 4 and "AmbiguousOutcome" in first.output, first.output  # the gate halts
     t = reopen(state_dir)
     made = sum(1 for u in t.users.values() if u.get("_tap"))
     t.store.set_config({"lost_reply_rate": 0.0})

@@ -85,7 +85,8 @@ def test_permissions_lists_exactly_what_the_steps_need(runner: CliRunner, ready:
     out = runner.invoke(main, ["permissions", str(ready)]).output
     names = [line.split()[0] for line in out.splitlines()]
     assert names == sorted(["Application.Read.All", "Domain.Read.All", "GroupMember.ReadWrite.All",
-                            "MailboxSettings.ReadWrite", "Organization.Read.All", "User.ReadWrite.All"])
+                            "MailboxSettings.ReadWrite", "Organization.Read.All", "User.ReadWrite.All",
+                            "Policy.Read.ConditionalAccess"])
 
 
 def test_passes_and_e_mailed_guides_need_their_permissions(runner: CliRunner, state_dir: Path,

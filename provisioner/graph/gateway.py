@@ -317,6 +317,25 @@ class Graph:
         builder = self._taps(user_id).by_temporary_access_pass_authentication_method_id(method_id)
         await self.send(builder.to_delete_request_information())
 
+    # -- Conditional Access ------------------------------------------------------------------
+    async def conditional_access_policies(self) -> list[Json]:
+        builder = self.client.identity.conditional_access.policies
+        return await self.collect(builder.to_get_request_information(), builder)
+
+    async def named_locations(self) -> list[Json]:
+        builder = self.client.identity.conditional_access.named_locations
+        return await self.collect(builder.to_get_request_information(), builder)
+
+    async def what_if(self, body: Json) -> list[Json]:
+        """Conditional Access What If for one sign-in: every policy with policyApplies."""
+        from msgraph.generated.identity.conditional_access.evaluate.evaluate_post_request_body import (
+            EvaluatePostRequestBody,
+        )
+
+        info = self.client.identity.conditional_access.evaluate.to_post_request_information(
+            EvaluatePostRequestBody(additional_data=body))
+        return list((await self.json(info)).get("value", []))
+
     async def send_mail(self, sender: str, to: str, subject: str, html: str) -> None:
         from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
             SendMailPostRequestBody,

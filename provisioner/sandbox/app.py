@@ -46,6 +46,9 @@ from .tenant import (
 from .throttle import WRITE_LIMIT, Limiter, Verdict, is_entra, request_cost, ru_limit_for, service_of
 
 MUTATING = ("POST", "PATCH", "PUT", "DELETE")
+# POSTs that only read (conditionalaccessroot-evaluate needs only Policy.Read.ConditionalAccess):
+# never counted as writes, never made-but-unanswered.
+READ_ACTIONS = ("/identity/conditionalAccess/evaluate",)
 USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
 GROUP_PROPERTIES = {"id", "displayName", "description", "mailNickname", "mailEnabled",
                     "securityEnabled", "groupTypes", "assignedLicenses", "createdDateTime", "mail",
@@ -171,14 +174,15 @@ class Sandbox:
             code = reply.body.get("error", {}).get("code", "") if isinstance(reply.body, dict) else ""
             store.count(f"{reply.status} {code}".strip())
         lost = float(self.tenant.config.get("lost_reply_rate", 0))
-        if call.method in MUTATING and reply.status < 300 and lost and self._rng.random() < lost:
+        mutating = call.method in MUTATING and call.path not in READ_ACTIONS
+        if mutating and reply.status < 300 and lost and self._rng.random() < lost:
             # The write is made, but the answer is a 504: the client cannot know it succeeded.
             self._record_write(call)
             store.count("mutating")
             store.count("lost replies")
             err = ApiError(504, "GatewayTimeout", "The gateway did not receive a timely response.")
             return Reply(504, err.body(""), {"Retry-After": self._seconds(1)})
-        if call.method in MUTATING:
+        if mutating:
             store.count("mutating")
             if reply.status < 300:
                 self._record_write(call)

@@ -161,6 +161,7 @@ class Step(Protocol):
     goes_with_user: ClassVar[bool]  # undone by deleting the user it was made on
     hands_over: ClassVar[bool]      # reaches the person (a pass, a guide): not re-sent unasked
     guide: ClassVar[bool]           # the person's guide: gates check it was delivered in time
+    manages_devices: ClassVar[bool]  # the person's roster device is enrolled in Intune (compliant)
     undo_rank: ClassVar[int]        # rollback lists steps from the lowest rank
     leave_rank: ClassVar[int]       # leaver changes go from the lowest rank
     verify_checks: ClassVar[tuple[str, ...]]  # the verify gate's checks it answers
@@ -196,6 +197,7 @@ class BaseStep:
     goes_with_user: ClassVar[bool] = True
     hands_over: ClassVar[bool] = False
     guide: ClassVar[bool] = False
+    manages_devices: ClassVar[bool] = False
     undo_rank: ClassVar[int] = 50
     leave_rank: ClassVar[int] = 50
     verify_checks: ClassVar[tuple[str, ...]] = ()

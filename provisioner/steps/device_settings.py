@@ -87,6 +87,7 @@ def _upn(view: PersonView) -> str:
 
 class DeviceSettingsStep(BaseStep):
     name: ClassVar[str] = "device_settings"
+    manages_devices: ClassVar[bool] = True
     section: ClassVar[str | None] = "devices"
     schema: ClassVar[type[Strict] | None] = Devices
     goes_with_user: ClassVar[bool] = False  # memberships of the device, not of the account
