@@ -641,14 +641,18 @@ def sandbox_show(session: ops.Session, as_json: bool) -> None:
 @sandbox.command("simulate-signins")
 @playbook_arg
 @click.option("--cohort", metavar="NAME", required=True)
-@click.option("--success-rate", type=click.FloatRange(0, 1), required=True)
+@click.option("--success-rate", type=click.FloatRange(0, 1), default=1.0, show_default=True,
+              help="Of the sign-ins the tenant lets through, the share people get right.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
 def sandbox_simulate_signins(session: ops.Session, playbook: Path, cohort: str,
                              success_rate: float, seed: int) -> None:
-    """Record one sign-in per person of a cohort (disabled accounts always fail)."""
+    """Record the sign-ins of a cohort's people, each way the guide tells them (the first
+    sign-in in a browser on their device, then mail), as the tenant would answer them: a
+    disabled account fails, Conditional Access policies block what they block."""
     from .cohorts import assign, is_canary
-    from .sandbox.signins import simulate
+    from .sandbox.signins import Attempt, simulate
+    from .signin import ways
     from .snapshot import ADOPTED, adoption_property, owner_prefix
 
     loaded = ops.load(playbook)
@@ -657,13 +661,17 @@ def sandbox_simulate_signins(session: ops.Session, playbook: Path, cohort: str,
         raise InputError(f"no cohort named {cohort!r} (cohorts: {', '.join(members)})")
     prefix = owner_prefix(loaded.playbook)
     attr, prop = loaded.playbook.account.ownership_attribute, adoption_property(loaded.playbook)
-    wanted = {f"{prefix}{p.person_id}" for p in members[cohort] if not is_canary(p.person_id)}
-    wanted |= {f"{tag}{ADOPTED}" for tag in wanted}
+    people = {f"{prefix}{p.person_id}": p for p in members[cohort] if not is_canary(p.person_id)}
+    people |= {f"{tag}{ADOPTED}": p for tag, p in people.items()}
     with ops.open_sandbox(session.settings.state_dir) as app:
-        upns = [u["userPrincipalName"] for u in app.tenant.users.values()
-                if (u.get("onPremisesExtensionAttributes") or {}).get(attr) in wanted
-                or u.get(prop) in wanted]
-        counts = simulate(app.tenant, upns, success_rate, seed)
+        attempts = []
+        for u in app.tenant.users.values():
+            tag = (u.get("onPremisesExtensionAttributes") or {}).get(attr)
+            person = people.get(tag) or people.get(u.get(prop))
+            if person is not None:
+                attempts += [Attempt(u["userPrincipalName"], way.client_app_type, way.platform)
+                             for way in ways(person)]
+        counts = simulate(app.tenant, attempts, success_rate, seed)
     click.echo(f"Sign-ins for cohort {cohort}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 

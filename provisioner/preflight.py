@@ -176,6 +176,21 @@ async def signin_check(graph: Graph, playbook: Playbook, persons: list[Person], 
               + "".join(f"; {line}" for line in watched))
 
 
+async def canary_signins(graph: Graph, canaries: list[Person], upns: dict[str, str]) -> list[Prediction]:
+    """The canary accounts, just made, asked of What If the ways their people will sign in:
+    a policy added or changed since preflight (or that preflight could not see) shows here,
+    before a real person is touched."""
+    predictions = []
+    for person in canaries:
+        found = await graph.get_user(upns[person.person_id], ("id",))
+        if found is None:
+            continue  # not made: the canary's verify check says so
+        answers = {way: await graph.what_if(what_if_body(found["id"], way)) for way in ways(person)}
+        predictions.append(predict_from_what_if(person, upns[person.person_id], answers,
+                                                managed_device=False))
+    return predictions
+
+
 def raise_if_failed(checks: list[Check]) -> None:
     failed = failures(checks)
     if failed:

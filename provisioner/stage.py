@@ -14,6 +14,7 @@ from .cohort_state import CohortState
 from .cohorts import Assignment, is_canary
 from .errors import InputError
 from .gates import (
+    FAIL,
     PASS,
     GateContext,
     GateResult,
@@ -155,6 +156,10 @@ class Stage:
             if check.status != PASS:
                 return await self._settle(cohort, outcome, [check])
             outcome.gates.append(check)
+            signin = await self._canary_signin(canaries, plan)
+            if signin.status != PASS:
+                return await self._settle(cohort, outcome, [*outcome.gates, signin])
+            outcome.gates.append(signin)
         real = {p.person_id for p in members if not is_canary(p.person_id)}
         if name == LEAVERS:  # not in the roster any more: their people are the plan's
             real = set(plan.people)
@@ -165,6 +170,22 @@ class Stage:
         applied_at = self.journal.cohort_state(self.pb.name, name).applied_at
         results = await evaluate(self._ctx(name, members, plan, applied_at), cohort.gates, clock.now())
         return await self._settle(cohort, outcome, [*outcome.gates, *results])
+
+    async def _canary_signin(self, canaries: Sequence[Any], plan: Plan) -> GateResult:
+        """Would Conditional Access let the canaries sign in as their people will? What If
+        for the accounts just made."""
+        from .preflight import canary_signins
+        from .signin import problems
+
+        upns = {pid: t.upn for pid, t in plan.people.items()}
+        found = await canary_signins(self.graph, list(canaries), upns)
+        blocked = problems(found, [n for n in self.pb.groups if "{" not in n])
+        if blocked:
+            people = {p.person_id: [h.policy for w in p.ways for h in w.blocked_by]
+                      for p in found if p.verdict != "ok"}
+            return GateResult("canary sign-in", FAIL, "; ".join(blocked), people)
+        return GateResult("canary sign-in", PASS, f"What If lets {len(found)} canary accounts sign in"
+                          " every way their people will")
 
     def _ctx(self, name: str, people: Sequence[Any], plan: Plan,
              applied_at: str | None = None) -> GateContext:

@@ -161,3 +161,28 @@ def test_for_accounts_that_exist_what_if_answers_and_agrees_with_the_policies(
     for p in found["people"]:
         local = predict_planned(person(p["person_id"]), p["upn"], pols, [], groups, managed_device=False)
         assert str(local.verdict) == p["verdict"]
+
+
+@pytest.mark.slow
+def test_a_policy_enabled_after_preflight_is_caught_by_the_canary_before_a_real_person(
+        runner: CliRunner, state_dir: Path, example: Path, make_sandbox: Callable[..., Any]) -> None:
+    make_sandbox(employees=300, conditional_access_after="2:Kräv kompatibel enhet")
+    assert cli(runner, state_dir, "preflight", str(example)).exit_code == 0  # nothing to see yet
+    halted = cli(runner, state_dir, "apply", "--yes", "--json", str(example))
+    assert halted.exit_code == 4, halted.output
+    [cohort] = json.loads(halted.stdout)["cohorts"]
+    gates = {g["gate"]: g for g in cohort["gates"]}
+    assert gates["canary"]["status"] == "pass"
+    signin = gates["canary sign-in"]
+    assert signin["status"] == "fail" and "'Kräv kompatibel enhet'" in signin["detail"]
+    assert set(signin["people"]) == {"canary-official", "canary-dual-role"}
+    t = reopen(state_dir)
+    made = {u["userPrincipalName"].split("@")[0] for u in t.users.values()
+            if u["userPrincipalName"].endswith("@politiker.example-region.se")}
+    t.store.close()
+    assert made == {"canary.official", "canary.dualrole"}  # no real person was touched
+    exclude_officials(state_dir, "Kräv kompatibel enhet")
+    again = cli(runner, state_dir, "apply", "--yes", "--json", str(example))
+    assert again.exit_code in (0, 8), again.output
+    gates = {g["gate"]: g["status"] for g in json.loads(again.stdout)["cohorts"][0]["gates"]}
+    assert gates["canary sign-in"] == "pass"

@@ -184,9 +184,20 @@ class Sandbox:
             return Reply(504, err.body(""), {"Retry-After": self._seconds(1)})
         if mutating:
             store.count("mutating")
+            self._late_policy()
             if reply.status < 300:
                 self._record_write(call)
         return reply
+
+    def _late_policy(self) -> None:
+        """The fault ``conditional_access_after`` ("N:NAME"): after N writes an admin enables a
+        policy requiring a compliant device of all users, as one might between preflight and
+        the first real person."""
+        after, _, name = str(self.tenant.config.get("conditional_access_after") or "").partition(":")
+        if not name or self.tenant.store.counters.get("mutating", 0) < int(after):
+            return
+        if not any(p["displayName"] == name for p in ca.policies(self.tenant)):
+            ca.add_policy(self.tenant, ca.policy(name, controls=["compliantDevice"]))
 
     def _denied(self, call: Call) -> Reply | None:
         """403 when the app lacks the permission or directory role the endpoint documents."""

@@ -34,6 +34,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "cloud_only": False,   # employees are cloud accounts, not synced from on-premises AD
     "replication_delay": 0.0,  # seconds a new user stays unknown to other requests
     "seats_taken_after": 0,  # fault: after this many licence assignments, no seat is left
+    # fault: after this many writes, someone enables the Conditional Access policy named here
+    # that requires a compliant device of all users ("N:NAME", empty: never)
+    "conditional_access_after": "",
 }
 # The directory extension the region registered on the tool's app, as the README says to:
 # where the tool marks an adopted (often AD-synced) employee account as taken over.
