@@ -697,7 +697,8 @@ def sandbox_simulate_checkins(session: ops.Session, compliance_rate: float,
 
 @sandbox.command("break")
 @click.argument("kind", type=click.Choice(["domain", "permission", "role", "extension", "access-pass-policy",
-                                           "group", "seats", "usage-location", "conditional-access"]))
+                                           "group", "seats", "usage-location", "conditional-access",
+                                           "authenticator"]))
 @click.argument("target")
 @click.pass_obj
 def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
@@ -705,7 +706,8 @@ def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
     permission NAME, role NAME (the app's directory role), extension NAME (the directory
     extension adoption marks live in), access-pass-policy disabled|GROUP, group NAME, seats SKU,
     usage-location UPN, conditional-access NAME (an enabled policy named NAME that requires a
-    compliant device of all users: officials on their own devices are locked out)."""
+    compliant device of all users: officials on their own devices are locked out), authenticator
+    disabled (Microsoft Authenticator off: no passwordless method after the pass)."""
     from .sandbox.breaks import apply_break
 
     with ops.open_sandbox(session.settings.state_dir) as app:

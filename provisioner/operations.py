@@ -151,6 +151,7 @@ class SigninCheck:
     predictions: list[Prediction]
     blocked: list[str]       # one line per blocking policy, with the fix
     report_only: list[str]
+    web_mail: list[str]      # policies that stop Outlook's app only: the guides name the web
 
     @property
     def ok(self) -> bool:
@@ -158,12 +159,13 @@ class SigninCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {"cohort": self.cohort, "ready": self.ok, "blocked": self.blocked,
-                "report_only": self.report_only, "people": [p.to_json() for p in self.predictions]}
+                "report_only": self.report_only, "web_mail": self.web_mail,
+                "people": [p.to_json() for p in self.predictions]}
 
 
 async def signin_check_report(session: Session, loaded: Loaded, cohort: str | None) -> SigninCheck:
     """Conditional Access's verdict on every way each person (of one cohort, or all) signs in."""
-    from .signin import problems, report_only
+    from .signin import problems, report_only, switched
 
     pb = loaded.playbook
     async with connect(session, pb) as graph:
@@ -176,7 +178,8 @@ async def signin_check_report(session: Session, loaded: Loaded, cohort: str | No
                   if plan.people.get(p.person_id) is not None]
         predictions = await predict_signins(graph, pb, people, plan, snapshot)
     groups = [n for n in pb.groups if "{" not in n]
-    return SigninCheck(cohort, predictions, problems(predictions, groups), report_only(predictions))
+    return SigninCheck(cohort, predictions, problems(predictions, groups), report_only(predictions),
+                       switched(predictions))
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,10 @@ ENDPOINTS: dict[str, Endpoint] = {
         "GET /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/TemporaryAccessPass",
         "Policy.Read.AuthenticationMethod", ("Policy.ReadWrite.AuthenticationMethod",),
         "temporaryaccesspassauthenticationmethodconfiguration-get"),
+    "method_configuration": Endpoint(
+        "GET /policies/authenticationMethodsPolicy/authenticationMethodConfigurations/{id}",
+        "Policy.Read.AuthenticationMethod", ("Policy.ReadWrite.AuthenticationMethod",),
+        "authenticationmethodconfiguration-get"),
     "list_managed_devices": Endpoint("GET /deviceManagement/managedDevices",
                                      "DeviceManagementManagedDevices.Read.All", _MD,
                                      "intune-devices-manageddevice-list"),

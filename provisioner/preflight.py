@@ -20,6 +20,7 @@ from .signin import (
     predict_planned,
     problems,
     report_only,
+    switched,
     ways,
     what_if_body,
 )
@@ -169,7 +170,7 @@ async def signin_check(graph: Graph, playbook: Playbook, persons: list[Person], 
     blocked = problems(predictions, groups)
     if blocked:
         return fail("sign-in", "; ".join(blocked) + " (`provisioner signin-check` lists everyone)")
-    watched = report_only(predictions)
+    watched = switched(predictions) + report_only(predictions)
     ways_count = sum(len(p.ways) for p in predictions)
     return ok("sign-in", f"Conditional Access lets all {len(predictions)} people sign in ({ways_count}"
               " ways: the first sign-in and mail as the guide says)"

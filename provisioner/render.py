@@ -259,12 +259,14 @@ def signin_lines(result: Any) -> Iterator[str]:
             blocking = ", ".join(h.policy for h in w.blocked_by)
             watched = ", ".join(h.policy for h in w.hits if h.report_only and h.blocks)
             note = blocking or (f"report-only: {watched}" if watched else "")
+            if p.web_mail and w is not p.ways[0]:
+                note += " (the guide names Outlook on the web)"
             rows.append((p.person_id, p.upn, w.way.label, str(w.verdict), note, p.by))
     title = f"Sign-in prediction{f' for cohort {result.cohort}' if result.cohort else ''}"
     yield from _table(title, ("person", "address", "way", "verdict", "policy", "by"), rows)
     for line in result.blocked:
         yield f"BLOCKED: {line}"
-    for line in result.report_only:
+    for line in [*result.web_mail, *result.report_only]:
         yield f"note: {line}"
     if result.ok:
         yield f"Everyone can sign in ({len(result.predictions)} people)."

@@ -96,11 +96,24 @@ class Prediction:
     ways: tuple[WayVerdict, ...] = field(default_factory=tuple)
 
     @property
+    def web_mail(self) -> bool:
+        """Outlook's app would be stopped but the browser is let in: the guide names Outlook on
+        the web (in the device's browser) instead."""
+        return len(self.ways) > 1 and self.ways[0].verdict is Verdict.OK and \
+            any(w.verdict is Verdict.BLOCKED for w in self.ways[1:])
+
+    @property
+    def effective(self) -> tuple[WayVerdict, ...]:
+        """The ways the guide will tell them to use."""
+        return self.ways[:1] if self.web_mail else self.ways
+
+    @property
     def verdict(self) -> Verdict:
-        return Verdict.BLOCKED if any(w.verdict is Verdict.BLOCKED for w in self.ways) else Verdict.OK
+        return Verdict.BLOCKED if any(w.verdict is Verdict.BLOCKED for w in self.effective) else Verdict.OK
 
     def to_json(self) -> Json:
         return {"person_id": self.person_id, "upn": self.upn, "by": self.by, "verdict": self.verdict,
+                "mail_client": "web" if self.web_mail else "app" if len(self.ways) > 1 else "web",
                 "ways": [{"way": w.way.label, "client_app_type": w.way.client_app_type,
                           "platform": w.way.platform, "verdict": w.verdict,
                           "policies": [{"name": h.policy, "controls": list(h.controls), "blocks": h.blocks,
@@ -216,7 +229,7 @@ def problems(predictions: Iterable[Prediction], group_names: Sequence[str]) -> l
     and the fix in words."""
     by_policy: dict[str, dict[str, Any]] = {}
     for p in predictions:
-        for w in p.ways:
+        for w in p.effective:
             for h in w.blocked_by:
                 entry = by_policy.setdefault(h.policy, {"hit": h, "people": [], "ways": set()})
                 if p.person_id not in entry["people"]:
@@ -235,6 +248,17 @@ def problems(predictions: Iterable[Prediction], group_names: Sequence[str]) -> l
         lines.append(f"Conditional Access policy {name!r} {needs}: it would stop {len(people)} people"
                      f" ({shown}) signing in via {', '.join(sorted(entry['ways']))}; {fix}")
     return lines
+
+
+def switched(predictions: Iterable[Prediction]) -> list[str]:
+    """Policies that stop Outlook's app but not the browser: the guides name the web instead."""
+    seen: dict[str, int] = {}
+    for p in predictions:
+        if p.web_mail:
+            for name in {h.policy for w in p.ways[1:] for h in w.blocked_by}:
+                seen[name] = seen.get(name, 0) + 1
+    return [f"policy {name!r} stops Outlook's app for {n} people: their guides name Outlook on the web"
+            for name, n in seen.items()]
 
 
 def report_only(predictions: Iterable[Prediction]) -> list[str]:

@@ -312,3 +312,56 @@ def test_the_journal_knows_which_pass_went_out_with_each_guide(
     taps = {u["userPrincipalName"].split("@")[0]: u["_tap"]["id"] for u in reopen(state_dir).users.values()
             if u.get("_tap")}
     assert sorted(rows.values()) == sorted(taps.values()) and len(rows) == 3
+
+
+# -- guides that say what the sign-in screens say, and what the tenant will let through ----
+
+
+def test_a_guide_uses_the_sign_in_screens_words_and_never_says_sign_in_as_above(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    playbook.write_text(playbook.read_text(encoding="utf-8").replace(
+        "lifetime_minutes: 480}", "lifetime_minutes: 480, usable_once: true}"), encoding="utf-8")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    text = guide_file(state_dir, "P1").read_text(encoding="utf-8")
+    assert "Tillfälligt åtkomstpass" in text and "inloggningskort" not in text
+    assert "som ovan" not in text  # a one-time pass does not work twice
+    assert "fungerar bara en gång: nästa gång loggar du in med metoden du just lade till" in text
+    assert "Har åtkomstpasset gått ut" in text and "kontakta supporten" in text
+    # The default tenant offers Microsoft Authenticator to all users: passwordless is true.
+    assert "utan lösenord framöver" in text
+
+
+def test_a_guide_promises_no_passwordless_sign_in_the_tenant_does_not_offer(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    cli(runner, state_dir, "sandbox", "break", "authenticator", "disabled")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    text = guide_file(state_dir, "P1").read_text(encoding="utf-8")
+    assert "utan lösenord" not in text
+    assert "Lägg till den inloggningsmetod som sidan ber om" in text
+
+
+def test_the_guide_names_the_client_conditional_access_will_let_in(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    from provisioner.sandbox.conditional_access import add_policy, policy
+
+    playbook = setup()
+    t = reopen(state_dir)
+    add_policy(t, policy("Appar kräver hanterad enhet", client_app_types=["mobileAppsAndDesktopClients"],
+                         platforms={"includePlatforms": ["iOS", "android"], "excludePlatforms": []},
+                         controls=["compliantDevice"]))
+    t.store.close()
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    iphone = guide_file(state_dir, "P1").read_text(encoding="utf-8")
+    assert "https://outlook.office.com</strong> i webbläsaren på din iPhone 12" in iphone
+    assert "App Store" not in iphone
+    computer = guide_file(state_dir, "P3").read_text(encoding="utf-8")  # no device: the web anyway
+    assert "https://outlook.office.com" in computer
+
+
+def test_without_such_a_policy_phones_get_outlook(runner: CliRunner, state_dir: Path,
+                                                 setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    assert "App Store" in guide_file(state_dir, "P1").read_text(encoding="utf-8")

@@ -186,3 +186,17 @@ def test_a_policy_enabled_after_preflight_is_caught_by_the_canary_before_a_real_
     assert again.exit_code in (0, 8), again.output
     gates = {g["gate"]: g["status"] for g in json.loads(again.stdout)["cohorts"][0]["gates"]}
     assert gates["canary sign-in"] == "pass"
+
+
+def test_a_policy_that_stops_only_the_mail_app_sends_the_guide_to_the_web() -> None:
+    apps_only = policy("apps", controls=("compliantDevice",), clientAppTypes=["mobileAppsAndDesktopClients"],
+                       platforms={"includePlatforms": ["iOS", "android"], "excludePlatforms": []})
+    iphone = person("P1", device_model="iPhone 12")
+    switched = predict_planned(iphone, "p1@x.se", [apps_only], [], {OFFICIALS}, managed_device=False)
+    assert (switched.verdict, switched.web_mail) == (Verdict.OK, True)
+    assert switched.to_json()["mail_client"] == "web"
+    everything = policy("all", controls=("compliantDevice",))
+    stopped = predict_planned(iphone, "p1@x.se", [everything], [], {OFFICIALS}, managed_device=False)
+    assert (stopped.verdict, stopped.web_mail) == (Verdict.BLOCKED, False)
+    enrolled = predict_planned(iphone, "p1@x.se", [apps_only], [], {OFFICIALS}, managed_device=True)
+    assert (enrolled.verdict, enrolled.web_mail) == (Verdict.OK, False)  # a work phone keeps Outlook

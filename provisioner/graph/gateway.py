@@ -300,8 +300,13 @@ class Graph:
 
     async def access_pass_policy(self) -> Json:
         """The tenant's Temporary Access Pass policy (authentication methods policy)."""
+        return await self.method_configuration("TemporaryAccessPass")
+
+    async def method_configuration(self, method: str) -> Json:
+        """One method's configuration in the authentication methods policy (MicrosoftAuthenticator,
+        Fido2, TemporaryAccessPass, ...)."""
         builder = (self.client.policies.authentication_methods_policy.authentication_method_configurations
-                   .by_authentication_method_configuration_id("TemporaryAccessPass"))
+                   .by_authentication_method_configuration_id(method))
         return dict(await self.json(builder.to_get_request_information()))
 
     async def access_passes(self, user_id: str) -> list[Json]:

@@ -396,7 +396,7 @@ class Sandbox:
             ("POST", "/identity/conditionalAccess/evaluate",
              lambda c, m: ca.require_license(t) or Reply(200, ca.evaluate(t, c.body))),
             ("GET", "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations/"
-                    "TemporaryAccessPass", lambda c, m: Reply(200, t.access_pass_policy())),
+                    "(?P<method>[^/]+)", lambda c, m: Reply(200, t.method_configuration(m["method"]))),
             ("GET", "/organization", lambda c, m: Reply(
                 200, {"value": list(t.store.values("organization"))})),
         ]

@@ -17,6 +17,7 @@ KINDS = {
     "group": "NAME: delete the group",
     "seats": "SKU: no free seats left on this subscription",
     "usage-location": "UPN: clear the account's usageLocation",
+    "authenticator": "disabled: turn Microsoft Authenticator off (no passwordless method after the pass)",
     "conditional-access": "NAME: add an enabled policy NAME requiring a compliant device of all"
                           " users, for every app and client (the setting that locks out officials"
                           " on their own phones and tablets)",
@@ -78,6 +79,12 @@ def apply_break(tenant: Tenant, kind: str, target: str) -> str:
         user = tenant.find_user(target)
         store.put("users", {**user, "usageLocation": None})
         return f"{target}: usageLocation cleared"
+    if kind == "authenticator":
+        if target != "disabled":
+            raise ValueError(f"authenticator takes 'disabled', not {target!r}")
+        store.put("authenticationMethodConfigurations",
+                  {**tenant.method_configuration("MicrosoftAuthenticator"), "state": "disabled"})
+        return "Microsoft Authenticator disabled in the authentication methods policy"
     if kind == "conditional-access":
         from .conditional_access import add_policy, policy
 

@@ -311,6 +311,16 @@ class Tenant:
         stored = self.store.all("authenticationMethodConfigurations").get("TemporaryAccessPass")
         return {**default_access_pass_policy(), **(stored or {})}
 
+    def method_configuration(self, method: str) -> Doc:
+        """An authentication method's configuration (authenticationmethodconfiguration-get)."""
+        if method == "TemporaryAccessPass":
+            return self.access_pass_policy()
+        defaults = default_method_configurations()
+        if method not in defaults:
+            raise not_found(method)
+        stored = self.store.all("authenticationMethodConfigurations").get(method)
+        return {**defaults[method], **(stored or {})}
+
     def targeted(self, user: Doc, policy: Doc) -> bool:
         targets = {t["id"] for t in policy.get("includeTargets", [])}
         excluded = {t["id"] for t in policy.get("excludeTargets", [])}
@@ -717,6 +727,27 @@ def default_access_pass_policy() -> Doc:
             "defaultLength": 8, "minimumLifetimeInMinutes": 60, "maximumLifetimeInMinutes": 480,
             "isUsableOnce": False, "excludeTargets": [],
             "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}]}
+
+
+def default_method_configurations() -> dict[str, Doc]:
+    """The other methods a person can register after a pass, as a tenant migrated to the
+    authentication methods policy has them: Microsoft Authenticator enabled for all users in
+    any mode (push and passwordless phone sign-in;
+    microsoftauthenticatorauthenticationmethodconfiguration), FIDO2 security keys off
+    (fido2authenticationmethodconfiguration)."""
+    return {
+        "MicrosoftAuthenticator": {
+            "@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethodConfiguration",
+            "id": "MicrosoftAuthenticator", "state": "enabled", "isSoftwareOathEnabled": False,
+            "excludeTargets": [],
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False,
+                                "authenticationMode": "any"}]},
+        "Fido2": {
+            "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
+            "id": "Fido2", "state": "disabled", "isSelfServiceRegistrationAllowed": True,
+            "isAttestationEnforced": False, "excludeTargets": [],
+            "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False}]},
+    }
 
 
 def default_mailbox_settings() -> Doc:

@@ -27,6 +27,7 @@ from .base import ONE_WAY, REVERSIBLE, BaseStep, PersonRun, PersonView, PlanCont
 
 if TYPE_CHECKING:
     from ..playbook import Playbook
+    from ..snapshot import Snapshot
 
 class Guide(Strict):
     language: Literal["sv", "en"] = "sv"
@@ -63,6 +64,40 @@ def _pass_terms(ctx: PlanContext, starts: str | None) -> Json:
             "passValidFrom": f"{starts} {spec.valid_from}" if spec and starts else None}
 
 
+def _offered(config: Json | None, groups: set[str]) -> bool:
+    """Whether a method's configuration lets someone in ``groups`` register it for
+    passwordless sign-in (Authenticator in mode any or deviceBasedPush; a FIDO2 key)."""
+    if not config or config.get("state") != "enabled":
+        return False
+    if groups & {t.get("id") for t in config.get("excludeTargets") or []}:
+        return False
+    return any((t.get("id") == "all_users" or t.get("id") in groups)
+               and t.get("authenticationMode", "any") in ("any", "deviceBasedPush")
+               for t in config.get("includeTargets") or [])
+
+
+def _sign_in_advice(ctx: PlanContext, view: PersonView) -> Json:
+    """``passwordless``: the tenant offers them a passwordless method, so the guide may say
+    they will sign in without a password; ``mailClient``: "app" (Outlook for iOS or Android)
+    unless Conditional Access would stop the app and let the browser in, then "web"."""
+    from ..signin import predict_planned
+    from . import used
+
+    read = ctx.snapshot.extra.get("guide") or {}
+    person = view.person
+    names = {n for step in used(ctx.playbook) for n in step.groups(ctx.playbook, person)}
+    groups = {g.id for n in names for g in ctx.snapshot.groups.get(n, [])}
+    methods = read.get("methods") or {}
+    passwordless = any(_offered(methods.get(m), groups) for m in ("MicrosoftAuthenticator", "Fido2"))
+    client = "app"
+    if read.get("policies") and device_family(person.device_model or "") != "web":
+        managed = bool(person.device_serial) and any(s.manages_devices for s in used(ctx.playbook))
+        if predict_planned(person, "", read["policies"], read.get("locations") or [], groups,
+                           managed_device=managed).web_mail:
+            client = "web"
+    return {"passwordless": passwordless, "mailClient": client}
+
+
 def _employee_upn(view: PersonView) -> str | None:
     """For a dual-role person: the employee account theirs belongs with."""
     if view.link is not None:
@@ -92,9 +127,32 @@ class GuideStep(BaseStep):
         return super().check(playbook)
 
     def operations(self, playbook: Playbook) -> dict[str, str]:
+        ops = {"method_configuration": "the guide promises passwordless sign-in only where the"
+                                       " authentication methods policy offers it"}
         if playbook.section("guide").delivery == "email":
-            return {"send_mail": "send each person their guide from the service mailbox"}
-        return {}
+            ops["send_mail"] = "send each person their guide from the service mailbox"
+        return ops
+
+    async def read(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> dict[str, Any]:
+        """What the guide must match: the methods a person can register after the pass
+        (Microsoft Authenticator, FIDO2 keys) and the Conditional Access policies that decide
+        which mail client will let them in."""
+        from ..errors import GraphError
+
+        read: dict[str, Any] = {"methods": {}, "policies": [], "locations": []}
+        for method in ("MicrosoftAuthenticator", "Fido2"):
+            try:
+                read["methods"][method] = await graph.method_configuration(method)
+            except GraphError as exc:
+                if exc.status not in (403, 404):
+                    raise
+        try:
+            read["policies"] = await graph.conditional_access_policies()
+            read["locations"] = await graph.named_locations()
+        except GraphError as exc:
+            if exc.status != 403:
+                raise  # without the permission, preflight says so; the guide keeps Outlook
+        return {"extra": {**snapshot.extra, self.name: read}}
 
     def warnings(self, ctx: PlanContext, changes: Sequence[Change]) -> list[str]:
         mailed = [c for c in changes if c.step == self.name and (c.after or {}).get("delivery") == "email"]
@@ -132,6 +190,7 @@ class GuideStep(BaseStep):
             "starts": ctx.starts.get(p.person_id),
             "emailSecret": bool(email and spec.email_access_pass),
             **_pass_terms(ctx, ctx.starts.get(p.person_id)),
+            **_sign_in_advice(ctx, view),
         }
         return Change(self.name, p.person_id, Action.CREATE, f"guide:{p.person_id}", None, after)
 
