@@ -222,6 +222,26 @@ def what_if_body(user_id: str, way: Way) -> Json:
             "appliedPoliciesOnly": False}
 
 
+# -- the methods a person can register after the pass ------------------------------------------
+
+# Authentication method configurations a person can sign in with after a pass (ids of
+# authenticationMethodConfiguration in the authentication methods policy).
+AFTER_THE_PASS = ("MicrosoftAuthenticator", "Fido2", "SoftwareOath", "Sms", "Voice")
+
+
+def offered(config: Json | None, groups: set[str], *, passwordless: bool = False) -> bool:
+    """Whether a method's configuration lets someone in ``groups`` register it (and, with
+    ``passwordless``, use it without a password: Authenticator in mode any or
+    deviceBasedPush, or a FIDO2 key)."""
+    if not config or config.get("state") != "enabled":
+        return False
+    if groups & {t.get("id") for t in config.get("excludeTargets") or []}:
+        return False
+    return any((t.get("id") == "all_users" or t.get("id") in groups)
+               and (not passwordless or t.get("authenticationMode", "any") in ("any", "deviceBasedPush"))
+               for t in config.get("includeTargets") or [])
+
+
 # -- what to tell the admin -----------------------------------------------------------------------
 
 def problems(predictions: Iterable[Prediction], group_names: Sequence[str]) -> list[str]:

@@ -335,11 +335,25 @@ def test_a_guide_uses_the_sign_in_screens_words_and_never_says_sign_in_as_above(
 def test_a_guide_promises_no_passwordless_sign_in_the_tenant_does_not_offer(
         runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
     playbook = setup()
-    cli(runner, state_dir, "sandbox", "break", "authenticator", "disabled")
+    t = reopen(state_dir)  # Authenticator for push only: a second factor, not passwordless
+    config = t.method_configuration("MicrosoftAuthenticator")
+    config["includeTargets"][0]["authenticationMode"] = "push"
+    t.store.put("authenticationMethodConfigurations", config)
+    t.store.close()
     assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
     text = guide_file(state_dir, "P1").read_text(encoding="utf-8")
     assert "utan lösenord" not in text
     assert "Lägg till den inloggningsmetod som sidan ber om" in text
+
+
+def test_no_method_to_register_after_the_pass_fails_preflight(
+        runner: CliRunner, state_dir: Path, setup: Callable[..., Path]) -> None:
+    playbook = setup()
+    cli(runner, state_dir, "sandbox", "break", "authenticator", "disabled")
+    result = cli(runner, state_dir, "preflight", "--json", str(playbook))
+    assert result.exit_code == 5
+    [methods] = [c for c in json.loads(result.stdout)["checks"] if c["name"] == "methods"]
+    assert methods["status"] == "FAIL" and "enable Microsoft Authenticator for them" in methods["detail"]
 
 
 def test_the_guide_names_the_client_conditional_access_will_let_in(

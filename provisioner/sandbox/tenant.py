@@ -733,8 +733,9 @@ def default_method_configurations() -> dict[str, Doc]:
     """The other methods a person can register after a pass, as a tenant migrated to the
     authentication methods policy has them: Microsoft Authenticator enabled for all users in
     any mode (push and passwordless phone sign-in;
-    microsoftauthenticatorauthenticationmethodconfiguration), FIDO2 security keys off
-    (fido2authenticationmethodconfiguration)."""
+    microsoftauthenticatorauthenticationmethodconfiguration); FIDO2 security keys
+    (fido2authenticationmethodconfiguration), software OATH tokens, SMS and voice off, as a
+    region that standardised on Authenticator has them."""
     return {
         "MicrosoftAuthenticator": {
             "@odata.type": "#microsoft.graph.microsoftAuthenticatorAuthenticationMethodConfiguration",
@@ -742,6 +743,11 @@ def default_method_configurations() -> dict[str, Doc]:
             "excludeTargets": [],
             "includeTargets": [{"targetType": "group", "id": "all_users", "isRegistrationRequired": False,
                                 "authenticationMode": "any"}]},
+        **{method: {"@odata.type": f"#microsoft.graph.{odata}AuthenticationMethodConfiguration",
+                    "id": method, "state": "disabled", "excludeTargets": [],
+                    "includeTargets": [{"targetType": "group", "id": "all_users",
+                                        "isRegistrationRequired": False}]}
+           for method, odata in (("SoftwareOath", "softwareOath"), ("Sms", "sms"), ("Voice", "voice"))},
         "Fido2": {
             "@odata.type": "#microsoft.graph.fido2AuthenticationMethodConfiguration",
             "id": "Fido2", "state": "disabled", "isSelfServiceRegistrationAllowed": True,

@@ -81,10 +81,11 @@ class AccessPassStep(BaseStep):
         return {"create_access_pass": "issue Temporary Access Passes",
                 "delete_access_pass": "revoke a Temporary Access Pass (rollback)",
                 "access_passes": "find a person's pass (resume, rollback)",
-                "access_pass_policy": "preflight: the tenant's Temporary Access Pass policy"}
+                "access_pass_policy": "preflight: the tenant's Temporary Access Pass policy",
+                "method_configuration": "preflight: a method people can register after the pass"}
 
     async def tenant_preflight(self, graph: Graph, playbook: Playbook, snapshot: Snapshot) -> list[Check]:
-        return [await _policy(graph, playbook, snapshot)]
+        return [await _policy(graph, playbook, snapshot), await _after_the_pass(graph, playbook, snapshot)]
 
     def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
         return StepPlan(self._changes(ctx, view))
@@ -178,6 +179,35 @@ async def _policy(graph: Graph, playbook: Playbook, snapshot: Snapshot) -> Check
         return fail("access pass", "; ".join(problems))
     return ok("access pass", f"enabled for these people, {spec.lifetime_minutes} minutes"
               f" is within {low}–{high}")
+
+
+async def _after_the_pass(graph: Graph, playbook: Playbook, snapshot: Snapshot) -> Check:
+    """Once the pass is used or expired, people sign in with a method they registered with
+    it: the authentication methods policy must let them register one."""
+    from ..signin import AFTER_THE_PASS, offered
+
+    if playbook.section("access_pass").method != "temporary_access_pass":
+        return ok("methods", "no Temporary Access Pass step")
+    groups = {g.id for name in _static_groups(playbook) for g in snapshot.groups.get(name, [])}
+    found = []
+    for method in AFTER_THE_PASS:
+        try:
+            config = await graph.method_configuration(method)
+        except GraphError as exc:
+            if exc.status == 403:
+                return fail("methods", f"cannot read the authentication methods policy ({exc.code}):"
+                            " see permissions")
+            if exc.status != 404:
+                raise
+            continue
+        if offered(config, groups):
+            found.append(method)
+    if not found:
+        return fail("methods", "after the pass, people sign in with a method they registered with it,"
+                    " but the authentication methods policy offers them none (Microsoft Authenticator,"
+                    " FIDO2, OATH, SMS, voice): enable Microsoft Authenticator for them (Entra admin"
+                    " center, Protection, Authentication methods, Policies)")
+    return ok("methods", f"after the pass they can register: {', '.join(found)}")
 
 
 def _static_groups(playbook: Playbook) -> list[str]:

@@ -64,23 +64,11 @@ def _pass_terms(ctx: PlanContext, starts: str | None) -> Json:
             "passValidFrom": f"{starts} {spec.valid_from}" if spec and starts else None}
 
 
-def _offered(config: Json | None, groups: set[str]) -> bool:
-    """Whether a method's configuration lets someone in ``groups`` register it for
-    passwordless sign-in (Authenticator in mode any or deviceBasedPush; a FIDO2 key)."""
-    if not config or config.get("state") != "enabled":
-        return False
-    if groups & {t.get("id") for t in config.get("excludeTargets") or []}:
-        return False
-    return any((t.get("id") == "all_users" or t.get("id") in groups)
-               and t.get("authenticationMode", "any") in ("any", "deviceBasedPush")
-               for t in config.get("includeTargets") or [])
-
-
 def _sign_in_advice(ctx: PlanContext, view: PersonView) -> Json:
     """``passwordless``: the tenant offers them a passwordless method, so the guide may say
     they will sign in without a password; ``mailClient``: "app" (Outlook for iOS or Android)
     unless Conditional Access would stop the app and let the browser in, then "web"."""
-    from ..signin import predict_planned
+    from ..signin import offered, predict_planned
     from . import used
 
     read = ctx.snapshot.extra.get("guide") or {}
@@ -88,7 +76,8 @@ def _sign_in_advice(ctx: PlanContext, view: PersonView) -> Json:
     names = {n for step in used(ctx.playbook) for n in step.groups(ctx.playbook, person)}
     groups = {g.id for n in names for g in ctx.snapshot.groups.get(n, [])}
     methods = read.get("methods") or {}
-    passwordless = any(_offered(methods.get(m), groups) for m in ("MicrosoftAuthenticator", "Fido2"))
+    passwordless = any(offered(methods.get(m), groups, passwordless=True)
+                       for m in ("MicrosoftAuthenticator", "Fido2"))
     client = "app"
     if read.get("policies") and device_family(person.device_model or "") != "web":
         managed = bool(person.device_serial) and any(s.manages_devices for s in used(ctx.playbook))
