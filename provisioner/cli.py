@@ -608,6 +608,9 @@ def sandbox() -> None:
                    " (onPremisesSyncEnabled), as in most regions, and read-only through Graph.")
 @click.option("--fault-new-accounts-disabled", "new_accounts_disabled", is_flag=True,
               help="A wrong setting: every account created from now on comes out disabled.")
+@click.option("--fault-conditional-access-after", "conditional_access_after", metavar="N:NAME",
+              default="", help="After N writes an admin enables policy NAME, requiring a compliant"
+                               " device of all users (between preflight and the first real person).")
 @click.pass_obj
 def sandbox_reset(session: ops.Session, employees: int, seed: int, **config: Any) -> None:
     """Create a fresh fictional region: employees, licences, groups."""
