@@ -101,9 +101,10 @@ def test_a_sign_in_obeys_the_policies_and_is_logged_with_them(app: Sandbox) -> N
     official = create(app)
     counts = simulate(app.tenant, [Attempt(official["userPrincipalName"], "browser", "iOS"),
                                    Attempt(official["userPrincipalName"], "exchangeActiveSync", "iOS")])
-    assert counts == {"success": 1, "failure": 0, "blocked by conditional access": 1, "unknown user": 0}
+    assert counts == {"success": 1, "failure": 0, "blocked by conditional access": 1, "unknown user": 0,
+                      "asked for MFA first": 1}
     events = call(app, "GET", "/auditLogs/signIns").json()["value"]
-    by_client = {e["clientAppUsed"]: e for e in events}
+    by_client = {e["clientAppUsed"]: e for e in events if e["status"]["errorCode"] != 50079}
     web, mail = by_client["Browser"], by_client["Exchange ActiveSync"]
     assert web["status"]["errorCode"] == 0 and web["conditionalAccessStatus"] == "success"
     assert mail["status"]["errorCode"] == 53003 and mail["conditionalAccessStatus"] == "failure"
@@ -160,3 +161,18 @@ def test_conditional_access_needs_entra_id_p1(app: Sandbox) -> None:
         app.tenant.store.put("skus", {**sku, "servicePlans": plans})
     r = call(app, "GET", "/identity/conditionalAccess/policies")
     assert r.status_code == 403 and "P1" in error(r)["message"]
+
+
+def test_mfa_for_all_asks_a_person_without_a_pass_to_register_first(app: Sandbox) -> None:
+    """A sign-in that needs MFA is interrupted: 50079 (register a method) for a person with
+    none, 50076 (use it) for one who has one; a Temporary Access Pass is strong authentication."""
+    official = create(app)
+    counts = simulate(app.tenant, [official["userPrincipalName"], official["userPrincipalName"]])
+    assert counts["success"] == 2 and counts["asked for MFA first"] == 2
+    events = call(app, "GET", "/auditLogs/signIns").json()["value"]
+    assert sorted(e["status"]["errorCode"] for e in events) == [0, 0, 50076, 50079]
+    with_pass = create(app, userPrincipalName="per.pass@politiker.example-region.se", mailNickname="perpass")
+    r = call(app, "POST", f"/users/{with_pass['id']}/authentication/temporaryAccessPassMethods",
+             json={"lifetimeInMinutes": 60})
+    assert r.status_code == 201
+    assert simulate(app.tenant, [with_pass["userPrincipalName"]])["asked for MFA first"] == 0

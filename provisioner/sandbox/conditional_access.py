@@ -233,7 +233,7 @@ def verdict(tenant: Tenant, user: Doc, sign_in: SignIn) -> Doc:
     """The sign-in event's Conditional Access part: status, the applied policies and, if it
     failed, the error code and reason (``errorCode`` 0 when it passed)."""
     groups = _groups(tenant, user)
-    applied, failure, enforced = [], None, False
+    applied, failure, enforced, mfa = [], None, False, False
     for pol in policies(tenant):
         reason = _applies(tenant, pol, user, groups, sign_in)
         report_only = pol["state"] == "enabledForReportingButNotEnforced"
@@ -249,6 +249,7 @@ def verdict(tenant: Tenant, user: Doc, sign_in: SignIn) -> Doc:
                 ("success" if ok else "failure")
             if not report_only:
                 enforced = True
+                mfa = mfa or "mfa" in controls
                 if not ok and failure is None:
                     failed = next(c for c, m in zip(controls, met, strict=True) if not m)
                     failure = (*_FAILURES.get(failed, _FAILURES["block"]), pol)
@@ -258,7 +259,7 @@ def verdict(tenant: Tenant, user: Doc, sign_in: SignIn) -> Doc:
     status = "failure" if failure else ("success" if enforced else "notApplied")
     code, reason = (failure[0], failure[1]) if failure else (0, "Other.")
     return {"conditionalAccessStatus": status, "appliedConditionalAccessPolicies": applied,
-            "errorCode": code, "failureReason": reason}
+            "errorCode": code, "failureReason": reason, "mfaRequired": mfa and not failure}
 
 
 def device_state(tenant: Tenant, user: Doc, platform: str | None) -> tuple[bool, bool]:

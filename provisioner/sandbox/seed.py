@@ -165,6 +165,7 @@ def _employees(rng: random.Random, count: int, seed: int, e3: str, *, synced: bo
             "assignedLicenses": [{"skuId": e3, "disabledPlans": []}],
             "passwordProfile": {"forceChangePasswordNextSignIn": False},
             "_mailboxRequestedAt": 0,
+            "_methods": ["microsoftAuthenticator"],  # staff registered Authenticator long ago
             **(_synced(e.employee_id) if synced else {"onPremisesSyncEnabled": None}),
         })
     return docs
