@@ -166,6 +166,7 @@ class SigninCheck:
 async def signin_check_report(session: Session, loaded: Loaded, cohort: str | None) -> SigninCheck:
     """Conditional Access's verdict on every way each person (of one cohort, or all) signs in."""
     from .signin import problems, report_only, switched
+    from .steps.groups import static_groups
 
     pb = loaded.playbook
     async with connect(session, pb) as graph:
@@ -177,9 +178,8 @@ async def signin_check_report(session: Session, loaded: Loaded, cohort: str | No
         people = [p for p in (assignment.members[cohort] if cohort else _everyone(assignment))
                   if plan.people.get(p.person_id) is not None]
         predictions = await predict_signins(graph, pb, people, plan, snapshot)
-    groups = [n for n in pb.groups if "{" not in n]
-    return SigninCheck(cohort, predictions, problems(predictions, groups), report_only(predictions),
-                       switched(predictions))
+    return SigninCheck(cohort, predictions, problems(predictions, static_groups(pb)),
+                       report_only(predictions), switched(predictions))
 
 
 @dataclass(frozen=True, slots=True)

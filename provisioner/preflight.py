@@ -25,8 +25,9 @@ from .signin import (
     what_if_body,
 )
 from .snapshot import Snapshot, signin_gate
-from .steps import needed_groups, used
+from .steps import enrolled_device, group_ids, needed_groups, used
 from .steps.base import Planned
+from .steps.groups import static_groups
 
 OK, FAIL, SKIP = CheckStatus
 
@@ -133,22 +134,20 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
     import asyncio
 
     policies, locations = await graph.conditional_access_policies(), await graph.named_locations()
-    enrolled = any(step.manages_devices for step in used(playbook))
     limit = asyncio.Semaphore(4)
 
     async def one(person: Person) -> Prediction:
         target = plan.people.get(person.person_id)
         upn = target.upn if target else person.person_id
-        managed = enrolled and bool(person.device_serial)  # a work device, enrolled in Intune
+        managed = enrolled_device(playbook, person)
         if target is not None and target.user_id:
             answers = {}
             for way in ways(person):
                 async with limit:
                     answers[way] = await graph.what_if(what_if_body(target.user_id, way))
             return predict_from_what_if(person, upn, answers, managed_device=managed)
-        names = {n for step in used(playbook) for n in step.groups(playbook, person)}
-        groups = {g.id for n in names for g in snapshot.groups.get(n, [])}
-        return predict_planned(person, upn, policies, locations, groups, managed_device=managed)
+        return predict_planned(person, upn, policies, locations, group_ids(playbook, person, snapshot),
+                               managed_device=managed)
 
     return list(await asyncio.gather(*(one(p) for p in persons)))
 
@@ -166,8 +165,7 @@ async def signin_check(graph: Graph, playbook: Playbook, persons: list[Person], 
         return fail("sign-in", f"cannot read the tenant's Conditional Access policies ({exc.code}:"
                     f" {exc.message}): grant Policy.Read.ConditionalAccess, so that a policy that would"
                     " lock the officials out is found before their accounts are made")
-    groups = [n for n in playbook.groups if "{" not in n]
-    blocked = problems(predictions, groups)
+    blocked = problems(predictions, static_groups(playbook))
     if blocked:
         return fail("sign-in", "; ".join(blocked) + " (`provisioner signin-check` lists everyone)")
     watched = switched(predictions) + report_only(predictions)

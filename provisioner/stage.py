@@ -176,10 +176,11 @@ class Stage:
         for the accounts just made."""
         from .preflight import canary_signins
         from .signin import problems
+        from .steps.groups import static_groups
 
         upns = {pid: t.upn for pid, t in plan.people.items()}
         found = await canary_signins(self.graph, list(canaries), upns)
-        blocked = problems(found, [n for n in self.pb.groups if "{" not in n])
+        blocked = problems(found, static_groups(self.pb))
         if blocked:
             people = {p.person_id: [h.policy for w in p.ways for h in w.blocked_by]
                       for p in found if p.verdict != "ok"}

@@ -21,6 +21,7 @@ from .mailbox_settings import MailboxSettingsStep
 if TYPE_CHECKING:
     from ..playbook import Playbook
     from ..roster import Person
+    from ..snapshot import Snapshot
 
 STEPS: dict[str, Step] = {
     s.name: s for s in (
@@ -46,6 +47,17 @@ def account_step(playbook: Playbook) -> Step:
 
 def guide_step(playbook: Playbook) -> Step | None:
     return next((s for s in used(playbook) if s.guide), None)
+
+
+def group_ids(playbook: Playbook, person: Person, snapshot: Snapshot) -> set[str]:
+    """The ids of the (existing) groups the playbook's steps put ``person`` in."""
+    names = {n for step in used(playbook) for n in step.groups(playbook, person)}
+    return {g.id for n in names for g in snapshot.groups.get(n, [])}
+
+
+def enrolled_device(playbook: Playbook, person: Person) -> bool:
+    """The person's roster device is a work device a step enrols in Intune: compliant."""
+    return bool(person.device_serial) and any(s.manages_devices for s in used(playbook))
 
 
 def needed_groups(playbook: Playbook, persons: Iterable[Person]) -> dict[str, int]:

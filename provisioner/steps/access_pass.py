@@ -32,7 +32,7 @@ from .base import (
     StepPlan,
     removal,
 )
-from .groups import GroupsStep
+from .groups import static_groups
 
 if TYPE_CHECKING:
     from ..playbook import Playbook
@@ -170,7 +170,7 @@ async def _policy(graph: Graph, playbook: Playbook, snapshot: Snapshot) -> Check
     if policy.get("isUsableOnce") and not spec.usable_once:
         problems.append("the policy allows one-time passes only: set access_pass.usable_once: true")
     targets = {t.get("id") for t in policy.get("includeTargets") or []}
-    mine = {g.id: name for name in _static_groups(playbook) for g in snapshot.groups.get(name, [])}
+    mine = {g.id: name for name in static_groups(playbook) for g in snapshot.groups.get(name, [])}
     if "all_users" not in targets and not targets & set(mine):
         problems.append("the policy enables passes only for groups none of which this playbook puts"
                         f" people in: add one of {', '.join(sorted(set(mine.values()))) or 'its groups'}"
@@ -188,7 +188,7 @@ async def _after_the_pass(graph: Graph, playbook: Playbook, snapshot: Snapshot) 
 
     if playbook.section("access_pass").method != "temporary_access_pass":
         return ok("methods", "no Temporary Access Pass step")
-    groups = {g.id for name in _static_groups(playbook) for g in snapshot.groups.get(name, [])}
+    groups = {g.id for name in static_groups(playbook) for g in snapshot.groups.get(name, [])}
     found = []
     for method in AFTER_THE_PASS:
         try:
@@ -209,7 +209,3 @@ async def _after_the_pass(graph: Graph, playbook: Playbook, snapshot: Snapshot) 
                     " center, Protection, Authentication methods, Policies)")
     return ok("methods", f"after the pass they can register: {', '.join(found)}")
 
-
-def _static_groups(playbook: Playbook) -> list[str]:
-    """The groups every person of the playbook is put in (names without placeholders)."""
-    return [g for g in playbook.groups if "{" not in g] if GroupsStep.name in playbook.steps else []

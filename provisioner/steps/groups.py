@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from ..playbook import Playbook
 
 
+def static_groups(playbook: Playbook) -> list[str]:
+    """The groups every person of the playbook is put in (names without placeholders)."""
+    return [g for g in playbook.groups if "{" not in g] if GroupsStep.name in playbook.steps else []
+
+
 def group_names(templates: Iterable[str], person: Person) -> list[str]:
     names = []
     for template in templates:

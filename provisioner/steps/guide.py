@@ -69,22 +69,18 @@ def _sign_in_advice(ctx: PlanContext, view: PersonView) -> Json:
     they will sign in without a password; ``mailClient``: "app" (Outlook for iOS or Android)
     unless Conditional Access would stop the app and let the browser in, then "web"."""
     from ..signin import offered, predict_planned
-    from . import used
+    from . import enrolled_device, group_ids
 
     read = ctx.snapshot.extra.get("guide") or {}
     person = view.person
-    names = {n for step in used(ctx.playbook) for n in step.groups(ctx.playbook, person)}
-    groups = {g.id for n in names for g in ctx.snapshot.groups.get(n, [])}
+    groups = group_ids(ctx.playbook, person, ctx.snapshot)
     methods = read.get("methods") or {}
     passwordless = any(offered(methods.get(m), groups, passwordless=True)
                        for m in ("MicrosoftAuthenticator", "Fido2"))
-    client = "app"
-    if read.get("policies") and device_family(person.device_model or "") != "web":
-        managed = bool(person.device_serial) and any(s.manages_devices for s in used(ctx.playbook))
-        if predict_planned(person, "", read["policies"], read.get("locations") or [], groups,
-                           managed_device=managed).web_mail:
-            client = "web"
-    return {"passwordless": passwordless, "mailClient": client}
+    web = bool(read.get("policies")) and device_family(person.device_model or "") != "web" and \
+        predict_planned(person, "", read["policies"], read.get("locations") or [], groups,
+                        managed_device=enrolled_device(ctx.playbook, person)).web_mail
+    return {"passwordless": passwordless, "mailClient": "web" if web else "app"}
 
 
 def _employee_upn(view: PersonView) -> str | None:
