@@ -2,8 +2,9 @@
 
 Each record carries ``seq``, the hash of the record before it (``prev``) and its own
 ``hash`` over its canonical JSON: SHA-256, or HMAC-SHA-256 when ``PROVISIONER_AUDIT_KEY`` is
-set, so that only a key holder can forge a chain. Appends take an exclusive ``flock`` on
-the file, read the last record and write the new one with a single ``write``, so concurrent
+set, so that only a key holder can forge a chain. Appends take an exclusive lock (filelock:
+the platform's own call, on ``audit.jsonl.lock``), read the last record and write the new one
+with a single ``write``, so concurrent
 commands never fork the chain and a killed process never leaves half a record. The
 journal keeps the last (seq, hash) as an anchor, so that cutting records off the end is
 detected too. ``verify`` names the first broken record: edited, deleted, reordered or truncated.
@@ -12,7 +13,6 @@ detected too. ``verify`` names the first broken record: edited, deleted, reorder
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import hashlib
 import hmac
 import json
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from filelock import FileLock
 
 from .logs import drop_secrets
 from .model import canonical
@@ -94,6 +95,7 @@ class AuditLog:
                  context: dict[str, Any] | None = None,
                  on_append: Callable[[], None] | None = None) -> None:
         self.path = path
+        self._lock = FileLock(str(path.with_name(path.name + ".lock")), mode=0o600)
         self._on_append = on_append  # a record is on disk: a forwarder may send it
         self.alg, self._hash = _hasher(key)
         self._anchor = anchor
@@ -119,17 +121,17 @@ class AuditLog:
 
     def append(self, event: dict[str, Any]) -> None:
         private_dir(self.path.parent)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            torn = _repair_torn_tail(fd)
-            if torn:  # a short write (disk full) left half a record: cut it off, and say so
-                self._write(fd, {"event": "audit_repaired", "dropped_bytes": torn,
-                                 "ts": event.get("ts")})
-            self._write(fd, event)
-        finally:
-            os.close(fd)
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
+            try:
+                os.chmod(self.path, 0o600)
+                torn = _repair_torn_tail(fd)
+                if torn:  # a short write (disk full) left half a record: cut it off, and say so
+                    self._write(fd, {"event": "audit_repaired", "dropped_bytes": torn,
+                                     "ts": event.get("ts")})
+                self._write(fd, event)
+            finally:
+                os.close(fd)
         if self._on_append:
             self._on_append()
 
@@ -151,15 +153,24 @@ class AuditLog:
             self._anchor((seq, prev), (record["seq"], record["hash"]))
 
 
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """``os.pread`` where the platform has it (not Windows); the caller holds the lock, so a
+    seek and a read are as good there."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
 def _repair_torn_tail(fd: int) -> int:
     """Cut an incomplete last line (no newline) off the log; how many bytes went."""
     size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+    if size == 0 or _pread(fd, 1, size - 1) == b"\n":
         return 0
     end = size
     while end > 0:
         start = max(0, end - 65536)
-        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        cut = _pread(fd, end - start, start).rfind(b"\n")
         if cut >= 0:
             os.ftruncate(fd, start + cut + 1)
             return size - (start + cut + 1)
@@ -175,7 +186,7 @@ def _last(fd: int) -> Head:
     end, tail = size, b""
     while end > 0:
         start = max(0, end - 65536)
-        tail = os.pread(fd, end - start, start) + tail
+        tail = _pread(fd, end - start, start) + tail
         end = start
         lines = tail.split(b"\n")
         # lines[0] may be cut at the chunk's start; the others are whole

@@ -1,14 +1,14 @@
 """One apply or rollback at a time per state dir.
 
-An advisory ``flock`` on ``state_dir/apply.lock``: the kernel drops it when the holder dies,
-even by SIGKILL, so a crash never leaves a stale lock. The file names the holder, so that a
-second process can say who it is waiting for.
+A lock on ``state_dir/apply.lock`` through filelock, which takes the platform's own call
+(``flock`` on Linux and macOS, ``LockFileEx``/``msvcrt`` on Windows): the operating system drops
+it when the holder dies, even by SIGKILL, so a crash never leaves a stale lock. Beside it,
+``apply.holder`` names the holder, so that a second process can say who it is waiting for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import socket
@@ -16,26 +16,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from .errors import LockedError
-from .private import private_dir
+from .private import private_dir, write_private
+
+HOLDER = "apply.holder"
 
 
 @contextmanager
 def state_lock(state_dir: Path, command: str) -> Iterator[None]:
     private_dir(state_dir)
-    path = state_dir / "apply.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    lock = FileLock(str(state_dir / "apply.lock"), mode=0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another {_holder(path)} is running on the state dir {state_dir};"
-                              " wait for it to finish (or stop it) and try again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, holder(command).encode(), 0)
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise LockedError(f"another {_holder(state_dir / HOLDER)} is running on the state dir {state_dir};"
+                          " wait for it to finish (or stop it) and try again") from None
+    try:
+        write_private(state_dir / HOLDER, holder(command))
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()
 
 
 def holder(command: str) -> str:

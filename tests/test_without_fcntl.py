@@ -1,0 +1,49 @@
+"""The CLI's main flows where there is no ``fcntl`` (Windows): every lock goes through filelock,
+and no module the commands import needs ``fcntl`` or ``os.pread``. CI runs Linux only, so the
+commands run in a Python whose ``fcntl`` import fails, as it does on Windows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WITHOUT_FCNTL = """\
+import os, sys
+sys.modules["fcntl"] = None  # as on Windows: `import fcntl` fails
+del os.pread                 # and os.pread does not exist
+sys.argv = ["provisioner", *sys.argv[1:]]
+from provisioner.cli import main
+main()
+"""
+
+
+@pytest.mark.slow
+def test_validate_plan_apply_status_and_audit_work_without_fcntl(
+        tmp_path: Path, state_dir: Path, make_sandbox: Callable[..., Any],
+        write_playbook: Callable[..., Path]) -> None:
+    make_sandbox()
+    playbook = str(write_playbook(3))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", WITHOUT_FCNTL, "--state-dir", str(state_dir), *args],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+    assert run("validate", playbook).returncode == 0
+    assert run("plan", "--detailed-exitcode", playbook).returncode == 2
+    applied = run("apply", "--yes", "--json", playbook)
+    assert applied.returncode == 0, applied.stderr
+    assert json.loads(applied.stdout)["cohorts"][0]["state"] == "passed"
+    assert run("plan", "--detailed-exitcode", playbook).returncode == 0
+    status = json.loads(run("status", "--json", playbook).stdout)
+    assert [r["kind"] for r in status["runs"]] == ["apply"]
+    verified = run("audit", "verify")
+    assert verified.returncode == 0 and "chain intact" in verified.stdout
+    assert "fcntl" not in (applied.stderr + verified.stderr)
