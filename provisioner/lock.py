@@ -61,6 +61,6 @@ def describe(raw: str) -> str:
 
 def _holder(path: Path) -> str:
     try:
-        return describe(path.read_text())
+        return describe(path.read_text(encoding="utf-8"))
     except OSError:
         return "process"

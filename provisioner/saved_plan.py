@@ -24,7 +24,7 @@ def save_plan(plan: Plan, path: Path) -> None:
 def read_saved_plan(path: Path) -> Plan | None:
     """The plan in ``path`` if it is a saved plan, None if it is something else (a playbook)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:

@@ -99,13 +99,13 @@ def msal_provider(tenant: Any, cache_path: Path, *, device_code: bool = False) -
 
     cache = msal.SerializableTokenCache()
     if cache_path.exists():
-        cache.deserialize(cache_path.read_text())
+        cache.deserialize(cache_path.read_text(encoding="utf-8"))
 
     def persist() -> None:
         if cache.has_state_changed:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(cache_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(cache.serialize())
 
     authority = f"https://login.microsoftonline.com/{tenant.tenant_id}"

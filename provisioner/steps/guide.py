@@ -300,7 +300,8 @@ def _write_index(folder: Path, data: Json, add: dict[str, Any] | None = None,
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     manifest = folder / "index.json"
-    entries = {e["person_id"]: e for e in (json.loads(manifest.read_text()) if manifest.exists() else [])}
+    known = json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else []
+    entries = {e["person_id"]: e for e in known}
     if add is not None:
         entries[add["person_id"]] = add
     if remove is not None:
