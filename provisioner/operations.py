@@ -139,8 +139,10 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
         except InputError:
             nxt = None
     cohort = nxt.name if nxt is not None and pb.cohorts else None
+    # The next cohort's people; with no cohort next (no cohorts, or the rollout is done), only
+    # those whose account is still to be made: the others have signed in already.
     people = [p for p in (assignment.members.get(cohort, ()) if cohort else _everyone(assignment))
-              if plan.people.get(p.person_id) is not None]
+              if (t := plan.people.get(p.person_id)) is not None and (cohort or not t.user_id)]
     signin = await signin_check(graph, pb, people, plan, snapshot)
     return Preflight(checks + plan_checks(pb, plan, snapshot, cohort) + [signin], cohort)
 
