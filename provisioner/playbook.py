@@ -437,7 +437,9 @@ def load_playbook(path: Path) -> Playbook:
         playbook = schema().model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        raise PlaybookError([f"{path}: {_describe(e)}" for e in errors if not _shadowed(e, errors)]) from None
+        tree = yaml.compose(raw_bytes, Loader=_UniqueKeys)
+        found = sorted((_position(tree, e), _describe(e)) for e in errors if not _shadowed(e, errors))
+        raise PlaybookError([f"{path}{''.join(f':{n}' for n in at)}: {what}" for at, what in found]) from None
     playbook._source = path
     playbook._digest = digest
     return playbook
@@ -450,16 +452,82 @@ def _shadowed(err: Any, errors: list[Any]) -> bool:
     )
 
 
-def _describe(err: Any) -> str:
+# The schema's patterns, in words (an admin should not have to read a regular expression).
+PATTERN_WORDS = {
+    r"^[A-Z]{2}$": "two capital letters, like SE",
+    r"^extensionAttribute([1-9]|1[0-5])$": "one of extensionAttribute1 to extensionAttribute15",
+    r"^[A-Za-z][A-Za-z0-9_]{0,79}$": "a letter, then up to 79 letters, digits or _",
+    r"^[a-z0-9][a-z0-9_-]{0,62}$": "lower-case letters, digits, - and _ (at most 63), like presidium",
+    r"^[a-z0-9][a-z0-9-]{0,62}$": "lower-case letters, digits and - (at most 63), like officials-mail",
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "a time of day as HH:MM, like 08:00",
+}
+
+
+def _loc(err: Any) -> list[Any]:
     # pydantic names union branches in the location ("tenant.function-after[...].x"): drop them.
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-after", "literal["))]
-    where = ".".join(loc) or "(top level)"
+    return [p for p in err["loc"] if not str(p).startswith(("function-after", "literal["))]
+
+
+def _position(tree: Any, err: Any) -> tuple[int, ...]:
+    """(line, column) of what the error is about in the YAML (an unknown key: the key itself),
+    or of the nearest enclosing node the path still reaches."""
+    node, mark = tree, getattr(tree, "start_mark", None)
+    for part in _loc(err):
+        if isinstance(node, yaml.MappingNode):
+            found = next(((k, v) for k, v in node.value if getattr(k, "value", None) == str(part)), None)
+            if found is None:
+                break
+            key, node = found
+            mark = key.start_mark if err["type"] == "extra_forbidden" else node.start_mark
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+    return (mark.line + 1, mark.column + 1) if mark is not None else ()
+
+
+def _known_keys(loc: list[Any]) -> list[str]:
+    """The keys the schema knows where ``loc`` points (for a did-you-mean)."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    def models(annotation: Any) -> list[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            return [annotation]
+        return [m for arg in typing.get_args(annotation) for m in models(arg)] \
+            if typing.get_origin(annotation) is not None or isinstance(annotation, types.UnionType) else []
+
+    current: list[type[BaseModel]] = [schema()]
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        current = [m for model in current if str(part) in model.model_fields
+                   for m in models(model.model_fields[str(part)].annotation)]
+    return sorted({name for model in current for name in model.model_fields})
+
+
+def _describe(err: Any) -> str:
+    loc = _loc(err)
+    where = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
         hint = ""
         if loc and loc[-1] in {"client_secret", "secret", "password"}:
             hint = " (secrets are never read from the playbook: use client_secret_env)"
+        else:
+            import difflib
+
+            key, known = str(loc[-1]), _known_keys(loc)
+            # a near spelling (licence), or the start of a longer key (mailbox)
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75) or \
+                [k for k in known if len(key) >= 4 and k.startswith(key)][:1]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{where}: unknown key{hint}"
     if err["type"] == "missing":
         return f"{where}: required key is missing"
+    if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") in PATTERN_WORDS:
+        return f"{where} must be {PATTERN_WORDS[err['ctx']['pattern']]} (not {err['input']!r})"
     msg = err["msg"].removeprefix("Value error, ")
     return f"{where}: {msg}"

@@ -98,7 +98,8 @@ def test_with_json_logs_an_error_is_one_json_event(runner: CliRunner, state_dir:
     assert result.exit_code == 1
     [event] = [json.loads(line) for line in result.stderr.splitlines()]
     assert event["event"] == "error" and event["level"] == "error" and event["exit_code"] == 1
-    assert event["kind"] == "PlaybookError" and event["problems"] == [f"{bad}: licence: unknown key"]
+    assert event["kind"] == "PlaybookError" and event["problems"] == [
+        f"{bad}:5:1: licence: unknown key; did you mean 'license'?"]
 
 
 def test_with_json_logs_info_events_come_without_v(runner: CliRunner, state_dir: Path, pilot: Path) -> None:

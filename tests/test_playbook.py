@@ -31,8 +31,29 @@ def test_unknown_keys_are_errors_naming_their_path(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "license: {sku: E3, disabled_plan: []}\nmailbox: {}\n")
     with pytest.raises(PlaybookError) as err:
         load_playbook(path)
-    assert err.value.problems == [f"{path}: license.disabled_plan: unknown key",
-                                  f"{path}: mailbox: unknown key"]
+    assert err.value.problems == [
+        f"{path}:5:20: license.disabled_plan: unknown key; did you mean 'disabled_plans'?",
+        f"{path}:6:1: mailbox: unknown key; did you mean 'mailbox_settings'?"]
+
+
+def test_a_playbook_error_names_its_line_and_column_and_says_what_is_wanted_in_words(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "licence: {sku: E3}\naccount:\n  usage_location: se\n"
+                 "cohorts:\n  - name: Presidium\n    select: {rest: true}\n")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert err.value.problems == [
+        f"{path}:5:1: licence: unknown key; did you mean 'license'?",
+        f"{path}:7:19: account.usage_location must be two capital letters, like SE (not 'se')",
+        f"{path}:9:11: cohorts.0.name must be lower-case letters, digits, - and _ (at most 63),"
+        " like presidium (not 'Presidium')"]
+
+
+def test_an_unknown_key_far_from_any_known_one_gets_no_guess(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE + "colour: blue\n")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert err.value.problems == [f"{path}:5:1: colour: unknown key"]
 
 
 def test_a_secret_in_the_file_is_refused_with_the_way_to_do_it(tmp_path: Path) -> None:
