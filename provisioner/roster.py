@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .errors import RosterError
 from .identity import normalise_mobile, normalise_personal_number
 
@@ -89,12 +91,27 @@ def load_roster(path: Path) -> Roster:
     return Roster(path, tuple(persons), hashlib.sha256(data).hexdigest())
 
 
-def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
+def _decode(data: bytes, name: str) -> str:
+    """UTF-8 (with or without BOM), as "CSV UTF-8" saves it; else Windows-1252, which Excel's
+    "CSV (semicolon delimited)" writes on a Swedish Windows, said as a warning."""
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise RosterError([f"{name}:{line}: not UTF-8 (save the file as CSV UTF-8)"]) from None
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        problem = f"{name}:{line}: not UTF-8, nor Windows-1252: save the file as CSV UTF-8"
+        raise RosterError([problem]) from None
+    structlog.get_logger("provisioner").warning(
+        "roster.read_as_windows_1252", file=name, first_non_utf8_line=line,
+        detail="not UTF-8, so read as Windows-1252 (Excel's CSV on Swedish Windows): check å, ä, ö"
+               " in the plan, and save it as CSV UTF-8 to be sure")
+    return text
+
+
+def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
+    text = _decode(data, name)
     first_line = text.split("\n", 1)[0]
     delimiter = ";" if first_line.count(";") > first_line.count(",") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -103,6 +120,8 @@ def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:
         raise RosterError([f"{name}:1: the roster is empty (a header row is required)"]) from None
+    while header and not header[-1]:  # Excel's trailing empty columns (";;")
+        header.pop()
     problems += _check_header(header, name)
     if problems:
         raise RosterError(problems)
@@ -113,6 +132,8 @@ def parse_roster(data: bytes, name: str = "<roster>") -> list[Person]:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue
+        while len(row) > len(header) and not row[-1].strip():  # trailing empty cells (";;")
+            row = row[:-1]
         if len(row) != len(header):
             problems.append(
                 f"{name}:{line}: -: expected {len(header)} columns, found {len(row)}"

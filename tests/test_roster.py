@@ -64,9 +64,27 @@ def test_line_numbers_count_multiline_quoted_cells() -> None:
     assert err.value.problems == ["r.csv:4: given_name: required value is empty"]
 
 
-def test_not_utf8_is_a_clear_error() -> None:
-    with pytest.raises(RosterError, match=r"r.csv:2: not UTF-8"):
-        parse_roster("person_id,given_name,surname\nP1,Åsa,B\n".encode("latin-1"), "r.csv")
+def test_not_utf8_nor_windows_1252_is_a_clear_error() -> None:
+    with pytest.raises(RosterError, match=r"r\.csv:2: not UTF-8, nor Windows-1252: save the file as CSV"):
+        parse_roster(b"person_id,given_name,surname\nP1,\x81sa,B\n", "r.csv")
+
+
+def test_excels_windows_1252_csv_is_read_and_said() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        data = "person_id;given_name;surname\r\nP1;Åsa;Öberg\r\n".encode("cp1252")
+        [person] = parse_roster(data, "r.csv")
+    assert (person.given_name, person.surname) == ("Åsa", "Öberg")
+    [warning] = logs
+    assert warning["event"] == "roster.read_as_windows_1252" and warning["first_non_utf8_line"] == 2
+
+
+def test_excels_trailing_empty_columns_are_ignored() -> None:
+    data = "person_id;given_name;surname;;\r\nP1;Åsa;Ek;;\r\nP2;Bo;Ek;;\r\n".encode()
+    assert [p.person_id for p in parse_roster(data, "r.csv")] == ["P1", "P2"]
+    with pytest.raises(RosterError, match=r"r\.csv:2: -: expected 3 columns, found 4"):
+        parse_roster(b"person_id;given_name;surname;;\nP1;A;B;oops;\n", "r.csv")
 
 
 def test_personal_number_is_never_in_an_error_or_repr() -> None:
