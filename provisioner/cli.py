@@ -176,8 +176,11 @@ playbook_arg = click.argument("playbook", type=click.Path(dir_okay=False, path_t
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON document.")
 def validate(playbook: Path, as_json: bool) -> None:
     """Check a playbook and its roster without touching any tenant."""
+    from .cohorts import assign
+
     loaded = ops.load(playbook)
     pb = loaded.playbook
+    assign(pb, loaded.roster)  # every person in exactly one cohort, no cohort selecting nobody
     tenant = "sandbox" if pb.tenant == "sandbox" else "Microsoft Entra"
     if as_json:
         _json({"valid": True, "playbook": str(playbook), "name": pb.name, "roster": str(pb.roster_path),

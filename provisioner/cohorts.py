@@ -55,6 +55,23 @@ def _matches(selector: Selector, person: Person) -> bool:
     return True
 
 
+def _nobody(selector: Selector, roster: Roster) -> str:
+    """Why a selector matches nobody: the values no one has, and the ones the roster has."""
+    parts = []
+    for field in ("body", "role", "category", "device_model", "person_id"):
+        wanted = getattr(selector, field)
+        if not wanted:
+            continue
+        present = sorted({getattr(p, field) for p in roster if getattr(p, field)})
+        known = {v.casefold() for v in present}
+        unknown = [w for w in wanted if w.casefold() not in known]
+        if unknown:
+            shown = ", ".join(present[:15]) + (f" and {len(present) - 15} more" if len(present) > 15 else "")
+            parts.append(f"no one has {field} {', '.join(repr(u) for u in unknown)}"
+                         f" ({field} in the roster: {shown or 'none'})")
+    return "; ".join(parts) or "no one matches all of its conditions at once"
+
+
 def _narrow(cohort: Cohort, people: Sequence[Person]) -> list[Person]:
     ranked = sorted(people, key=lambda p: stable_fraction(p.person_id))
     if cohort.share is not None:
@@ -68,15 +85,20 @@ def _narrow(cohort: Cohort, people: Sequence[Person]) -> list[Person]:
 def assign(playbook: Playbook, roster: Roster) -> Assignment:
     cohorts = playbook.cohorts or (ALL,)
     chosen: dict[str, list[Person]] = {}
+    problems: list[str] = []
     for cohort in cohorts:
         if not cohort.select.rest:
-            chosen[cohort.name] = _narrow(cohort, [p for p in roster if _matches(cohort.select, p)])
+            matched = [p for p in roster if _matches(cohort.select, p)]
+            if not matched and len(roster):
+                problems.append(f"{playbook.source}: cohorts: {cohort.name} selects nobody:"
+                                f" {_nobody(cohort.select, roster)}")
+            chosen[cohort.name] = _narrow(cohort, matched)
     taken: dict[str, list[str]] = {}
     for name, people in chosen.items():
         for p in people:
             taken.setdefault(p.person_id, []).append(name)
-    problems = [f"{playbook.source}: cohorts: {pid} is in {' and '.join(names)}"
-                for pid, names in taken.items() if len(names) > 1]
+    problems += [f"{playbook.source}: cohorts: {pid} is in {' and '.join(names)}"
+                 for pid, names in taken.items() if len(names) > 1]
     rest = next((c for c in cohorts if c.select.rest), None)
     if rest is not None:
         chosen[rest.name] = _narrow(rest, [p for p in roster if p.person_id not in taken])

@@ -66,3 +66,18 @@ def test_a_canary_cohort_gets_one_synthetic_account_per_profile_first() -> None:
                       {"name": "rest", "select": {"rest": True}})["pilot"]
     assert members[:2] == ["canary-official", "canary-ipad"]
     assert members[2:] == ["p00", "p01", "p02", "p03"]
+
+
+@pytest.mark.parametrize(("select", "said"), [
+    ({"body": "Kulturnamnden"}, "no one has body 'Kulturnamnden' (body in the roster:"
+                                " Regionfullmäktige, Regionstyrelsen)"),
+    ({"body": "Regionstyrelsen", "device_model": "iPad"}, "no one matches all of its conditions at once"),
+])
+def test_a_cohort_that_selects_nobody_is_an_error_listing_what_exists(select: dict[str, Any],
+                                                                      said: str) -> None:
+    people = roster(person("p1", body="Regionstyrelsen"), person("p2", body="Regionfullmäktige",
+                                                                  device_model="iPad"))
+    with pytest.raises(PlaybookError) as err:
+        assign(playbook(cohorts=[{"name": "pilot", "select": select},
+                                 {"name": "rest", "select": {"rest": True}}]), people)
+    assert err.value.problems == [f"playbook.yaml: cohorts: pilot selects nobody: {said}"]
