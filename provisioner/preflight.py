@@ -24,7 +24,7 @@ from .signin import (
     ways,
     what_if_body,
 )
-from .snapshot import Snapshot, signin_gate
+from .snapshot import Snapshot, read_conditional_access, signin_gate
 from .steps import enrolled_device, group_ids, needed_groups, used
 from .steps.base import Planned
 from .steps.groups import static_groups
@@ -133,7 +133,10 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
     policies' conditions (with the groups the playbook gives them) for one not made yet."""
     import asyncio
 
-    policies, locations = await graph.conditional_access_policies(), await graph.named_locations()
+    access = snapshot.conditional_access or await read_conditional_access(graph)
+    if access.unreadable is not None:
+        raise access.unreadable
+    policies, locations = access.policies, access.locations
     limit = asyncio.Semaphore(4)
 
     async def one(person: Person) -> Prediction:
@@ -141,11 +144,8 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
         upn = target.upn if target else person.person_id
         managed = enrolled_device(playbook, person)
         if target is not None and target.user_id:
-            answers = {}
-            for way in ways(person):
-                async with limit:
-                    answers[way] = await graph.what_if(what_if_body(target.user_id, way))
-            return predict_from_what_if(person, upn, answers, managed_device=managed)
+            async with limit:
+                return await ask_what_if(graph, person, upn, target.user_id, managed_device=managed)
         return predict_planned(person, upn, policies, locations, group_ids(playbook, person, snapshot),
                                managed_device=managed)
 
@@ -184,10 +184,16 @@ async def canary_signins(graph: Graph, canaries: list[Person], upns: dict[str, s
         found = await graph.get_user(upns[person.person_id], ("id",))
         if found is None:
             continue  # not made: the canary's verify check says so
-        answers = {way: await graph.what_if(what_if_body(found["id"], way)) for way in ways(person)}
-        predictions.append(predict_from_what_if(person, upns[person.person_id], answers,
-                                                managed_device=False))
+        predictions.append(await ask_what_if(graph, person, upns[person.person_id], found["id"],
+                                             managed_device=False))
     return predictions
+
+
+async def ask_what_if(graph: Graph, person: Person, upn: str, user_id: str, *,
+                      managed_device: bool) -> Prediction:
+    """An existing account's prediction: What If, once for each way the person signs in."""
+    answers = {way: await graph.what_if(what_if_body(user_id, way)) for way in ways(person)}
+    return predict_from_what_if(person, upn, answers, managed_device=managed_device)
 
 
 def raise_if_failed(checks: list[Check]) -> None:

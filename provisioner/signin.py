@@ -44,9 +44,14 @@ class Verdict(StrEnum):
 class Way:
     """One way a person signs in: what the guide tells them to use, on their device."""
 
-    label: str
+    name: str              # "Outlook för iOS"
     client_app_type: str   # What If's clientAppType
     platform: str          # What If's devicePlatform
+    device: str = ""       # the roster's device model, or "dator"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.device})" if self.device else self.name
 
 
 def ways(person: Person) -> list[Way]:
@@ -54,13 +59,12 @@ def ways(person: Person) -> list[Way]:
     Outlook for iOS or Android on a phone or tablet, Outlook on the web on a computer."""
     family = device_family(person.device_model) if person.device_model else "web"
     device = person.device_model or "dator"
-    if family == "ios":
-        return [Way(f"första inloggningen i webbläsaren ({device})", "browser", "iOS"),
-                Way(f"Outlook för iOS ({device})", "mobileAppsAndDesktopClients", "iOS")]
-    if family == "android":
-        return [Way(f"första inloggningen i webbläsaren ({device})", "browser", "android"),
-                Way(f"Outlook för Android ({device})", "mobileAppsAndDesktopClients", "android")]
-    return [Way("Outlook på webben (dator)", "browser", "windows")]
+    if family in ("ios", "android"):
+        platform = "iOS" if family == "ios" else "android"
+        return [Way("första inloggningen i webbläsaren", "browser", platform, device),
+                Way(f"Outlook för {'iOS' if family == 'ios' else 'Android'}", "mobileAppsAndDesktopClients",
+                    platform, device)]
+    return [Way("Outlook på webben", "browser", "windows", device)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +127,16 @@ class Prediction:
 
 # -- a policy's conditions, for an account not made yet -----------------------------------------
 
-def applies(policy: Json, way: Way, groups: set[str], locations: Sequence[Json],
-            user_id: str | None = None) -> bool:
-    """Whether the policy applies to this way of signing in for a user in ``groups``."""
+def applies(policy: Json, way: Way, groups: set[str], locations: Sequence[Json]) -> bool:
+    """Whether the policy applies to this way of signing in for an account not made yet (so
+    named by no policy's user lists), in ``groups``."""
     if policy.get("state") == "disabled":
         return False
     cond = policy.get("conditions") or {}
     users = cond.get("users") or {}
-    included = ("All" in (users.get("includeUsers") or []) or (user_id in (users.get("includeUsers") or []))
+    included = ("All" in (users.get("includeUsers") or [])
                 or bool(groups & set(users.get("includeGroups") or [])))
-    if not included or user_id in (users.get("excludeUsers") or []) \
-            or groups & set(users.get("excludeGroups") or []):
+    if not included or groups & set(users.get("excludeGroups") or []):
         return False
     apps = cond.get("applications") or {}
     if not _names_app(apps.get("includeApplications") or [], EXCHANGE_ONLINE) \
@@ -254,7 +257,7 @@ def problems(predictions: Iterable[Prediction], group_names: Sequence[str]) -> l
                 entry = by_policy.setdefault(h.policy, {"hit": h, "people": [], "ways": set()})
                 if p.person_id not in entry["people"]:
                     entry["people"].append(p.person_id)
-                entry["ways"].add(w.way.label.split(" (")[0])
+                entry["ways"].add(w.way.name)
     lines = []
     for name, entry in by_policy.items():
         h: Hit = entry["hit"]

@@ -127,6 +127,16 @@ async def read_intune(graph: Graph) -> Intune:
 
 
 @dataclass(frozen=True, slots=True)
+class ConditionalAccess:
+    """The tenant's Conditional Access policies and named locations, read once for preflight's
+    sign-in prediction and the guides; ``unreadable`` when Graph refused (403)."""
+
+    policies: tuple[Json, ...] = ()
+    locations: tuple[Json, ...] = ()
+    unreadable: GraphError | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     users: dict[str, DirectoryUser]
     skus: dict[str, Sku] = field(default_factory=dict)           # by skuPartNumber
@@ -139,6 +149,7 @@ class Snapshot:
     adoption_registered: bool = True  # the directory extension for adoption marks exists
     uncertain: frozenset[str] = frozenset()  # people with an e-mail or pass of unknown fate
     extra: dict[str, Any] = field(default_factory=dict)  # step name → what a plug-in step read
+    conditional_access: ConditionalAccess | None = None
 
     def managed(self, tag_prefix: str) -> dict[str, DirectoryUser]:
         """person_id → the account this playbook made (or adopted) for them."""
@@ -191,10 +202,11 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_
     adoption = adoption_property(playbook)
     # Selecting an extension the tenant has not registered is an error: read it only if it is.
     registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
-    users_doc, skus, groups_doc = await asyncio.gather(
+    users_doc, skus, groups_doc, access = await asyncio.gather(
         graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
         read_skus(graph) if signin_gate(playbook) else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
+        read_conditional_access(graph),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}
     wanted = [g for g in groups_doc or [] if g["displayName"] in group_names]
@@ -205,10 +217,21 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_
                     for lic in g.get("assignedLicenses") or []}
         groups.setdefault(g["displayName"], []).append(
             Group(g["id"], g["displayName"], frozenset(ids), licenses))
-    snapshot = Snapshot(users, skus or {}, groups, adoption_registered=registered)
+    snapshot = Snapshot(users, skus or {}, groups, adoption_registered=registered,
+                        conditional_access=access)
     for reader in readers:
         snapshot = replace(snapshot, **await reader.read(graph, playbook, snapshot))
     return snapshot
+
+
+async def read_conditional_access(graph: Graph) -> ConditionalAccess:
+    try:
+        return ConditionalAccess(tuple(await graph.conditional_access_policies()),
+                                 tuple(await graph.named_locations()))
+    except GraphError as exc:
+        if exc.status != 403:
+            raise
+        return ConditionalAccess(unreadable=exc)
 
 
 async def read_skus(graph: Graph) -> dict[str, Sku]:
