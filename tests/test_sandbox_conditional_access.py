@@ -176,3 +176,23 @@ def test_mfa_for_all_asks_a_person_without_a_pass_to_register_first(app: Sandbox
              json={"lifetimeInMinutes": 60})
     assert r.status_code == 201
     assert simulate(app.tenant, [with_pass["userPrincipalName"]])["asked for MFA first"] == 0
+
+
+def test_the_methods_a_person_can_register_after_a_pass(app: Sandbox) -> None:
+    """authenticationmethodconfiguration-get: each method's state and targets
+    (https://learn.microsoft.com/graph/api/authenticationmethodconfiguration-get,
+    resources/microsoftauthenticatorauthenticationmethodconfiguration: includeTargets with an
+    authenticationMode of any, deviceBasedPush or push; resources/fido2authenticationmethodconfiguration)."""
+    base = "/policies/authenticationMethodsPolicy/authenticationMethodConfigurations"
+    authenticator = call(app, "GET", f"{base}/MicrosoftAuthenticator").json()
+    assert authenticator["@odata.type"] == \
+        "#microsoft.graph.microsoftAuthenticatorAuthenticationMethodConfiguration"
+    assert authenticator["state"] == "enabled"
+    assert authenticator["includeTargets"][0] | {"id": "all_users", "authenticationMode": "any"} == \
+        authenticator["includeTargets"][0]
+    assert call(app, "GET", f"{base}/Fido2").json()["state"] == "disabled"
+    assert call(app, "GET", f"{base}/NoSuchMethod").status_code == 404
+    apply_break(app.tenant, "authenticator", "disabled")
+    assert call(app, "GET", f"{base}/MicrosoftAuthenticator").json()["state"] == "disabled"
+    apply_break(app.tenant, "permission", "Policy.Read.AuthenticationMethod")
+    assert call(app, "GET", f"{base}/MicrosoftAuthenticator").status_code == 403
