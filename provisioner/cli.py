@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -506,6 +507,10 @@ def rollback(session: ops.Session, playbook: Path, run_id: str | None, cohort: s
         return
     for line in report_lines(done.report):
         click.echo(line.replace("Apply complete", "Rollback complete"))
+    if done.rollback.blocked:
+        click.echo(f"Not undone ({len(done.rollback.blocked)}):")
+        for why in done.rollback.blocked:
+            click.echo(f"  {why}")
     if not done.report.ok or done.rollback.blocked:
         sys.exit(1)
 
@@ -722,6 +727,47 @@ def sandbox_break(session: ops.Session, kind: str, target: str) -> None:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     click.echo(f"Sandbox broken on purpose: {what}.")
+
+
+@sandbox.command("add-domain")
+@click.argument("name")
+@click.pass_obj
+def sandbox_add_domain(session: ops.Session, name: str) -> None:
+    """Add NAME as a verified domain (the officials' addresses, e.g. politiker.solbacka.se)."""
+    from .sandbox.prepare import add_domain
+
+    _prepare(session, lambda tenant: add_domain(tenant, name))
+
+
+@sandbox.command("add-group")
+@click.argument("name")
+@click.option("--sku", metavar="SKU", help="Its members get this licence (group-based licensing).")
+@click.pass_obj
+def sandbox_add_group(session: ops.Session, name: str, sku: str | None) -> None:
+    """Add a security group named NAME, as an admin would in the portal."""
+    from .sandbox.prepare import add_group
+
+    _prepare(session, lambda tenant: add_group(tenant, name, sku))
+
+
+@sandbox.command("grant")
+@click.argument("permission")
+@click.pass_obj
+def sandbox_grant(session: ops.Session, permission: str) -> None:
+    """Grant the tool's app an application permission with admin consent (e.g.
+    Group.ReadWrite.All for a playbook with groups.create)."""
+    from .sandbox.prepare import grant
+
+    _prepare(session, lambda tenant: grant(tenant, permission))
+
+
+def _prepare(session: ops.Session, change: Callable[[Any], str]) -> None:
+    with ops.open_sandbox(session.settings.state_dir) as app:
+        try:
+            what = change(app.tenant)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+    click.echo(f"Sandbox: {what}.")
 
 
 @sandbox.command("serve")

@@ -273,7 +273,8 @@ class Journal:
         rows = self._db.execute(
             f"SELECT DISTINCT {self._db.json_text('c.intent', 'group')} FROM changes c JOIN runs r"
             " ON r.id = c.run_id WHERE r.playbook_name = ? AND c.step = 'groups'"
-            " AND c.action = 'create' AND c.state IN ('applied', 'reconciled')", (playbook,))
+            " AND c.action = 'create' AND c.state IN ('applied', 'reconciled')"
+            " AND c.person_id NOT LIKE ?", (playbook, "group:%"))  # not a group's own licence
         return {str(r[0]) for r in rows if r[0]}
 
     # -- the audit log's anchor --------------------------------------------------------------

@@ -15,6 +15,10 @@ from typing import Any
 
 Json = dict[str, Any]
 PLAN_FORMAT = "provisioner-plan/1"
+# groups.create: a change to a group itself has the person id "group:NAME", and the plan's part
+# "(groups)" holds them: apply makes them before any cohort.
+GROUP_SUBJECT = "group:"
+PREREQUISITES = "(groups)"
 
 
 class Action(enum.Enum):

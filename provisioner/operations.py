@@ -16,7 +16,7 @@ from .graph.gateway import Graph
 from .guards import check_mass_change, check_reissue
 from .journal import operator
 from .leavers import LEAVERS
-from .model import Outcome, Plan
+from .model import PREREQUISITES, Outcome, Plan
 from .planner import make_plan
 from .playbook import ApprovalGate, Playbook
 from .preflight import (
@@ -38,7 +38,7 @@ from .signin import Prediction
 from .snapshot import Snapshot, read_snapshot
 from .stage import LEAVERS_COHORT, CohortOutcome, Stage, next_cohort, next_step
 from .steps import guide_step, needed_groups, used
-from .steps.groups import GroupsStep, group_names
+from .steps.groups import GroupsStep, group_names, own_groups, with_group_ids
 
 if TYPE_CHECKING:
     pass
@@ -78,7 +78,7 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
     pb = loaded.playbook
     everyone = _everyone(assignment)
     # The user groups the playbook manages memberships of (a mover or leaver leaves them).
-    templates = pb.groups if GroupsStep.name in pb.steps else ()
+    templates = pb.groups.names if GroupsStep.name in pb.steps else ()
     mine = {n for p in everyone for n in group_names(templates, p)}
     guides, since, uncertain = {}, {}, frozenset[str]()
     guide = guide_step(pb)
@@ -95,6 +95,7 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])
         raise
+    snapshot = own_groups(pb, everyone, snapshot)  # groups.create: as apply will have made them
     return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine),
                    uncertain=uncertain)
 
@@ -243,6 +244,22 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             all_cohorts = all_cohorts or not pb.cohorts
             outcomes: list[CohortOutcome] = []
             stage = Stage(graph, journal, session, loaded, assignment, hooks)
+            groups = fresh.only(PREREQUISITES)
+            if groups.changes:  # groups.create: the playbook's own groups, before any cohort
+                if saved is not None:
+                    check_fresh(saved.only(PREREQUISITES), loaded, groups)
+                if confirm is not None and not confirm(groups):
+                    return Applied(fresh, outcomes, reconciled, "Nothing was applied.")
+                made = await stage.make_groups(groups)
+                outcomes.append(made)
+                if on_cohort is not None:
+                    on_cohort(made)
+                if made.state != CohortState.PASSED:
+                    return Applied(fresh, outcomes, reconciled, "The playbook's groups could not all"
+                                   " be made (see above); no cohort was started. Fix the cause,"
+                                   " then apply again.")
+                fresh = with_group_ids(fresh, made.made)
+                saved = with_group_ids(saved, made.made) if saved is not None else None
             current = next_cohort(journal, pb.name, assignment, cohort, saved or fresh)
             while current is not None:
                 if saved is not None:

@@ -10,12 +10,13 @@ from .cohorts import Assignment, assign
 from .dualrole import ADOPT, OWN, DualRoleView, analyse
 from .errors import ConfigurationError, RosterError
 from .leavers import LEAVERS, leaver_changes
-from .model import Change, PersonTarget, Plan
+from .model import GROUP_SUBJECT, PREREQUISITES, Change, PersonTarget, Plan
 from .naming import Names, NamingPolicy
 from .playbook import Playbook
 from .roster import Person, Roster
 from .snapshot import DirectoryUser, Snapshot, owner_prefix
 from .steps import PersonView, PlanContext, Step, needed_groups, used
+from .steps.groups import group_changes, own_groups
 
 
 def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
@@ -23,6 +24,7 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     """The changes for every person, cohort by cohort (canary accounts first in theirs)."""
     assignment = assignment or assign(playbook, roster)
     persons = [p for name in (c.name for c in assignment.order) for p in assignment.members[name]]
+    snapshot = own_groups(playbook, persons, snapshot)
     starts = {c.name: c.starts.isoformat() for c in assignment.order if c.starts}
     ctx = PlanContext(playbook, snapshot, owner_prefix(playbook),
                       cohort_of=dict(assignment.cohort_of),
@@ -39,8 +41,11 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
                 f"the {' and the '.join(lost)} has no Latin letters and is left out of the address"
                 f" {names[person.person_id].upn}; an upn_local column in the roster chooses it")
     dual = analyse(playbook, persons, snapshot, ctx.owner_prefix)
-    changes: list[Change] = []
-    people: dict[str, PersonTarget] = {}
+    changes: list[Change] = group_changes(playbook, snapshot)  # the groups it owns come first
+    people: dict[str, PersonTarget] = {
+        c.person_id: PersonTarget(c.person_id.removeprefix(GROUP_SUBJECT), _group_id(snapshot, c.person_id))
+        for c in changes}
+    prerequisites = {pid: PREREQUISITES for pid in people}
     held: dict[str, str] = {}
     awaiting: dict[str, str] = {}
     for person in persons:
@@ -62,8 +67,8 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
             if planned.awaiting:
                 awaiting[person.person_id] = planned.awaiting
     # Leavers: accounts this playbook manages whose person is no longer in the roster.
-    cohort_of = dict(assignment.cohort_of)
-    order = tuple(c.name for c in assignment.order)
+    cohort_of = {**prerequisites, **assignment.cohort_of}
+    order = ((PREREQUISITES,) if prerequisites else ()) + tuple(c.name for c in assignment.order)
     schedule: dict[str, list[str]] = {}
     in_roster = {p.person_id for p in persons}
     now = clock.now()
@@ -93,6 +98,11 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
 def _reversibility(steps: Sequence[Step], changes: Sequence[Change]) -> dict[str, str]:
     by_name = {s.name: s for s in steps}
     return {c.id: by_name[c.step].reversibility(c) for c in changes}
+
+
+def _group_id(snapshot: Snapshot, subject: str) -> str | None:
+    group = snapshot.groups[subject.removeprefix(GROUP_SUBJECT)][0]
+    return None if group.planned else group.id
 
 
 def check_groups(playbook: Playbook, snapshot: Snapshot, persons: Sequence[Person]) -> None:

@@ -234,6 +234,29 @@ class DualRole(_Strict):
         return self
 
 
+class Groups(_Strict):
+    """The playbook's user groups: displayName templates over roster fields (``Politiker
+    {body}``). With ``create``, the playbook owns them: plan shows the groups it lacks as
+    changes, apply makes them (security groups; the licensing group of ``license.via_group``
+    with its SKU), and rollback removes those it made once no one else is a member. A plain
+    list is the same as ``names`` without ``create``."""
+
+    names: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
+    create: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list(cls, data: Any) -> Any:
+        return {"names": data} if isinstance(data, list | tuple) else data
+
+    @field_validator("names")
+    @classmethod
+    def _group_fields(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for t in v:
+            _check_fields(t, GROUP_FIELDS)
+        return v
+
+
 class Leavers(_Strict):
     """What happens to a managed person who is no longer in the roster, stage by stage."""
 
@@ -268,7 +291,7 @@ class Playbook(_Strict):
     domain: str
     naming: Naming = Naming()
     account: Account = Account()
-    groups: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
+    groups: Groups = Groups()
     steps: tuple[str, ...]
     cohorts: tuple[Cohort, ...] = ()
     leavers: Leavers = Leavers()
@@ -304,13 +327,6 @@ class Playbook(_Strict):
             raise ValueError("a shared state is a postgresql:// URL")
         if parts.password is not None:
             raise ValueError("no password in the playbook: PGPASSWORD or ~/.pgpass gives it")
-        return v
-
-    @field_validator("groups")
-    @classmethod
-    def _group_fields(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for t in v:
-            _check_fields(t, GROUP_FIELDS)
         return v
 
     @model_validator(mode="after")

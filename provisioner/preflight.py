@@ -82,6 +82,10 @@ def _groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Ch
             if missing else []
         parts += [f"more than one group named {', '.join(doubled)} (rename all but one)"] if doubled else []
         return fail("groups", "; ".join(parts))
+    planned = [n for n in sorted(needed) if snapshot.groups[n][0].planned]
+    if planned:
+        return ok("groups", f"{len(needed) - len(planned)} groups exist, once each; apply makes"
+                  f" {len(planned)} (groups.create): {', '.join(planned)}")
     return ok("groups", f"all {len(needed)} groups exist, once each")
 
 

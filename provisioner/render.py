@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .model import Action, Change, Plan
+from .model import GROUP_SUBJECT, PREREQUISITES, Action, Change, Plan
 from .rollout import ChangeResult, Hook, Report
 
 if TYPE_CHECKING:
@@ -18,15 +18,20 @@ _COLOURS = {Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red
 
 
 def plan_lines(plan: Plan, *, detailed: bool = False, color: bool = False) -> Iterator[str]:
-    people = len(plan.people)
+    people = sum(1 for pid in plan.people if not pid.startswith(GROUP_SUBJECT))
     yield f"Plan for {plan.playbook_name}: {people} people"
     for warning in plan.warnings:
         yield click.style(f"warning: {warning}", fg="yellow") if color else f"warning: {warning}"
     cohorts = plan.by_cohort()
-    staged = len(plan.cohort_order) > 1 or (plan.cohort_order and plan.cohort_order[0] != "all")
+    order = [c for c in plan.cohort_order if c != PREREQUISITES]
+    staged = len(order) > 1 or (order and order[0] != "all")
     for cohort, cohort_changes in cohorts.items():
         indent = "  " if staged else ""
-        if staged:
+        if cohort == PREREQUISITES:
+            yield ""
+            yield (f"Groups the playbook owns (groups.create), made before any cohort"
+                   f" ({len(cohort_changes)} changes)")
+        elif staged:
             size = sum(1 for pid in plan.people if plan.cohort_of.get(pid) == cohort)
             yield ""
             yield f"Cohort {cohort} ({size} people, {len(cohort_changes)} changes)"

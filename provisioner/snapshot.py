@@ -71,6 +71,33 @@ class Sku:
         return self.enabled - self.consumed
 
 
+# Product names admins know the licences by, as Microsoft's licensing reference lists them
+# (https://learn.microsoft.com/entra/identity/users/licensing-service-plan-reference):
+# subscribedSkus gives only the skuPartNumber.
+SKU_NAMES = {
+    "ENTERPRISEPACK": "Office 365 E3", "STANDARDPACK": "Office 365 E1",
+    "ENTERPRISEPREMIUM": "Office 365 E5", "DESKLESSPACK": "Office 365 F3",
+    "EXCHANGESTANDARD": "Exchange Online (Plan 1)", "EXCHANGEENTERPRISE": "Exchange Online (Plan 2)",
+    "EXCHANGEDESKLESS": "Exchange Online Kiosk", "SPE_E3": "Microsoft 365 E3",
+    "SPE_E5": "Microsoft 365 E5", "SPE_F1": "Microsoft 365 F3", "SPB": "Microsoft 365 Business Premium",
+    "O365_BUSINESS_PREMIUM": "Microsoft 365 Business Standard", "AAD_PREMIUM": "Microsoft Entra ID P1",
+}
+
+
+def find_sku(skus: dict[str, Sku], name: str) -> Sku | None:
+    """The tenant's subscription ``name`` names: its skuPartNumber in any case, or its product
+    name ("Office 365 E3")."""
+    wanted = name.strip().casefold()
+    for part, sku in skus.items():
+        if wanted in (part.casefold(), SKU_NAMES.get(part, "").casefold()):
+            return sku
+    return None
+
+
+def sku_label(part: str) -> str:
+    return f"{part} ({SKU_NAMES[part]})" if part in SKU_NAMES else part
+
+
 @dataclass(frozen=True, slots=True)
 class Group:
     id: str
@@ -78,6 +105,10 @@ class Group:
     member_ids: frozenset[str]
     # Group-based licensing: skuId → disabled plans, given to every member.
     licenses: dict[str, list[str]] = field(default_factory=dict)
+    # groups.create: apply makes the group (its id is a placeholder until then), or gives it
+    # the licence it lacks (skuId → disabled plans as it has them now, None: not at all)
+    planned: bool = False
+    licence_before: dict[str, list[str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

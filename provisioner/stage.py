@@ -27,13 +27,13 @@ from .gates import (
 from .graph.gateway import Graph
 from .journal import Journal
 from .leavers import LEAVERS
-from .model import Json, Plan
+from .model import PREREQUISITES, Json, Outcome, Plan
 from .playbook import Cohort, Gates, Playbook, Selector, VerifyGate
 from .recorders import AuditHook, JournalHook
 from .rolling_back import RolledBack, rollback_with
-from .rollout import Hook, Report, apply_plan
+from .rollout import ChangeResult, Hook, Report, apply_plan
 from .session import Loaded, Session
-from .steps import guide_step
+from .steps import PersonRun, guide_step
 
 if TYPE_CHECKING:
     pass
@@ -51,6 +51,7 @@ class CohortOutcome:
     state: CohortState = CohortState.PENDING
     run_ids: list[str] = field(default_factory=list)
     rolled_back: RolledBack | None = None
+    made: dict[str, str] = field(default_factory=dict)  # groups.create: group name → id
 
     def to_json(self) -> Json:
         counts = self.report.counts() if self.report else {}
@@ -171,6 +172,17 @@ class Stage:
         results = await evaluate(self._ctx(name, members, plan, applied_at), cohort.gates, clock.now())
         return await self._settle(cohort, outcome, [*outcome.gates, *results])
 
+    async def make_groups(self, plan: Plan) -> CohortOutcome:
+        """groups.create: the groups the playbook owns and lacks, made (and the licensing group
+        given its SKU) before any cohort, journaled like any change; ``outcome.made`` maps each
+        name to the id Graph gave it."""
+        outcome = CohortOutcome(PREREQUISITES, plan)
+        found = _GroupIds()
+        await self._apply(outcome, plan, extra=[found])
+        outcome.made = found.ids
+        outcome.state = CohortState.PASSED if outcome.report and outcome.report.ok else CohortState.FAILED
+        return outcome
+
     async def _canary_signin(self, canaries: Sequence[Any], plan: Plan) -> GateResult:
         """Would Conditional Access let the canaries sign in as their people will? What If
         for the accounts just made."""
@@ -193,7 +205,7 @@ class Stage:
         return GateContext(self.graph, self.pb, self.journal, name, people,
                            {pid: t.upn for pid, t in plan.people.items()}, applied_at)
 
-    async def _apply(self, outcome: CohortOutcome, plan: Plan) -> None:
+    async def _apply(self, outcome: CohortOutcome, plan: Plan, extra: Sequence[Hook] = ()) -> None:
         if not plan.changes:
             return
         run_id = self.journal.start_run("apply", self.pb.name, str(self.pb.source), self.pb.digest)
@@ -203,7 +215,7 @@ class Stage:
                      AuditHook(self.session.audited_run(run_id, self.pb, outcome.cohort))]
         try:
             with structlog.contextvars.bound_contextvars(run_id=run_id):
-                report = await apply_plan(self.graph, plan, [*recorders, *self.hooks],
+                report = await apply_plan(self.graph, plan, [*recorders, *extra, *self.hooks],
                                           mailbox_wait=mailbox_wait(self.pb),
                                           state_dir=self.session.settings.state_dir)
         except BaseException:
@@ -234,6 +246,17 @@ class Stage:
                 outcome.state = CohortState.ROLLED_BACK
                 self.journal.set_cohort_state(self.pb.name, cohort.name, outcome.state)
         return outcome
+
+
+class _GroupIds(Hook):
+    """The id Graph gave each group made (a group's run holds it as its object id)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, str] = {}
+
+    def attempted(self, result: ChangeResult, run: PersonRun) -> None:
+        if result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED) and run.user_id:
+            self.ids[run.upn] = run.user_id
 
 
 def mailbox_wait(playbook: Playbook) -> float:

@@ -318,7 +318,8 @@ def test_preflight_wants_entra_p1_for_a_signin_gate(runner: CliRunner, state_dir
     playbook = staged(TWO.replace(f"gates: {{{FAST_VERIFY}}}",
                                   f"gates: {{{FAST_VERIFY}, signin: {{min_success: 0.5, window: 0}}}}", 1))
     assert cli(runner, state_dir, "preflight", str(playbook)).exit_code == 0
-    cli(runner, state_dir, "sandbox", "break", "seats", "SPE_F1")  # the region's only P1 seats
+    for sku in ("SPE_F1", "SPE_E3"):  # the region's P1 seats (Microsoft 365 F3 and E3 include it)
+        cli(runner, state_dir, "sandbox", "break", "seats", sku)
     result = cli(runner, state_dir, "preflight", str(playbook))
     assert result.exit_code == 5
     assert "Graph's sign-in logs need Microsoft Entra ID P1 or P2 and the tenant has neither" in result.output

@@ -412,7 +412,8 @@ def test_sign_in_logs_need_entra_id_p1(region: Sandbox) -> None:
     from provisioner.sandbox.breaks import apply_break
 
     assert call(region, "GET", "/auditLogs/signIns").status_code == 200
-    apply_break(region.tenant, "seats", "SPE_F1")  # F3 is what brings P1 in this region
+    for sku in ("SPE_F1", "SPE_E3"):  # Microsoft 365 F3 and E3 are what bring P1 in this region
+        apply_break(region.tenant, "seats", sku)
     response = call(region, "GET", "/auditLogs/signIns")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"

@@ -363,6 +363,39 @@ class Graph:
             RequestConfiguration(query_parameters=params))
         return await self.collect(request_info, self.client.groups)
 
+    async def create_group(self, body: Json) -> Json:
+        from msgraph.generated.models.group import Group
+
+        return dict(await self.json(self.client.groups.to_post_request_information(
+            Group(additional_data=dict(body)))))
+
+    async def get_group(self, group_id: str, select: Sequence[str]) -> Json | None:
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.groups.item.group_item_request_builder import GroupItemRequestBuilder
+
+        params = GroupItemRequestBuilder.GroupItemRequestBuilderGetQueryParameters(select=list(select))
+        try:
+            return dict(await self.json(self.client.groups.by_group_id(group_id).to_get_request_information(
+                RequestConfiguration(query_parameters=params))))
+        except GraphError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def delete_group(self, group_id: str) -> None:
+        await self.send(self.client.groups.by_group_id(group_id).to_delete_request_information())
+
+    async def assign_group_license(self, group_id: str, add: Sequence[Json], remove: Sequence[str]) -> None:
+        """Group-based licensing: every member gets the group's licences (group-assignlicense)."""
+        from msgraph.generated.groups.item.assign_license.assign_license_post_request_body import (
+            AssignLicensePostRequestBody,
+        )
+
+        body = AssignLicensePostRequestBody(
+            additional_data={"addLicenses": list(add), "removeLicenses": list(remove)})
+        await self.send(self.client.groups.by_group_id(group_id).assign_license
+                        .to_post_request_information(body))
+
     async def group_member_ids(self, group_id: str) -> list[str]:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.groups.item.members.members_request_builder import (

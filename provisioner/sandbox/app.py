@@ -329,6 +329,8 @@ class Sandbox:
                 "Group", None)),
             ("POST", "/groups", lambda c, m: Reply(201, _ctx(t.create_group(_obj(c)), "groups"))),
             ("DELETE", f"/groups/{seg}", lambda c, m: _no_content(t.delete_group(m["id"]))),
+            ("POST", f"/groups/{seg}/assignLicense",
+             lambda c, m: Reply(202, t.assign_group_license(m["id"], _obj(c)))),
             ("GET", "/directory/deletedItems/microsoft.graph.group", lambda c, m: self._collection(
                 c, t.deleted_groups(), GROUP_FILTERABLE, "Group", None)),
             ("PATCH", f"/groups/{seg}", lambda c, m: _no_content(t.bind_members(m["id"], _obj(c)))),

@@ -32,6 +32,7 @@ DIRECTORY_ROLES = ("User Administrator", "Helpdesk Administrator", "Authenticati
 _U = "User.ReadWrite.All", "Directory.ReadWrite.All"
 _UR = "User.Read.All", "User.ReadWrite.All", "Directory.Read.All", "Directory.ReadWrite.All"
 _GM = "GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"
+_GW_ALL = ("Group.ReadWrite.All", "Directory.ReadWrite.All")
 _GR = ("GroupMember.Read.All", "Group.Read.All", "GroupMember.ReadWrite.All", "Group.ReadWrite.All",
        "Directory.Read.All", "Directory.ReadWrite.All")
 _MD = "DeviceManagementManagedDevices.Read.All", "DeviceManagementManagedDevices.ReadWrite.All"
@@ -66,7 +67,9 @@ RULES: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "group-post-groups"),
     ("GET", r"/groups/[^/]+", _GR, "group-get"),
     ("PATCH", r"/groups/[^/]+", _GM, "group-update"),
-    ("DELETE", r"/groups/[^/]+", ("Group.ReadWrite.All", "Directory.ReadWrite.All"), "group-delete"),
+    ("DELETE", r"/groups/[^/]+", _GW_ALL, "group-delete"),
+    ("POST", r"/groups/[^/]+/assignLicense", ("LicenseAssignment.ReadWrite.All", *_GW_ALL),
+     "group-assignlicense"),
     ("GET", r"/groups/[^/]+/members", _GR, "group-list-members"),
     ("POST", r"/groups/[^/]+/members/\$ref", _GM, "group-post-members"),
     ("DELETE", r"/groups/[^/]+/members/[^/]+(/\$ref)?", _GM, "group-delete-members"),

@@ -47,6 +47,9 @@ SKUS = (
     ("ENTERPRISEPACK", "Office 365 E3", 400, ("EXCHANGE_S_ENTERPRISE", "TEAMS1", "SHAREPOINTSTANDARD")),
     ("EXCHANGESTANDARD", "Exchange Online (Plan 1)", 50, ("EXCHANGE_S_STANDARD",)),
     ("SPE_F1", "Microsoft 365 F3", 100, ("EXCHANGE_S_DESKLESS", "TEAMS1")),
+    ("STANDARDPACK", "Office 365 E1", 100, ("EXCHANGE_S_STANDARD", "TEAMS1", "SHAREPOINTSTANDARD")),
+    ("SPE_E3", "Microsoft 365 E3", 50, ("EXCHANGE_S_ENTERPRISE", "TEAMS1", "SHAREPOINTENTERPRISE",
+                                        "INTUNE_A", "AAD_PREMIUM")),
 )
 
 
@@ -58,6 +61,10 @@ def _domain(name: str, *, default: bool = False, initial: bool = False, root: bo
             "passwordValidityPeriodInDays": 2147483647, "state": None,
             "supportedServices": ["Email", "OfficeCommunicationsOnline"] if not initial
             else ["Email", "OfficeCommunicationsOnline", "Intune"]}
+
+
+def _fixed(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_OID, name))
 
 
 def _uuid(rng: random.Random) -> str:
@@ -76,16 +83,19 @@ def seed_region(store: Store, *, employees_count: int, seed: int, config: dict[s
         _domain("exampleregion.onmicrosoft.com", initial=True),
     ])
     skus = []
-    for part, _display, extra, plans in SKUS:
-        sku_id = _uuid(rng)
+    for i, (part, _display, extra, plans) in enumerate(SKUS):
+        # Service plan ids are the same in every SKU and tenant, as Microsoft's are; the SKUs
+        # added later take theirs from the name so the rest of the region stays as it was.
+        sku_id = _uuid(rng) if i < 3 else _fixed(f"sku:{part}")
         skus.append({
             "id": f"{org_id}_{sku_id}", "skuId": sku_id, "skuPartNumber": part,
             "capabilityStatus": "Enabled", "appliesTo": "User", "accountId": org_id,
             "accountName": "Region Exempel", "subscriptionIds": [str(uuid.uuid5(uuid.NAMESPACE_OID, part))],
             "prepaidUnits": {"enabled": (employees_count if part == "ENTERPRISEPACK" else 0) + extra,
                              "suspended": 0, "warning": 0, "lockedOut": 0},
-            "servicePlans": [{"servicePlanId": _uuid(rng), "servicePlanName": p,
-                              "provisioningStatus": "Success", "appliesTo": "User"} for p in plans],
+            "servicePlans": [{"servicePlanId": _uuid(rng) if i < 3 else _fixed(p),
+                              "servicePlanName": p, "provisioningStatus": "Success", "appliesTo": "User"}
+                             for p in plans],
         })
     # Microsoft 365 F3 includes Microsoft Entra ID P1 (sign-in logs, Conditional Access).
     f3 = next(s for s in skus if s["skuPartNumber"] == "SPE_F1")

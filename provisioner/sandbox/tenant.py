@@ -540,6 +540,35 @@ class Tenant:
         if "Unified" in (group.get("groupTypes") or []):
             self.store.put("deletedGroups", {**group, "deletedDateTime": _now_iso()})
 
+    def assign_group_license(self, gid: str, body: Doc) -> Doc:
+        """POST /groups/{id}/assignLicense (group-assignlicense): the group's licences change,
+        and Entra gives (or takes) them to every member on its own; 202 with the group."""
+        group = self.find_group(gid)
+        if set(body) != {"addLicenses", "removeLicenses"}:
+            raise bad_request("Invalid request body: addLicenses and removeLicenses are required.")
+        skus = {s["skuId"]: s for s in self.skus()}
+        current = {lic["skuId"]: lic for lic in group.get("assignedLicenses") or []}
+        for add in body["addLicenses"] or []:
+            sku = skus.get(add.get("skuId"))
+            if sku is None:
+                raise bad_request(f"License {add.get('skuId')} does not correspond to a valid"
+                                  " company License.")
+            plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
+            for plan in add.get("disabledPlans") or []:
+                if plan not in plan_ids:
+                    raise bad_request(f"Service plan {plan} is not part of license {add['skuId']}.")
+            current[add["skuId"]] = {"skuId": add["skuId"],
+                                     "disabledPlans": list(add.get("disabledPlans") or [])}
+        for sku_id in body["removeLicenses"] or []:
+            if sku_id not in current:
+                raise bad_request(f"Group does not have a corresponding license {sku_id}.")
+            current.pop(sku_id)
+        new = {**group, "assignedLicenses": list(current.values())}
+        self.store.put("groups", new)
+        for oid in group["_members"]:
+            self._group_licences(new, oid, +1)
+        return self.view_group(new)
+
     def deleted_groups(self) -> list[Doc]:
         return [self.view_group(d) for d in self.store.values("deletedGroups")]
 

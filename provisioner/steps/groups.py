@@ -1,15 +1,24 @@
 """``groups``: membership of the playbook's groups, named by templates over roster fields
-(``Politiker {body}``). A template that uses an empty field gives no group for that person."""
+(``Politiker {body}``). A template that uses an empty field gives no group for that person.
+
+With ``groups.create`` the playbook owns its groups: the ones the tenant lacks are planned as
+changes of their own (person id ``group:NAME``, in the plan's ``(groups)`` part), which apply
+makes before any cohort; the licensing group (``license.via_group``) gets its SKU with
+``assignLicense`` on the group. Until then a planned group's id is ``new:NAME``."""
 
 from __future__ import annotations
 
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
+from ..errors import StepFailure
 from ..graph.gateway import Graph
-from ..model import Action, Change, Json, Outcome
+from ..model import GROUP_SUBJECT, Action, Change, Json, Outcome, Plan
+from ..naming import name_token
 from ..roster import Person
+from ..snapshot import Group, Snapshot, find_sku
 from .base import (
     BaseStep,
     Leaver,
@@ -30,9 +39,89 @@ if TYPE_CHECKING:
     from ..playbook import Playbook
 
 
+NEW = "new:"  # the id of a group the plan makes, until apply has made it
+GROUP_FIELDS_SELECT = ("displayName", "mailNickname", "description", "securityEnabled", "mailEnabled")
+
+
+def owned_groups(playbook: Playbook, persons: Iterable[Person]) -> list[str]:
+    """The groups a playbook with ``groups.create`` makes: its groups for these people and its
+    licensing group."""
+    if not playbook.groups.create or GroupsStep.name not in playbook.steps:
+        return []
+    names = set(static_groups(playbook)) | {n for p in persons for n in group_names(playbook.groups.names, p)}
+    licence = playbook.section("license")
+    if licence is not None and licence.via_group and "license" in playbook.steps:
+        names.add(licence.via_group)
+    return sorted(names)
+
+
+def own_groups(playbook: Playbook, persons: Iterable[Person], snapshot: Snapshot) -> Snapshot:
+    """The directory as apply will leave it once it has made the playbook's own groups: each
+    missing one a placeholder, the licensing group with its SKU. Idempotent."""
+    names = owned_groups(playbook, persons)
+    if not names:
+        return snapshot
+    groups = dict(snapshot.groups)
+    for name in names:
+        groups.setdefault(name, [Group(NEW + name, name, frozenset(), planned=True)])
+    licence = playbook.section("license")
+    sku = find_sku(snapshot.skus, licence.sku) if licence is not None and licence.via_group else None
+    if sku is not None and len(groups[licence.via_group]) == 1 \
+            and all(p in sku.plans for p in licence.disabled_plans):
+        group = groups[licence.via_group][0]
+        disabled = sorted(sku.plans[p] for p in licence.disabled_plans)
+        if group.licenses.get(sku.sku_id) != disabled:
+            groups[licence.via_group] = [replace(
+                group, licenses={**group.licenses, sku.sku_id: disabled},
+                licence_before={sku.sku_id: group.licenses.get(sku.sku_id)})]
+    return replace(snapshot, groups=groups)
+
+
+def group_changes(playbook: Playbook, snapshot: Snapshot) -> list[Change]:
+    """The changes that make the playbook's own groups (``own_groups`` planned them)."""
+    changes = []
+    skus = {s.sku_id: s.part_number for s in snapshot.skus.values()}
+    for name, found in sorted(snapshot.groups.items()):
+        group, subject = found[0], GROUP_SUBJECT + name
+        if group.planned:
+            changes.append(Change(GroupsStep.name, subject, Action.CREATE, subject, None, {
+                "displayName": name, "mailNickname": _nickname(name),
+                "description": f"Made by provisioner for the playbook {playbook.name}",
+                "securityEnabled": True, "mailEnabled": False}))
+        for sku_id, before in group.licence_before.items():
+            after = {"group": name, "skuPartNumber": skus[sku_id], "skuId": sku_id,
+                     "disabledPlans": group.licenses[sku_id]}
+            action = Action.CREATE if before is None else Action.UPDATE
+            changes.append(Change(GroupsStep.name, subject, action, f"license:{subject}:{skus[sku_id]}",
+                                  None if before is None else {**after, "disabledPlans": before}, after))
+    return changes
+
+
+def with_group_ids(plan: Plan, made: Mapping[str, str]) -> Plan:
+    """The plan with the ids of the groups apply has just made in place of their placeholders."""
+    if not made:
+        return plan
+
+    def real(change: Change) -> Change:
+        after = change.after or {}
+        gid = str(after.get("groupId", ""))
+        if not gid.startswith(NEW) or gid[len(NEW):] not in made:
+            return change
+        return replace(change, after={**after, "groupId": made[gid[len(NEW):]]})
+
+    return replace(plan, changes=tuple(real(c) for c in plan.changes), reversibility={
+        real(c).id: plan.reversibility.get(c.id, "reversible") for c in plan.changes})
+
+
+def _nickname(name: str) -> str:
+    """A mailNickname Graph accepts for a group's displayName: "Politiker Kulturnämnden" →
+    "politiker-kulturnamnden"."""
+    return "-".join(filter(None, (name_token(w) for w in name.split())))[:64].strip(".-") or "group"
+
+
 def static_groups(playbook: Playbook) -> list[str]:
     """The groups every person of the playbook is put in (names without placeholders)."""
-    return [g for g in playbook.groups if "{" not in g] if GroupsStep.name in playbook.steps else []
+    return [g for g in playbook.groups.names if "{" not in g] if GroupsStep.name in playbook.steps else []
 
 
 def group_names(templates: Iterable[str], person: Person) -> list[str]:
@@ -53,15 +142,15 @@ class GroupsStep(BaseStep):
     verify_checks: ClassVar[tuple[str, ...]] = ("groups",)
 
     def check(self, playbook: Playbook) -> list[str]:
-        return [] if playbook.groups else ["steps: `groups` is listed but `groups` is empty"]
+        return [] if playbook.groups.names else ["steps: `groups` is listed but `groups` is empty"]
 
     def groups(self, playbook: Playbook, person: Person | None) -> list[str]:
-        return group_names(playbook.groups, person) if person is not None else []
+        return group_names(playbook.groups.names, person) if person is not None else []
 
     def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
         upn = view.user.upn if view.user else view.names.upn
         changes = []
-        wanted = set(group_names(ctx.playbook.groups, view.person))
+        wanted = set(group_names(ctx.playbook.groups.names, view.person))
         if view.user is not None:  # a mover leaves the playbook's groups they no longer belong in
             for name in sorted(ctx.snapshot.playbook_groups - wanted):
                 for group in ctx.snapshot.groups.get(name, []):
@@ -69,7 +158,7 @@ class GroupsStep(BaseStep):
                         changes.append(Change(self.name, view.person.person_id, Action.DELETE,
                                               f"group:{name}:{upn}",
                                               {"group": name, "groupId": group.id, "member": upn}, None))
-        for name in group_names(ctx.playbook.groups, view.person):
+        for name in group_names(ctx.playbook.groups.names, view.person):
             group = ctx.snapshot.groups[name][0]
             if view.user is not None and view.user.id in group.member_ids:
                 continue
@@ -89,7 +178,15 @@ class GroupsStep(BaseStep):
         return Leaving(out)
 
     def operations(self, playbook: Playbook) -> dict[str, str]:
-        return memberships("add and remove group members")
+        ops = memberships("add and remove group members")
+        if playbook.groups.create:
+            ops |= {"create_group": "make the playbook's groups (groups.create)",
+                    "get_group": "read a group the playbook made",
+                    "delete_group": "rollback removes the groups the playbook made"}
+            licence = playbook.section("license")
+            if licence is not None and licence.via_group and "license" in playbook.steps:
+                ops["assign_group_license"] = "give the licensing group its SKU (groups.create)"
+        return ops
 
     async def verify(self, graph: Graph, facts: VerifyFacts, checks: Sequence[str]) -> dict[str, list[str]]:
         if "groups" not in checks:
@@ -102,7 +199,7 @@ class GroupsStep(BaseStep):
         out: dict[str, list[str]] = {}
         for pid, res in zip(pids, found, strict=True):
             have = {g["id"] for g in (res.body or {}).get("value", [])}
-            missing = {ids.get(n, n) for n in group_names(facts.playbook.groups, people[pid])} - have
+            missing = {ids.get(n, n) for n in group_names(facts.playbook.groups.names, people[pid])} - have
             if missing:
                 out[pid] = [f"groups: {len(missing)} expected memberships missing"]
         return out
@@ -113,6 +210,8 @@ class GroupsStep(BaseStep):
     async def current(self, graph: Graph, change: Change, run: PersonRun) -> Json | None:
         wanted = shape(change)
         assert wanted is not None
+        if change.person_id.startswith(GROUP_SUBJECT):
+            return await _group_current(graph, change, run)
         if run.user_id is None:
             user = await graph.get_user(run.upn, ("id",))
             if user is None:
@@ -122,6 +221,8 @@ class GroupsStep(BaseStep):
         return wanted if wanted["groupId"] in groups else None
 
     async def apply(self, graph: Graph, change: Change, run: PersonRun) -> Outcome:
+        if change.person_id.startswith(GROUP_SUBJECT):
+            return await _group_apply(graph, change, run)
         assert run.user_id is not None
         user_id = run.user_id
         if change.action is Action.DELETE:
@@ -129,3 +230,54 @@ class GroupsStep(BaseStep):
             return await removal(graph.remove_member(change.before["groupId"], user_id))
         assert change.after is not None
         return await add_member(graph, change.after["groupId"], user_id)
+
+
+async def _find_group(graph: Graph, run: PersonRun) -> Json | None:
+    """The group a group change is about: by id once made, else by its name (``run.upn``)."""
+    if run.user_id is not None:
+        return await graph.get_group(run.user_id, ("id", *GROUP_FIELDS_SELECT, "assignedLicenses"))
+    found = [g for g in await graph.list_groups(("id", *GROUP_FIELDS_SELECT, "assignedLicenses"))
+             if g["displayName"] == run.upn]
+    if found:
+        run.user_id = found[0]["id"]
+    return found[0] if found else None
+
+
+async def _group_current(graph: Graph, change: Change, run: PersonRun) -> Json | None:
+    group = await _find_group(graph, run)
+    if group is None:
+        return None
+    if "skuId" not in (change.after or change.before or {}):
+        return {k: group.get(k) for k in GROUP_FIELDS_SELECT}
+    wanted = shape(change) or {}
+    lic = next((x for x in group.get("assignedLicenses") or [] if x["skuId"] == wanted["skuId"]), None)
+    return None if lic is None else {**wanted, "disabledPlans": sorted(lic.get("disabledPlans") or [])}
+
+
+async def _group_apply(graph: Graph, change: Change, run: PersonRun) -> Outcome:
+    """Make or delete a group the playbook owns, or give it (or take back) its licence."""
+    if "skuId" in (change.after or change.before or {}):
+        if run.user_id is None and await _find_group(graph, run) is None:
+            raise StepFailure("NoGroup", f"the group {run.upn!r} does not exist, so it cannot get a licence")
+        assert run.user_id is not None
+        if change.action is Action.DELETE:
+            assert change.before is not None
+            await graph.assign_group_license(run.user_id, [], [change.before["skuId"]])
+        else:
+            assert change.after is not None
+            add = {"skuId": change.after["skuId"], "disabledPlans": change.after["disabledPlans"]}
+            await graph.assign_group_license(run.user_id, [add], [])
+        return Outcome.APPLIED
+    if change.action is Action.DELETE:
+        assert run.user_id is not None
+        members = await graph.group_member_ids(run.user_id)
+        if members:  # someone else put people in it after the rollback began: it stays
+            raise StepFailure("GroupNotEmpty", f"the group {run.upn!r} has {len(members)} members"
+                              " this rollback did not remove; it stays")
+        return await removal(graph.delete_group(run.user_id))
+    assert change.after is not None
+    existing = await _find_group(graph, run)  # a retried create must not make a second one
+    if existing is not None:
+        return Outcome.UNCHANGED
+    run.user_id = (await graph.create_group(change.after))["id"]
+    return Outcome.APPLIED

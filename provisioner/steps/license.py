@@ -16,7 +16,7 @@ from ..errors import ConfigurationError, GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..schema import Strict
-from ..snapshot import Group, Sku, Snapshot, read_skus
+from ..snapshot import Group, Sku, Snapshot, find_sku, read_skus, sku_label
 from .base import (
     BaseStep,
     Leaver,
@@ -53,14 +53,14 @@ class License(Strict):
 
 def resolve_sku(ctx: PlanContext) -> Sku:
     spec = ctx.playbook.section("license")
-    sku = ctx.snapshot.skus.get(spec.sku)
+    sku = find_sku(ctx.snapshot.skus, spec.sku)
     if sku is None:
-        known = ", ".join(sorted(ctx.snapshot.skus)) or "none"
+        known = ", ".join(sku_label(s) for s in sorted(ctx.snapshot.skus)) or "none"
         raise ConfigurationError(f"license.sku: the tenant has no subscription {spec.sku!r}"
                                  f" (subscribedSkus: {known})")
     unknown = [p for p in spec.disabled_plans if p not in sku.plans]
     if unknown:
-        raise ConfigurationError(f"license.disabled_plans: {', '.join(unknown)} not in {spec.sku}"
+        raise ConfigurationError(f"license.disabled_plans: {', '.join(unknown)} not in {sku.part_number}"
                                  f" (plans: {', '.join(sorted(sku.plans))})")
     return sku
 
@@ -96,7 +96,7 @@ class LicenseStep(BaseStep):
 
     def check(self, playbook: Playbook) -> list[str]:
         spec = playbook.section("license")
-        if spec and spec.via_group and spec.via_group in playbook.groups:
+        if spec and spec.via_group and spec.via_group in playbook.groups.names:
             return [f"license.via_group: {spec.via_group!r} is also in `groups`;"
                     " list it once (the licence step manages that membership)"]
         return super().check(playbook)
@@ -141,7 +141,7 @@ class LicenseStep(BaseStep):
         """The licence goes ``leavers.remove_license_after_days`` after leaving (Exchange keeps
         the mailbox a while); an adopted account's licence is the employee's."""
         user, spec, snap = leaver.user, ctx.playbook.section("license"), ctx.snapshot
-        sku = snap.skus.get(spec.sku)
+        sku = find_sku(snap.skus, spec.sku)
         if user.adopted or sku is None or sku.sku_id not in user.license_ids:
             return Leaving()
         day = leaver.since + dt.timedelta(days=ctx.playbook.leavers.remove_license_after_days)
@@ -175,10 +175,10 @@ class LicenseStep(BaseStep):
         out: dict[str, list[str]] = {}
         if "license" in checks:
             spec = facts.playbook.section("license")
-            sku_id = next((s["skuId"] for s in await facts.once("skus", graph.subscribed_skus)
-                           if s["skuPartNumber"] == spec.sku), None)
+            skus = await facts.once("skus", lambda: read_skus(graph))
+            sku = find_sku(skus, spec.sku)
             for pid, user in facts.users.items():
-                problem = licence_problem(user, sku_id, spec.sku)
+                problem = licence_problem(user, sku and sku.sku_id, sku.part_number if sku else spec.sku)
                 if problem:
                     out[pid] = [problem]
         if "mailbox" in checks:
@@ -266,9 +266,9 @@ def licence_problem(user: dict[str, Any], sku_id: str | None, sku_name: str) -> 
 def _seats(planned: Planned) -> Check:
     spec, snapshot, part = planned.playbook.section("license"), planned.snapshot, planned.part
     who = planned.who
-    sku = snapshot.skus.get(spec.sku)
+    sku = find_sku(snapshot.skus, spec.sku)
     if sku is None:
-        known = ", ".join(sorted(snapshot.skus)) or "none"
+        known = ", ".join(sku_label(s) for s in sorted(snapshot.skus)) or "none"
         return fail("licence", f"the tenant has no subscription {spec.sku}"
                     f" (it has: {known}): fix license.sku or buy it")
     needed = sum(1 for c in part.changes if c.step == "license" and c.action is Action.CREATE)
