@@ -260,8 +260,9 @@ class Groups(_Strict):
 class Leavers(_Strict):
     """What happens to a managed person who is no longer in the roster, stage by stage."""
 
-    auto_reply: str = ("Jag har lämnat mitt uppdrag i Region Exempel. Skriv till"
-                       " registrator@example-region.se i stället.")
+    # The automatic reply a leaver's mailbox gets at once, in the organisation's words (none
+    # when not given).
+    auto_reply: str | None = None
     remove_license_after_days: Annotated[int, Field(ge=0)] = 30
     delete_after_days: Annotated[int, Field(ge=0)] = 90
 
@@ -469,6 +470,11 @@ def _shadowed(err: Any, errors: list[Any]) -> bool:
 
 
 # The schema's patterns, in words (an admin should not have to read a regular expression).
+# Keys with no default because only the playbook can say them: what to write there.
+MISSING_WORDS = {
+    "guide.organisation": "the guides speak for it: e.g. organisation: Solbacka kommun",
+    "guide.help": "every guide says where to get help: e.g. help: \"Servicedesk: 0660-88 000\"",
+}
 PATTERN_WORDS = {
     r"^[A-Z]{2}$": "two capital letters, like SE",
     r"^extensionAttribute([1-9]|1[0-5])$": "one of extensionAttribute1 to extensionAttribute15",
@@ -542,7 +548,8 @@ def _describe(err: Any) -> str:
             hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{where}: unknown key{hint}"
     if err["type"] == "missing":
-        return f"{where}: required key is missing"
+        what = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
+        return f"{where}: required key is missing" + (f" ({MISSING_WORDS[what]})" if what in MISSING_WORDS else "")
     if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") in PATTERN_WORDS:
         return f"{where} must be {PATTERN_WORDS[err['ctx']['pattern']]} (not {err['input']!r})"
     msg = err["msg"].removeprefix("Value error, ")

@@ -31,7 +31,8 @@ naming: {{mail_nickname: "pol.{{upn_local}}"}}
 license: {{sku: ENTERPRISEPACK}}
 dual_role: {{policy: separate_account}}
 access_pass: {{method: {method}, lifetime_minutes: 480}}
-guide: {{language: {language}, delivery: {delivery}, sender: lathundar@example-region.se, lead_days: 3}}
+guide: {{language: {language}, delivery: {delivery}, sender: lathundar@example-region.se, lead_days: 3,
+        organisation: Region Exempel, help: "IT-supporten: 010-123 45 67, support@example-region.se"}}
 steps: [account, license, access_pass, guide]
 {cohorts}
 """
@@ -163,7 +164,7 @@ def test_mailing_the_pass_is_explicit_and_warned_about(runner: CliRunner, state_
                                                       setup: Callable[..., Path]) -> None:
     playbook = setup(delivery="email")
     playbook.write_text(playbook.read_text(encoding="utf-8").replace(
-        "lead_days: 3}", "lead_days: 3, email_access_pass: true}"), encoding="utf-8")
+        "lead_days: 3,", "lead_days: 3, email_access_pass: true,"), encoding="utf-8")
     plan = cli(runner, state_dir, "plan", str(playbook))
     assert "guide.email_access_pass: Temporary Access Passes are e-mailed to private addresses" in plan.output
     assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0

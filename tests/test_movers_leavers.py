@@ -37,6 +37,8 @@ def setup(tmp_path: Path, make_sandbox: Callable[..., Tenant],
           write_playbook: Callable[..., Path]) -> Path:
     make_sandbox()
     playbook = write_playbook(roster="", wait=0)
+    playbook.write_text(playbook.read_text(encoding="utf-8") + 'leavers: {auto_reply: "Skriv till'
+                        ' registrator@solbacka.se i stället."}\n', encoding="utf-8")
     roster(tmp_path, PEOPLE)
     return playbook
 

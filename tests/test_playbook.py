@@ -49,6 +49,19 @@ def test_a_playbook_error_names_its_line_and_column_and_says_what_is_wanted_in_w
         " like presidium (not 'Presidium')"]
 
 
+def test_a_guide_without_the_organisations_name_and_help_is_refused(tmp_path: Path) -> None:
+    """No default speaks for an organisation: the guides' name and help come from the playbook."""
+    path = write(tmp_path, BASE.replace("steps: [account]", "steps: [account, access_pass, guide]")
+                 + "guide: {delivery: print}\n")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert [p.split(": ", 1)[1] for p in err.value.problems] == [
+        "guide.help: required key is missing (every guide says where to get help: e.g. help:"
+        ' "Servicedesk: 0660-88 000")',
+        "guide.organisation: required key is missing (the guides speak for it: e.g. organisation:"
+        " Solbacka kommun)"]
+
+
 def test_an_unknown_key_far_from_any_known_one_gets_no_guess(tmp_path: Path) -> None:
     path = write(tmp_path, BASE + "colour: blue\n")
     with pytest.raises(PlaybookError) as err:

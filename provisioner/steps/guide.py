@@ -35,11 +35,12 @@ class Guide(Strict):
     delivery: Literal["print", "email"] = "print"
     sender: str | None = Field(None, description="service mailbox that sends guides by e-mail")
     lead_days: Annotated[float, Field(ge=0)] = 0
-    help: str = "IT-supporten: 010-123 45 67, support@example-region.se (vardagar 8–17)"
+    # Where people get help, and whose guide it is: in every guide, from the playbook only.
+    help: str = Field(min_length=1, description="who helps, e.g. 'IT-supporten: 010-123 45 67'")
     # A Temporary Access Pass is a credential: by default an e-mailed guide says the code comes
     # on paper or by SMS from the secretariat, and only the printable guide carries it.
     email_access_pass: bool = False
-    organisation: str = "Region Exempel"
+    organisation: str = Field(min_length=1, description="the organisation's name, e.g. Solbacka kommun")
 
     @model_validator(mode="after")
     def _sender(self) -> Guide:

@@ -76,8 +76,10 @@ class MailboxSettingsStep(BaseStep):
                        {k: wanted[k] for k in changed})]
 
     def leave(self, ctx: PlanContext, leaver: Leaver) -> Leaving:
-        """An automatic reply saying where to write instead, at once."""
+        """An automatic reply saying where to write instead (``leavers.auto_reply``), at once."""
         user = leaver.user
+        if not ctx.playbook.leavers.auto_reply:
+            return Leaving()
         wanted: Json = {"status": "alwaysEnabled", "externalAudience": "all",
                         "internalReplyMessage": ctx.playbook.leavers.auto_reply,
                         "externalReplyMessage": ctx.playbook.leavers.auto_reply}
