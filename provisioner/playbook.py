@@ -549,7 +549,8 @@ def _describe(err: Any) -> str:
         return f"{where}: unknown key{hint}"
     if err["type"] == "missing":
         what = ".".join(str(p) for p in err["loc"] if not isinstance(p, int))
-        return f"{where}: required key is missing" + (f" ({MISSING_WORDS[what]})" if what in MISSING_WORDS else "")
+        hint = f" ({MISSING_WORDS[what]})" if what in MISSING_WORDS else ""
+        return f"{where}: required key is missing{hint}"
     if err["type"] == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") in PATTERN_WORDS:
         return f"{where} must be {PATTERN_WORDS[err['ctx']['pattern']]} (not {err['input']!r})"
     msg = err["msg"].removeprefix("Value error, ")

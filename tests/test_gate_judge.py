@@ -150,7 +150,8 @@ def test_the_cohort_state_follows_from_the_gates(results: list[GateResult], stat
 
 
 def test_guides_that_cannot_be_delivered_in_time_hold_the_cohort() -> None:
-    pb = playbook(steps=["account", "guide"], guide={"lead_days": 7, "organisation": "Solbacka kommun", "help": "Ring 0660-88 000"})
+    pb = playbook(steps=["account", "guide"], guide={
+        "lead_days": 7, "organisation": "Solbacka kommun", "help": "Ring 0660-88 000"})
     cohort = Cohort(name="pilot", starts=dt.date(2026, 12, 10), select={"rest": True})
     people = [person("p1"), person("p2", "Bo", "Ek")]
     on_time = {"p1": "2026-12-02T10:00:00+00:00", "p2": "2026-12-02T11:00:00+00:00"}

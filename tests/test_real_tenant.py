@@ -51,7 +51,8 @@ def grant_exactly(state_dir: Path, permissions: set[str], directory_roles: set[s
 
 
 def with_pass(playbook: Path, section: str = "{lifetime_minutes: 60}") -> Path:
-    playbook.write_text(playbook.read_text(encoding="utf-8") + f"access_pass: {section}\nguide: {{organisation: Region Exempel, help: Ring 010-123}}\n",
+    playbook.write_text(playbook.read_text(encoding="utf-8") + f"access_pass: {section}\n"
+                        "guide: {organisation: Region Exempel, help: Ring 010-123}\n",
                         encoding="utf-8")
     return playbook
 
