@@ -193,6 +193,49 @@ def validate(playbook: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--organisation", metavar="NAME", help="The organisation, e.g. 'Solbacka kommun'.")
+@click.option("--domain", metavar="DOMAIN", help="The officials' addresses, e.g. politiker.solbacka.se.")
+@click.option("--sku", metavar="SKU", help="Their licence: EXCHANGESTANDARD, 'Office 365 E3', ...")
+@click.option("--bodies", metavar="'A,B,...'", help="The committees, in the order they go.")
+@click.option("--delivery", type=click.Choice(["print", "email"]), help="How guides reach people.")
+@click.option("--sender", metavar="ADDRESS", help="With --delivery email: the mailbox that sends them.")
+@click.option("--support", metavar="TEXT", help="Where the guides send people for help.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to write the files.")
+@click.option("--yes", is_flag=True, help="Ask nothing: what the flags do not give takes its default.")
+def init(organisation: str | None, domain: str | None, sku: str | None, bodies: str | None,
+         delivery: str | None, sender: str | None, support: str | None, folder: Path, yes: bool) -> None:
+    """Write a playbook, an empty roster (and an Excel-ready copy) and a decisions file for
+    your organisation, asking for what the flags do not give."""
+    from .scaffold import Answers, write
+
+    def ask(value: str | None, question: str, default: str | None = None) -> str:
+        if value:
+            return value.strip()
+        if yes or not sys.stdin.isatty():
+            if default is None:
+                raise InputError(f"init: {question.lower()} is needed (give it as a flag)")
+            return default
+        return str(click.prompt(question, default=default)).strip()
+
+    org = ask(organisation, "The organisation's name (e.g. Solbacka kommun)")
+    dom = ask(domain, "The officials' e-mail domain (e.g. politiker.solbacka.se)").lower()
+    lic = ask(sku, "Their licence (skuPartNumber or product name)", "EXCHANGESTANDARD")
+    listed = ask(bodies, "The committees, comma-separated, in the order they go (empty: all at once)", "")
+    how = ask(delivery, "Guides by print or email", "print")
+    if how not in ("print", "email"):
+        raise InputError("init: guides go by print or email")
+    mailbox = ask(sender, "The mailbox that e-mails the guides", f"lathundar@{dom.split('.', 1)[-1]}") \
+        if how == "email" else None
+    answers = Answers(org, dom, lic, tuple(b.strip() for b in listed.split(",") if b.strip()), how,
+                      mailbox, support)
+    for path in write(answers, folder):
+        click.echo(f"wrote {path}")
+    click.echo(f"Next: fill in {answers.slug}-roster.csv, then `provisioner validate"
+               f" {folder / (answers.slug + '-epost.yaml')}`.")
+
+
+@main.command()
 @playbook_arg
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
               show_default=True, help="json: the plan document; markdown: a summary for a pull"
