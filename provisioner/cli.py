@@ -350,7 +350,7 @@ def apply(session: ops.Session, source: Path, cohort: str | None, all_cohorts: b
                 click.echo(line)
             for run_id in outcome.run_ids:
                 click.echo(f"Run {run_id} is in the journal; `provisioner rollback --run {run_id}"
-                           f" {source}` undoes it.")
+                           f" {loaded.playbook.source}` undoes it.")  # the playbook, not a plan file
         if loaded.playbook.cohorts:
             for line in cohort_lines(outcome):
                 click.echo(line)

@@ -9,9 +9,31 @@ from pathlib import Path
 
 
 def private_dir(path: Path) -> Path:
+    made = not path.exists()
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
+    if made and os.name == "nt":
+        _owner_only_acl(path)
     return path
+
+
+def _owner_only_acl(path: Path) -> None:
+    """On NTFS a mode means nothing (a new folder inherits its parent's ACL): the folder gets
+    an ACL of its own, full control for the operator only (and SYSTEM), through icacls; if
+    that fails the operator is told once where the data is and what to do."""
+    import subprocess
+
+    user = os.environ.get("USERNAME", "")
+    try:
+        subprocess.run(["icacls", str(path), "/inheritance:r", "/grant:r", f"{user}:(OI)(CI)F",
+                        "/grant:r", "SYSTEM:(OI)(CI)F"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        import structlog
+
+        structlog.get_logger("provisioner").warning(
+            "private.acl_not_set", path=str(path),
+            advice="NTFS ignores file modes; this folder inherits its parent's ACL: keep it in a"
+                   " folder only you can read (under your profile), or restrict it with icacls")
 
 
 def private_file(path: Path) -> Path:

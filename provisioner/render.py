@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -79,10 +80,34 @@ def summary_line(plan: Plan) -> str:
 
 
 def _change_line(change: Change, color: bool) -> str:
-    head = f"{change.action.symbol} {change.action.value:<6}"
+    verb, what = _words(change)
+    head = f"{change.action.symbol} {verb:<6}"
     if color:
         head = click.style(head, fg=_COLOURS[change.action])
-    return f"{head} {change.target}  [{change.person_id}]"
+    if change.person_id.startswith(GROUP_SUBJECT):
+        return f"{head} {what}"
+    return f"{head} {what}  [{change.person_id}]"
+
+
+def _words(change: Change) -> tuple[str, str]:
+    """(verb, object) as an admin says them: a membership is one, a group made is a group."""
+    shape = change.after if change.action is not Action.DELETE else change.before
+    shape = shape or {}
+    parts = change.target.split(":")  # group:NAME:UPN, license:UPN:SKU
+    upn = parts[1] if parts[0] == "license" else parts[-1]
+    group = shape.get("viaGroup") or (shape.get("group") if "member" in shape else None)
+    if group and "groupId" in shape:
+        gives = f" (gives {shape['skuPartNumber']})" if "skuPartNumber" in shape else ""
+        if change.action is Action.DELETE:
+            return "remove", f"{upn} from group {group}{gives}"
+        return "add", f"{upn} to group {group}{gives}"
+    if change.person_id.startswith(GROUP_SUBJECT):
+        name = change.person_id.removeprefix(GROUP_SUBJECT)
+        if "skuId" in shape:
+            verb = {"create": "assign", "update": "update", "delete": "remove"}[change.action.value]
+            return verb, f"licence {shape['skuPartNumber']} on group {name}"
+        return change.action.value, f"security group {name}"
+    return change.action.value, change.target
 
 
 def _diff(change: Change) -> Iterator[str]:
@@ -95,8 +120,9 @@ def _diff(change: Change) -> Iterator[str]:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    """A value as Graph gets it (JSON), cut at 100 characters."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return text if len(text) <= 100 else text[:97] + "..."
 
 
 def report_lines(report: Report) -> Iterator[str]:

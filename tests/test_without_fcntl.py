@@ -47,3 +47,36 @@ def test_validate_plan_apply_status_and_audit_work_without_fcntl(
     verified = run("audit", "verify")
     assert verified.returncode == 0 and "chain intact" in verified.stdout
     assert "fcntl" not in (applied.stderr + verified.stderr)
+
+
+def test_on_windows_a_new_private_folder_gets_an_acl_for_its_owner_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NTFS ignores modes: private_dir asks icacls (the platform's own tool) for an ACL of the
+    folder's own, the operator and SYSTEM only. A stand-in icacls records what it was asked."""
+    from provisioner.private import private_dir
+
+    bin_dir, asked = tmp_path / "bin", tmp_path / "asked.txt"
+    bin_dir.mkdir()
+    (bin_dir / "icacls").write_text(f'#!/bin/sh\necho "$@" > {asked}\n', encoding="utf-8")
+    (bin_dir / "icacls").chmod(0o755)
+    target, again = tmp_path / "state", tmp_path / "state"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("USERNAME", "anna")
+    monkeypatch.setattr(os, "name", "nt")
+    private_dir(target)
+    assert asked.read_text(encoding="utf-8").split() == [
+        str(target), "/inheritance:r", "/grant:r", "anna:(OI)(CI)F", "/grant:r", "SYSTEM:(OI)(CI)F"]
+    asked.unlink()
+    private_dir(again)  # an existing folder keeps the ACL its owner gave it
+    assert not asked.exists()
+
+
+def test_on_windows_without_icacls_the_operator_is_told(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from provisioner.private import private_dir
+
+    target = tmp_path / "guides"
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    monkeypatch.setattr(os, "name", "nt")
+    private_dir(target)
+    assert "private.acl_not_set" in capsys.readouterr().out
