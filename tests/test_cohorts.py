@@ -327,15 +327,16 @@ def test_preflight_wants_entra_p1_for_a_signin_gate(runner: CliRunner, state_dir
 
 def test_a_cohort_failed_by_a_playbook_mistake_passes_once_it_is_fixed(
         runner: CliRunner, state_dir: Path, staged: Callable[..., Path]) -> None:
-    """A wrong language is Graph's 400 for every mailbox: the cohort fails. Fixed in the
-    playbook, the re-apply makes those settings, and the gate judges what is wanted now."""
+    """A wrong language would be Graph's 400 for every mailbox: apply refuses the playbook
+    before any write (what Exchange takes is known). Fixed, the cohort passes."""
     playbook = staged(TWO, 4)
     text = playbook.read_text(encoding="utf-8")
     playbook.write_text(text.replace("mailbox_settings: {wait_seconds: 5}",
                                      "mailbox_settings: {language: svenska, wait_seconds: 5}"),
                         encoding="utf-8")
     first = cli(runner, state_dir, "apply", "--yes", str(playbook))
-    assert first.exit_code == 4 and "Cohort pilot: failed" in first.output, first.output
+    assert first.exit_code == 1 and "'svenska' is not a language Exchange sets" in first.output
+    assert reopen(state_dir).store.counters["mutating"] == 0
     playbook.write_text(playbook.read_text(encoding="utf-8").replace("svenska", "sv-SE"), encoding="utf-8")
     fixed = cli(runner, state_dir, "apply", "--yes", str(playbook))
     assert "Cohort pilot: passed" in fixed.output, fixed.output

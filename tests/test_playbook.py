@@ -113,3 +113,27 @@ def test_a_real_tenant_needs_exactly_one_credential(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("steps", "tenant: {tenant_id: t, client_id: c}\nsteps"))
     with pytest.raises(PlaybookError, match="give exactly one of certificate, client_secret_env, federated"):
         load_playbook(path)
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ("language: sv_SE", "mailbox_settings.language: 'sv_SE' is not a language Exchange sets a mailbox"
+                        " to (a culture name like sv-SE); did you mean 'sv-SE'?"),
+    ("time_zone: Europe/Stokholm", "mailbox_settings.time_zone: 'Europe/Stokholm' is not a time zone"
+                                   " Exchange knows (a Windows name like 'W. Europe Standard Time' or an"
+                                   " IANA name like Europe/Stockholm)"),
+    ("time_zone: W Europe Standard Time", "did you mean 'W. Europe Standard Time'?"),
+])
+def test_mailbox_settings_graph_would_refuse_are_refused_by_validate(tmp_path: Path, setting: str,
+                                                                     said: str) -> None:
+    path = write(tmp_path, BASE.replace("steps: [account]", "steps: [account, license, mailbox_settings]")
+                 + "license: {sku: E3}\n" + f"mailbox_settings: {{{setting}}}\n")
+    with pytest.raises(PlaybookError) as err:
+        load_playbook(path)
+    assert len(err.value.problems) == 1 and said in err.value.problems[0]
+
+
+def test_iana_and_windows_time_zones_and_swedish_finnish_are_accepted(tmp_path: Path) -> None:
+    for setting in ("time_zone: Europe/Stockholm", "language: sv-FI", "time_zone: UTC"):
+        path = write(tmp_path, BASE.replace("steps: [account]", "steps: [account, license, mailbox_settings]")
+                     + "license: {sku: E3}\n" + f"mailbox_settings: {{{setting}}}\n")
+        load_playbook(path)

@@ -7,9 +7,11 @@ and the apply loop polls for it, then leaves it for the next apply.
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..errors import GraphError
 from ..graph.gateway import Graph
@@ -22,9 +24,70 @@ if TYPE_CHECKING:
     from ..playbook import Playbook
 
 
+# The languages an Exchange Online mailbox can be set to (Outlook on the web's display
+# languages, as Set-MailboxRegionalConfiguration takes them), by culture name.
+LANGUAGES = frozenset({
+    "ar-SA", "bg-BG", "ca-ES", "cs-CZ", "cy-GB", "da-DK", "de-AT", "de-CH", "de-DE", "el-GR", "en-AU",
+    "en-CA", "en-GB", "en-IE", "en-IN", "en-NZ", "en-US", "en-ZA", "es-ES", "es-MX", "et-EE", "eu-ES",
+    "fa-IR", "fi-FI", "fil-PH", "fr-BE", "fr-CA", "fr-CH", "fr-FR", "ga-IE", "gl-ES", "he-IL", "hi-IN",
+    "hr-HR", "hu-HU", "id-ID", "is-IS", "it-IT", "ja-JP", "kk-KZ", "ko-KR", "lt-LT", "lv-LV", "mk-MK",
+    "ms-MY", "nb-NO", "nl-BE", "nl-NL", "nn-NO", "pl-PL", "pt-BR", "pt-PT", "ro-RO", "ru-RU", "sk-SK",
+    "sl-SI", "sq-AL", "sr-Latn-RS", "sv-FI", "sv-SE", "th-TH", "tr-TR", "uk-UA", "ur-PK", "vi-VN",
+    "zh-CN", "zh-HK", "zh-TW",
+})
+# Windows time zone ids Exchange takes for mailboxSettings.timeZone (IANA names work too), the
+# ones a Nordic organisation meets; see Windows' list (tzutil /l) for the rest.
+WINDOWS_ZONES = frozenset("""
+UTC|W. Europe Standard Time|Central Europe Standard Time|Central European Standard Time|
+Romance Standard Time|GMT Standard Time|Greenwich Standard Time|FLE Standard Time|
+GTB Standard Time|E. Europe Standard Time|Russian Standard Time|Turkey Standard Time|
+Belarus Standard Time|Kaliningrad Standard Time|Morocco Standard Time|Israel Standard Time|
+Arabian Standard Time|Arab Standard Time|Iran Standard Time|Pakistan Standard Time|
+India Standard Time|China Standard Time|Tokyo Standard Time|Korea Standard Time|
+Singapore Standard Time|AUS Eastern Standard Time|New Zealand Standard Time|
+Eastern Standard Time|Central Standard Time|Mountain Standard Time|Pacific Standard Time|
+Atlantic Standard Time|Greenland Standard Time|Azores Standard Time|Cape Verde Standard Time|
+South Africa Standard Time|E. Africa Standard Time|W. Central Africa Standard Time|
+Egypt Standard Time|Jordan Standard Time|Middle East Standard Time|Syria Standard Time|
+SE Asia Standard Time|Hawaiian Standard Time|Alaskan Standard Time|UTC-11|UTC+12|UTC-02
+""".replace("\n", "").split("|"))
+
+
+def _known_zone(name: str) -> bool:
+    import zoneinfo
+
+    if name in WINDOWS_ZONES:
+        return True
+    iana = zoneinfo.available_timezones()
+    # Without a time zone database (Windows without the tzdata package), an Area/City name is
+    # taken as it is: Exchange has the last word.
+    return name in iana if iana else bool(re.fullmatch(r"[A-Z][A-Za-z_]+(/[A-Z][A-Za-z_+-]+)+", name))
+
+
 class MailboxSettings(Strict):
     language: str = "sv-SE"
     time_zone: str = "W. Europe Standard Time"
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        if v in LANGUAGES:
+            return v
+        close = difflib.get_close_matches(v.replace("_", "-"), sorted(LANGUAGES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{v!r} is not a language Exchange sets a mailbox to (a culture name like"
+                         f" sv-SE){hint}")
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, v: str) -> str:
+        if _known_zone(v):
+            return v
+        close = difflib.get_close_matches(v, sorted(WINDOWS_ZONES), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{v!r} is not a time zone Exchange knows (a Windows name like 'W. Europe"
+                         f" Standard Time' or an IANA name like Europe/Stockholm){hint}")
+
     date_format: str = "yyyy-MM-dd"
     time_format: str = "HH:mm"
     # A mailbox appears minutes (up to 24 h) after its licence: apply polls this long for it,
