@@ -396,16 +396,8 @@ class Tenant:
 
     def assign_license(self, key: str, body: Doc) -> Doc:
         doc = self.find_user(key)
-        if set(body) - {"addLicenses", "removeLicenses"} or "addLicenses" not in body \
-                or "removeLicenses" not in body:
-            raise bad_request("Invalid request body: addLicenses and removeLicenses are required.")
-        skus = {s["skuId"]: s for s in self.skus()}
-        current = {lic["skuId"]: lic for lic in doc.get("assignedLicenses", [])}
-        for add in body["addLicenses"] or []:
-            sku = skus.get(add.get("skuId"))
-            if sku is None:
-                raise bad_request(f"License {add.get('skuId')} does not correspond to a valid"
-                                  " company License.")
+
+        def may_add(add: Doc, sku: Doc, current: dict[str, Doc]) -> None:
             if not doc.get("usageLocation"):
                 raise bad_request("License assignment cannot be done for user with invalid usage"
                                   " location.")
@@ -416,6 +408,30 @@ class Tenant:
             if add["skuId"] not in current and full:
                 raise bad_request(f"Subscription {sku['skuPartNumber']} does not have any licenses"
                                   " available.")
+
+        current = self._licences(doc.get("assignedLicenses", []), body, "User", may_add)
+        new = {**doc, "assignedLicenses": list(current.values())}
+        self.store.count("licence assignments", len(body["addLicenses"] or []))
+        if self._has_exchange(new) and not doc.get("_mailboxRequestedAt"):
+            new["_mailboxRequestedAt"] = self.clock()
+        self._save("users", new, doc)
+        return self.view_user(new)
+
+    def _licences(self, held: list[Doc], body: Doc, holder: str,
+                  may_add: Any = None) -> dict[str, Doc]:
+        """assignLicense's body (user-assignlicense, group-assignlicense) applied to what a user
+        or group holds: skuId → the assignedLicense it will hold."""
+        if set(body) != {"addLicenses", "removeLicenses"}:
+            raise bad_request("Invalid request body: addLicenses and removeLicenses are required.")
+        skus = {s["skuId"]: s for s in self.skus()}
+        current = {lic["skuId"]: lic for lic in held}
+        for add in body["addLicenses"] or []:
+            sku = skus.get(add.get("skuId"))
+            if sku is None:
+                raise bad_request(f"License {add.get('skuId')} does not correspond to a valid"
+                                  " company License.")
+            if may_add is not None:
+                may_add(add, sku, current)
             plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
             for plan in add.get("disabledPlans") or []:
                 if plan not in plan_ids:
@@ -424,14 +440,9 @@ class Tenant:
                                      "disabledPlans": list(add.get("disabledPlans") or [])}
         for sku_id in body["removeLicenses"] or []:
             if sku_id not in current:
-                raise bad_request(f"User does not have a corresponding license {sku_id}.")
+                raise bad_request(f"{holder} does not have a corresponding license {sku_id}.")
             current.pop(sku_id)
-        new = {**doc, "assignedLicenses": list(current.values())}
-        self.store.count("licence assignments", len(body["addLicenses"] or []))
-        if self._has_exchange(new) and not doc.get("_mailboxRequestedAt"):
-            new["_mailboxRequestedAt"] = self.clock()
-        self._save("users", new, doc)
-        return self.view_user(new)
+        return current
 
     def _has_exchange(self, doc: Doc) -> bool:
         skus = {s["skuId"]: s for s in self.store.values("skus")}
@@ -544,25 +555,7 @@ class Tenant:
         """POST /groups/{id}/assignLicense (group-assignlicense): the group's licences change,
         and Entra gives (or takes) them to every member on its own; 202 with the group."""
         group = self.find_group(gid)
-        if set(body) != {"addLicenses", "removeLicenses"}:
-            raise bad_request("Invalid request body: addLicenses and removeLicenses are required.")
-        skus = {s["skuId"]: s for s in self.skus()}
-        current = {lic["skuId"]: lic for lic in group.get("assignedLicenses") or []}
-        for add in body["addLicenses"] or []:
-            sku = skus.get(add.get("skuId"))
-            if sku is None:
-                raise bad_request(f"License {add.get('skuId')} does not correspond to a valid"
-                                  " company License.")
-            plan_ids = {p["servicePlanId"] for p in sku["servicePlans"]}
-            for plan in add.get("disabledPlans") or []:
-                if plan not in plan_ids:
-                    raise bad_request(f"Service plan {plan} is not part of license {add['skuId']}.")
-            current[add["skuId"]] = {"skuId": add["skuId"],
-                                     "disabledPlans": list(add.get("disabledPlans") or [])}
-        for sku_id in body["removeLicenses"] or []:
-            if sku_id not in current:
-                raise bad_request(f"Group does not have a corresponding license {sku_id}.")
-            current.pop(sku_id)
+        current = self._licences(group.get("assignedLicenses") or [], body, "Group")
         new = {**group, "assignedLicenses": list(current.values())}
         self.store.put("groups", new)
         for oid in group["_members"]:
