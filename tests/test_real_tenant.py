@@ -442,3 +442,28 @@ def test_a_microsoft_365_group_is_soft_deleted_and_restorable_a_security_group_i
     assert call(region, "POST", f"/directory/deletedItems/{m365['id']}/restore").status_code == 200
     assert call(region, "GET", f"/groups/{m365['id']}").status_code == 200
     assert call(region, "POST", f"/directory/deletedItems/{security['id']}/restore").status_code == 404
+
+
+def test_assign_license_on_a_group_gives_it_to_every_member_and_needs_the_permission(
+        region: Sandbox) -> None:
+    """group-assignlicense: "Licenses assigned to the group will be assigned to all users in the
+    group"; 202 Accepted with the group; LicenseAssignment.ReadWrite.All (or Group.ReadWrite.All,
+    Directory.ReadWrite.All). The region grants neither by default: 403."""
+    from provisioner.sandbox.prepare import add_group, grant
+
+    tenant = region.tenant
+    add_group(tenant, "Licens E1")
+    group = next(g for g in tenant.store.values("groups") if g["displayName"] == "Licens E1")
+    employee = an_employee(region)
+    tenant.store.put("groups", {**group, "_members": [employee["id"]]})
+    e1 = next(s for s in tenant.skus() if s["skuPartNumber"] == "STANDARDPACK")
+    body = {"addLicenses": [{"skuId": e1["skuId"], "disabledPlans": []}], "removeLicenses": []}
+    denied = call(region, "POST", f"/groups/{group['id']}/assignLicense", body)
+    assert denied.status_code == 403
+    grant(tenant, "LicenseAssignment.ReadWrite.All")
+    accepted = call(region, "POST", f"/groups/{group['id']}/assignLicense", body)
+    assert accepted.status_code == 202 and accepted.json()["assignedLicenses"][0]["skuId"] == e1["skuId"]
+    held = {lic["skuId"] for lic in tenant.users[employee["id"]]["assignedLicenses"]}
+    assert e1["skuId"] in held
+    wrong = {"addLicenses": [{"skuId": e1["skuId"], "disabledPlans": ["not-a-plan"]}], "removeLicenses": []}
+    assert call(region, "POST", f"/groups/{group['id']}/assignLicense", wrong).status_code == 400
