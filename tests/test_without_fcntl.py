@@ -36,6 +36,9 @@ def test_validate_plan_apply_status_and_audit_work_without_fcntl(
                               capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
+    assert run("init", "--organisation", "Solbacka kommun", "--domain", "politiker.solbacka.se",
+               "--yes", "--dir", str(tmp_path / "init")).returncode == 0
+    assert run("validate", str(tmp_path / "init" / "solbacka-kommun-epost.yaml")).returncode == 0
     assert run("validate", playbook).returncode == 0
     assert run("plan", "--detailed-exitcode", playbook).returncode == 2
     applied = run("apply", "--yes", "--json", playbook)
