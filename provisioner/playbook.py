@@ -342,6 +342,8 @@ class Playbook(_Strict):
             raise ValueError(f"cohorts: the name {dupes[0]!r} is used twice")
         if sum(c.select.rest for c in self.cohorts) > 1:
             raise ValueError("cohorts: only one cohort can select `rest`")
+        if self.groups.create and "groups" not in self.steps:
+            raise ValueError("groups.create: the `groups` step makes the groups; list it in `steps`")
         return self
 
     @model_validator(mode="after")

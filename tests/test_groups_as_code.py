@@ -64,6 +64,13 @@ def test_without_create_a_missing_group_is_an_error_as_before() -> None:
         make_plan(pb, b.roster(b.person("P1")), b.snapshot(skus={"ENTERPRISEPACK": b.sku()}))
 
 
+def test_groups_create_without_the_groups_step_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"groups\.create: the `groups` step makes the groups"):
+        b.playbook(groups=OWNED, steps=["account", "license"])
+
+
 # -- the CLI on the sandbox -----------------------------------------------------------------
 
 @pytest.fixture
