@@ -207,6 +207,8 @@ def init(organisation: str | None, domain: str | None, sku: str | None, bodies: 
          delivery: str | None, sender: str | None, support: str | None, folder: Path, yes: bool) -> None:
     """Write a playbook, an empty roster (and an Excel-ready copy) and a decisions file for
     your organisation, asking for what the flags do not give."""
+    from dataclasses import replace
+
     from .scaffold import Answers, write
 
     def ask(value: str | None, question: str, default: str | None = None) -> str:
@@ -225,10 +227,11 @@ def init(organisation: str | None, domain: str | None, sku: str | None, bodies: 
     how = ask(delivery, "Guides by print or email", "print")
     if how not in ("print", "email"):
         raise InputError("init: guides go by print or email")
-    mailbox = ask(sender, "The mailbox that e-mails the guides", f"lathundar@{dom.split('.', 1)[-1]}") \
-        if how == "email" else None
     answers = Answers(org, dom, lic, tuple(b.strip() for b in listed.split(",") if b.strip()), how,
-                      mailbox, support)
+                      None, support)
+    if how == "email":
+        answers = replace(answers, sender=ask(sender, "The mailbox that e-mails the guides",
+                                              answers.default_sender))
     for path in write(answers, folder):
         click.echo(f"wrote {path}")
     click.echo(f"Next: fill in {answers.slug}-roster.csv, then `provisioner validate"

@@ -45,6 +45,13 @@ def name_token(text: str) -> str:
     return _NOT_LOCAL.sub("", ascii_text)
 
 
+def slug(text: str, limit: int) -> str:
+    """Words as one ASCII token, hyphen-joined: "Barn- och utbildningsnämnden" →
+    "barn-och-utbildningsnamnden" (a group's mailNickname, a cohort's or a file's name)."""
+    words = (name_token(w).strip("-") for w in text.replace("/", " ").split())
+    return "-".join(filter(None, words))[:limit].strip(".-")
+
+
 def clean_local(local: str) -> str:
     local = _DOTS.sub(".", local).strip(".-_")
     return local[:MAX_LOCAL].rstrip(".")

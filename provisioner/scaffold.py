@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
-from .naming import name_token
+from .naming import slug
 
 DELIVERIES = ("print", "email")
 # The roster's columns as the example has them (the secretariat's export; `;` as Swedish Excel).
@@ -29,7 +29,11 @@ class Answers:
 
     @property
     def slug(self) -> str:
-        return _slug(self.organisation) or "organisation"
+        return slug(self.organisation, 40) or "organisation"
+
+    @property
+    def default_sender(self) -> str:
+        return f"lathundar@{self.mail_domain}"
 
     @property
     def mail_domain(self) -> str:
@@ -68,13 +72,6 @@ def _q(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _slug(text: str) -> str:
-    """A cohort's or file's name for a body: "Barn- och utbildningsnämnden" →
-    "barn-och-utbildningsnamnden"."""
-    words = (name_token(w).strip("-") for w in text.replace("/", " ").split())
-    return "-".join(filter(None, words))[:40].strip("-")
-
-
 def _cohorts(answers: Answers) -> str:
     """The first body with canary accounts and an approval, then one body at a time, the rest
     last: the rollout goes gradually, together with the officials."""
@@ -86,7 +83,7 @@ def _cohorts(answers: Answers) -> str:
         return "\n".join(out)
     used: set[str] = set()
     for i, body in enumerate(bodies):
-        name = _slug(body) or f"kohort-{i + 1}"
+        name = slug(body, 40) or f"kohort-{i + 1}"
         while name in used:
             name += "-2"
         used.add(name)
@@ -103,7 +100,7 @@ def _cohorts(answers: Answers) -> str:
 def playbook(answers: Answers, roster: str, decisions: str) -> str:
     org, domain, mail = answers.organisation, answers.domain, answers.mail_domain
     support = answers.support or f"IT-supporten för förtroendevalda: support@{mail}"
-    sender = answers.sender or f"lathundar@{mail}"
+    sender = answers.sender or answers.default_sender
     delivery = (f"  delivery: email\n  sender: {sender}" if answers.delivery == "email"
                 else "  delivery: print")
     return f"""\

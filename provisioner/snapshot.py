@@ -94,8 +94,9 @@ def find_sku(skus: dict[str, Sku], name: str) -> Sku | None:
     return None
 
 
-def sku_label(part: str) -> str:
-    return f"{part} ({SKU_NAMES[part]})" if part in SKU_NAMES else part
+def sku_labels(skus: dict[str, Sku]) -> str:
+    """The tenant's subscriptions, for an error: "EXCHANGESTANDARD (Exchange Online (Plan 1)), ..."."""
+    return ", ".join(f"{p} ({SKU_NAMES[p]})" if p in SKU_NAMES else p for p in sorted(skus)) or "none"
 
 
 @dataclass(frozen=True, slots=True)

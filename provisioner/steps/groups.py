@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ..errors import StepFailure
 from ..graph.gateway import Graph
 from ..model import GROUP_SUBJECT, Action, Change, Json, Outcome, Plan
-from ..naming import name_token
+from ..naming import slug
 from ..roster import Person
 from ..snapshot import Group, Snapshot, find_sku
 from .base import (
@@ -49,10 +49,14 @@ def owned_groups(playbook: Playbook, persons: Iterable[Person]) -> list[str]:
     if not playbook.groups.create or GroupsStep.name not in playbook.steps:
         return []
     names = set(static_groups(playbook)) | {n for p in persons for n in group_names(playbook.groups.names, p)}
+    via = _licensing_group(playbook)
+    return sorted(names | {via} if via else names)
+
+
+def _licensing_group(playbook: Playbook) -> str | None:
+    """``license.via_group`` when the license step gives the licence through it."""
     licence = playbook.section("license")
-    if licence is not None and licence.via_group and "license" in playbook.steps:
-        names.add(licence.via_group)
-    return sorted(names)
+    return licence.via_group if licence is not None and "license" in playbook.steps else None
 
 
 def own_groups(playbook: Playbook, persons: Iterable[Person], snapshot: Snapshot) -> Snapshot:
@@ -64,14 +68,13 @@ def own_groups(playbook: Playbook, persons: Iterable[Person], snapshot: Snapshot
     groups = dict(snapshot.groups)
     for name in names:
         groups.setdefault(name, [Group(NEW + name, name, frozenset(), planned=True)])
-    licence = playbook.section("license")
-    sku = find_sku(snapshot.skus, licence.sku) if licence is not None and licence.via_group else None
-    if sku is not None and len(groups[licence.via_group]) == 1 \
-            and all(p in sku.plans for p in licence.disabled_plans):
-        group = groups[licence.via_group][0]
+    via, licence = _licensing_group(playbook), playbook.section("license")
+    sku = find_sku(snapshot.skus, licence.sku) if via else None
+    if sku is not None and len(groups[via]) == 1 and all(p in sku.plans for p in licence.disabled_plans):
+        group = groups[via][0]
         disabled = sorted(sku.plans[p] for p in licence.disabled_plans)
         if group.licenses.get(sku.sku_id) != disabled:
-            groups[licence.via_group] = [replace(
+            groups[via] = [replace(
                 group, licenses={**group.licenses, sku.sku_id: disabled},
                 licence_before={sku.sku_id: group.licenses.get(sku.sku_id)})]
     return replace(snapshot, groups=groups)
@@ -109,14 +112,15 @@ def with_group_ids(plan: Plan, made: Mapping[str, str]) -> Plan:
             return change
         return replace(change, after={**after, "groupId": made[gid[len(NEW):]]})
 
-    return replace(plan, changes=tuple(real(c) for c in plan.changes), reversibility={
-        real(c).id: plan.reversibility.get(c.id, "reversible") for c in plan.changes})
+    pairs = [(c, real(c)) for c in plan.changes]
+    return replace(plan, changes=tuple(new for _, new in pairs), reversibility={
+        new.id: plan.reversibility.get(old.id, "reversible") for old, new in pairs})
 
 
 def _nickname(name: str) -> str:
     """A mailNickname Graph accepts for a group's displayName: "Politiker Kulturnämnden" →
     "politiker-kulturnamnden"."""
-    return "-".join(filter(None, (name_token(w) for w in name.split())))[:64].strip(".-") or "group"
+    return slug(name, 64) or "group"
 
 
 def static_groups(playbook: Playbook) -> list[str]:
@@ -183,8 +187,7 @@ class GroupsStep(BaseStep):
             ops |= {"create_group": "make the playbook's groups (groups.create)",
                     "get_group": "read a group the playbook made",
                     "delete_group": "rollback removes the groups the playbook made"}
-            licence = playbook.section("license")
-            if licence is not None and licence.via_group and "license" in playbook.steps:
+            if _licensing_group(playbook):
                 ops["assign_group_license"] = "give the licensing group its SKU (groups.create)"
         return ops
 

@@ -16,7 +16,7 @@ from ..errors import ConfigurationError, GraphError
 from ..graph.gateway import Graph
 from ..model import Action, Change, Json, Outcome
 from ..schema import Strict
-from ..snapshot import Group, Sku, Snapshot, find_sku, read_skus, sku_label
+from ..snapshot import Group, Sku, Snapshot, find_sku, read_skus, sku_labels
 from .base import (
     BaseStep,
     Leaver,
@@ -55,9 +55,8 @@ def resolve_sku(ctx: PlanContext) -> Sku:
     spec = ctx.playbook.section("license")
     sku = find_sku(ctx.snapshot.skus, spec.sku)
     if sku is None:
-        known = ", ".join(sku_label(s) for s in sorted(ctx.snapshot.skus)) or "none"
         raise ConfigurationError(f"license.sku: the tenant has no subscription {spec.sku!r}"
-                                 f" (subscribedSkus: {known})")
+                                 f" (subscribedSkus: {sku_labels(ctx.snapshot.skus)})")
     unknown = [p for p in spec.disabled_plans if p not in sku.plans]
     if unknown:
         raise ConfigurationError(f"license.disabled_plans: {', '.join(unknown)} not in {sku.part_number}"
@@ -268,9 +267,8 @@ def _seats(planned: Planned) -> Check:
     who = planned.who
     sku = find_sku(snapshot.skus, spec.sku)
     if sku is None:
-        known = ", ".join(sku_label(s) for s in sorted(snapshot.skus)) or "none"
         return fail("licence", f"the tenant has no subscription {spec.sku}"
-                    f" (it has: {known}): fix license.sku or buy it")
+                    f" (it has: {sku_labels(snapshot.skus)}): fix license.sku or buy it")
     needed = sum(1 for c in part.changes if c.step == "license" and c.action is Action.CREATE)
     if needed > sku.free:
         return fail("licence", f"{sku.part_number}: {who} needs {needed} licences, {sku.free}"

@@ -64,6 +64,11 @@ def _known_zone(name: str) -> bool:
     return name in iana if iana else bool(re.fullmatch(r"[A-Z][A-Za-z_]+(/[A-Z][A-Za-z_+-]+)+", name))
 
 
+def _guess(value: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(value, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class MailboxSettings(Strict):
     language: str = "sv-SE"
     time_zone: str = "W. Europe Standard Time"
@@ -73,20 +78,16 @@ class MailboxSettings(Strict):
     def _language(cls, v: str) -> str:
         if v in LANGUAGES:
             return v
-        close = difflib.get_close_matches(v.replace("_", "-"), sorted(LANGUAGES), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"{v!r} is not a language Exchange sets a mailbox to (a culture name like"
-                         f" sv-SE){hint}")
+                         f" sv-SE){_guess(v.replace('_', '-'), LANGUAGES)}")
 
     @field_validator("time_zone")
     @classmethod
     def _time_zone(cls, v: str) -> str:
         if _known_zone(v):
             return v
-        close = difflib.get_close_matches(v, sorted(WINDOWS_ZONES), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"{v!r} is not a time zone Exchange knows (a Windows name like 'W. Europe"
-                         f" Standard Time' or an IANA name like Europe/Stockholm){hint}")
+                         f" Standard Time' or an IANA name like Europe/Stockholm){_guess(v, WINDOWS_ZONES)}")
 
     date_format: str = "yyyy-MM-dd"
     time_format: str = "HH:mm"
