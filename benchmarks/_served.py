@@ -4,13 +4,16 @@ client alone (its memory, its CPU) and talks to Graph the way it would to Micros
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +43,7 @@ def served(state_dir: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()  # uvicorn shuts down cleanly on SIGTERM; the store flushes on close
+        proc.terminate()  # uvicorn shuts down on SIGTERM; the app flushes the store's counters
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -48,8 +51,35 @@ def served(state_dir: Path) -> Iterator[str]:
             proc.wait()
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, float, float]:
-    """Run a command; (exit code, output, wall seconds, its own peak RSS in MB)."""
+def http_counters(url: str) -> dict[str, int]:
+    """The served sandbox's request counters, read over HTTP while it still runs."""
+    with urllib.request.urlopen(url + "/_sandbox/counters", timeout=30) as reply:
+        return dict(json.load(reply))
+
+
+@dataclass(frozen=True)
+class Measured:
+    code: int
+    out: str
+    wall: float  # seconds
+    rss_mb: float  # the command's own peak resident memory
+    cpu: float  # the command's own CPU seconds, user + system
+    load: tuple[float, float, float]  # the machine's load average when it ended
+
+    def describe(self) -> str:
+        """Wall and CPU time beside the load average, so a figure taken on a busy machine says so."""
+        return (f"wall {self.wall:.2f} s, client CPU {self.cpu:.2f} s, peak RSS {self.rss_mb:.0f} MB;"
+                f" load average {self.load[0]:.2f} {self.load[1]:.2f} {self.load[2]:.2f}"
+                f" on {os.cpu_count()} CPUs")
+
+    def figures(self) -> dict[str, object]:
+        return {"wall_seconds": round(self.wall, 2), "client_cpu_seconds": round(self.cpu, 2),
+                "client_peak_rss_mb": round(self.rss_mb, 1),
+                "load_average": [round(x, 2) for x in self.load], "cpus": os.cpu_count()}
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run a command and measure it (its own resources, from wait4)."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
@@ -58,8 +88,22 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[in
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out, wall, usage.ru_maxrss / 1024
+    return Measured(proc.returncode, out, wall, usage.ru_maxrss / 1024,
+                    usage.ru_utime + usage.ru_stime, os.getloadavg())
 
 
 def self_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextlib.contextmanager
+def busy(n: int) -> Iterator[None]:
+    """``n`` CPU-bound processes beside the benchmark: the machine of an admin with Teams open,
+    or a CI runner shared with other jobs."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

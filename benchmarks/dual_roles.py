@@ -133,13 +133,12 @@ def main() -> None:
         tenant.store.close()
         del tenant
         with served(work / "tenant") as url:
-            code, out, wall, rss = run_measured([sys.executable, __file__, "--client", url,
-                                                 str(work / "roster.pickle")])
-    if code != 0:
-        raise SystemExit(f"the client failed ({code}):\n{out[-3000:]}")
-    measured = json.loads(out.strip().splitlines()[-1])
+            run = run_measured([sys.executable, __file__, "--client", url, str(work / "roster.pickle")])
+    if run.code != 0:
+        raise SystemExit(f"the client failed ({run.code}):\n{run.out[-3000:]}")
+    measured = json.loads(run.out.strip().splitlines()[-1])
     figures = {"benchmark": "dual_roles", "seed_seconds": round(seed_s, 2), **measured,
-               "client_peak_rss_mb": round(rss, 1), "client_wall_seconds": round(wall, 2)}
+               "client": run.figures()}
     n = figures["directory_users"]
     print(f"directory read: {n} users in {figures['directory_read_seconds']:.2f} s (msgraph-sdk request"
           " builders, raw JSON, pages of 999; the sandbox served by its own process)")
@@ -148,7 +147,8 @@ def main() -> None:
           " (index included)")
     print(f"read + match: {figures['read_and_match_seconds']:.2f} s; client peak memory (RSS):"
           f" {figures['client_peak_rss_after_match_mb']:.0f} MB after matching,"
-          f" {figures['client_peak_rss_mb']:.0f} MB at the end (the typed baseline page included)")
+          f" {run.rss_mb:.0f} MB at the end (the typed baseline page included)")
+    print(f"client process: {run.describe()}")
     print(f"baseline: graph.users.get() with typed models read {figures['baseline_typed_page_users']}"
           f" users in {figures['baseline_typed_page_seconds']:.2f} s; extrapolated to {n} users:"
           f" {figures['baseline_typed_read_seconds_extrapolated']:.0f} s")

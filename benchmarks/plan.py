@@ -58,22 +58,22 @@ def main() -> None:
         (work / "roster.csv").write_text(roster_csv(officials(args.people, 2026)), encoding="utf-8")
         (work / "playbook.yaml").write_text(PLAYBOOK, encoding="utf-8")
         with served(work / "tenant") as url:
-            code, out, wall, rss = run_measured(
+            run = run_measured(
                 [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
                  str(work / "client"), "plan", "--json", str(work / "playbook.yaml")],
                 env={"PROVISIONER_PNR_KEY": SANDBOX_PNR_KEY})
             typed_n, typed_s = asyncio.run(typed_page(url))
-    if code != 0:
-        raise SystemExit(f"plan failed ({code}):\n{out[-3000:]}")
-    plan = json.loads(out[out.index("{"):])
+    if run.code != 0:
+        raise SystemExit(f"plan failed ({run.code}):\n{run.out[-3000:]}")
+    plan = json.loads(run.out[run.out.index("{"):])
     figures = {"benchmark": "plan", "directory_users": args.users, "roster_people": args.people,
-               "seed_seconds": round(seed_s, 2), "plan_seconds": round(wall, 2),
+               "seed_seconds": round(seed_s, 2), "plan_seconds": round(run.wall, 2),
                "changes": len(plan["changes"]), "summary": plan["summary"],
-               "client_peak_rss_mb": round(rss, 1),
+               "client": run.figures(),
                "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * args.users, 1)}
-    print(f"plan: {args.people} people against {args.users} users in {wall:.2f} s, the whole"
+    print(f"plan: {args.people} people against {args.users} users in {run.wall:.2f} s, the whole"
           f" `provisioner plan --json` command against a sandbox served by its own process"
-          f" ({len(plan['changes'])} changes); client peak memory (RSS) {rss:.0f} MB")
+          f" ({len(plan['changes'])} changes); {run.describe()}")
     print(f"baseline: a hand-written plan must first read the directory; with typed models"
           f" (graph.users.get()) one page of {typed_n} took {typed_s:.2f} s, so {args.users} users"
           f" take about {figures['baseline_typed_read_seconds_extrapolated']:.0f} s before any"

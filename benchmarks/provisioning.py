@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._served import run_measured, served
+from benchmarks._served import busy, http_counters, run_measured, served
 from provisioner.sandbox import open_tenant, reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
 from provisioner.sandbox.throttle import WRITE_LIMIT, WRITE_WINDOW
@@ -73,16 +73,16 @@ def make_tenant(state: Path, people: int, scale: float, latency_ms: float, lost:
     tenant.store.close()
 
 
-def counters(state: Path) -> dict[str, int]:
-    """The sandbox's request counters, how many officials' accounts it now holds, and how many
-    of those are a second account for the same person (by the tool's ownership mark)."""
+def counters(state: Path, requests: dict[str, int]) -> dict[str, int]:
+    """The sandbox's request counters (read over HTTP before it stopped), how many officials'
+    accounts it now holds, and how many of those are a second account for the same person (by
+    the tool's ownership mark)."""
     tenant = open_tenant(state)
     try:
         ours = [u for u in tenant.users.values() if u["userPrincipalName"].endswith("@" + DOMAIN)]
         marks = [(u.get("onPremisesExtensionAttributes") or {}).get("extensionAttribute15") for u in ours]
         tagged = [m for m in marks if m]
-        return {**tenant.store.counters, "accounts": len(ours),
-                "duplicates": len(tagged) - len(set(tagged))}
+        return {**requests, "accounts": len(ours), "duplicates": len(tagged) - len(set(tagged))}
     finally:
         tenant.store.close()
 
@@ -94,7 +94,7 @@ def rejected(c: dict[str, int]) -> dict[str, int]:
 
 
 def provision(work: Path, people: int, scale: float, latency_ms: float, direct: bool,
-              lost: float) -> dict[str, Any]:
+              lost: float, busy_cores: int) -> dict[str, Any]:
     state = work / "tenant"
     make_tenant(state, people, scale, latency_ms, lost)
     (work / "roster.csv").write_text(roster_csv(officials(people, 2026)), encoding="utf-8")
@@ -102,14 +102,16 @@ def provision(work: Path, people: int, scale: float, latency_ms: float, direct: 
     licence = "{sku: ENTERPRISEPACK}" if direct else f"{{sku: ENTERPRISEPACK, via_group: {LICENSING_GROUP}}}"
     (work / "playbook.yaml").write_text(PLAYBOOK.format(domain=DOMAIN, license=licence, wait=600),
                                         encoding="utf-8")
-    with served(state) as url:
-        code, out, wall, rss = run_measured(
+    with served(state) as url, busy(busy_cores):
+        run = run_measured(
             [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
              str(work / "client"), "apply", "--yes", str(work / "playbook.yaml")])
-    if code != 0:
-        raise SystemExit(f"apply failed ({code}):\n{out[-3000:]}")
-    c = counters(state)
-    summary = next((line for line in out.splitlines() if line.startswith("Apply complete")), "")
+        requests = http_counters(url)
+    if run.code != 0:
+        raise SystemExit(f"apply failed ({run.code}):\n{run.out[-3000:]}")
+    c = counters(state, requests)
+    wall = run.wall
+    summary = next((line for line in run.out.splitlines() if line.startswith("Apply complete")), "")
     writes, made = c.get("entra writes", 0), c["accounts"]
     floor = writes / (WRITE_LIMIT / WRITE_WINDOW) * scale
     return {
@@ -123,7 +125,9 @@ def provision(work: Path, people: int, scale: float, latency_ms: float, direct: 
         "lost_replies": c.get("lost replies", 0), "duplicate_accounts": c["duplicates"],
         "mailbox_not_ready_answers": sum(n for k, n in c.items() if "MailboxNotEnabledForRESTAPI" in k),
         "requests": sum(c.get(m, 0) for m in ("GET", "POST", "PATCH", "DELETE", "PUT")),
-        "client_peak_rss_mb": round(rss, 1), "licence": "assignLicense per person" if direct
+        "client_cpu_ms_per_person": round(run.cpu / made * 1000, 2), "busy_cores": busy_cores,
+        "client": run.figures(), "client_described": run.describe(),
+        "licence": "assignLicense per person" if direct
         else f"group-based licensing ({LICENSING_GROUP})", "apply_summary": summary,
     }
 
@@ -196,12 +200,13 @@ def baseline(work: Path, people: int, all_people: int, scale: float, latency_ms:
     state = work / "baseline-tenant"
     make_tenant(state, people, scale, latency_ms)
     with served(state) as url:
-        code, out, _, rss = run_measured([sys.executable, __file__, "--baseline-client", url,
-                                             "--people", str(people), "--time-scale", str(scale)])
-    if code != 0:
-        raise SystemExit(f"baseline failed ({code}):\n{out[-3000:]}")
-    result = json.loads(out.strip().splitlines()[-1])
-    c = counters(state)
+        run = run_measured([sys.executable, __file__, "--baseline-client", url,
+                            "--people", str(people), "--time-scale", str(scale)])
+        requests = http_counters(url)
+    if run.code != 0:
+        raise SystemExit(f"baseline failed ({run.code}):\n{run.out[-3000:]}")
+    result = json.loads(run.out.strip().splitlines()[-1])
+    c = counters(state, requests)
     writes = c.get("entra writes", 0)
     per_person = result["seconds"] / people
     extrapolated = per_person * all_people
@@ -213,7 +218,7 @@ def baseline(work: Path, people: int, all_people: int, scale: float, latency_ms:
         "people_per_second_at_graph_speed": round(people / (result["seconds"] / scale), 2),
         "entra_writes_per_person": round(writes / people, 3),
         "throttled_429": c.get("throttled", 0), "rejected_other": rejected(c),
-        "mailbox_waits": result["mailbox_waits"], "client_peak_rss_mb": round(rss, 1),
+        "mailbox_waits": result["mailbox_waits"], "client_peak_rss_mb": round(run.rss_mb, 1),
     }
 
 
@@ -227,6 +232,8 @@ def main() -> None:
                     help="assignLicense per person instead of group-based licensing")
     ap.add_argument("--lost-reply-rate", type=float, default=0.0,
                     help="share of writes the sandbox makes but answers 504 (the reply is lost)")
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="run N CPU-bound processes beside the client (a machine with other work)")
     ap.add_argument("--baseline-client", metavar="URL", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.baseline_client:
@@ -236,7 +243,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ours = provision(work / "ours", args.people, args.time_scale, args.latency_ms,
-                         args.direct_licence, args.lost_reply_rate)
+                         args.direct_licence, args.lost_reply_rate, args.busy)
         base = baseline(work / "base", min(args.baseline_people, args.people), args.people,
                         args.time_scale, args.latency_ms)
     s = args.time_scale
@@ -254,8 +261,9 @@ def main() -> None:
           f" (licence: {ours['licence']}); write quota used {ours['write_quota_share']:.0%};"
           f" 429s: {ours['throttled_429']}; other rejections: {ours['rejected_other'] or 'none'};"
           f" replies lost after a write: {ours['lost_replies']}, duplicate accounts:"
-          f" {ours['duplicate_accounts']};"
-          f" client peak RSS {ours['client_peak_rss_mb']:.0f} MB")
+          f" {ours['duplicate_accounts']}")
+    print(f"  client: {ours['client_cpu_ms_per_person']:.1f} ms of CPU per person"
+          f" ({args.busy} busy processes beside it); {ours['client_described']}")
     print(f"  baseline (sequential typed script): {base['measured_people']} people in"
           f" {base['measured_seconds']:.1f} s, extrapolated to {args.people}:"
           f" {base['extrapolated_seconds']:.0f} s ({base['people_per_second_at_graph_speed']:.1f}"

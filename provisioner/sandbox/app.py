@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import random
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
@@ -90,13 +91,28 @@ class Sandbox:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = [
             (m, re.compile(f"^{p}/?$", re.IGNORECASE), h) for m, p, h in self._table()
         ]
-        self.app = Starlette(routes=[Route("/{path:path}", self._endpoint,
-                                           methods=["GET", "POST", "PATCH", "PUT", "DELETE"])])
+        # The store keeps its request counters in memory between writes; flush them when the
+        # server shuts down (uvicorn re-raises SIGTERM after the lifespan ends, so nothing
+        # after uvicorn.run would run).
+        self.app = Starlette(routes=[Route("/_sandbox/counters", self._counters, methods=["GET"]),
+                                     Route("/{path:path}", self._endpoint,
+                                           methods=["GET", "POST", "PATCH", "PUT", "DELETE"])],
+                             lifespan=self._lifespan)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
 
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
+        yield
+        self.tenant.store.flush()
+
     # -- HTTP ----------------------------------------------------------------------------
+    async def _counters(self, request: Request) -> Response:
+        """The sandbox's own request counters (not a Graph endpoint): what a benchmark reads
+        before it stops the server."""
+        return Response(json.dumps(dict(self.tenant.store.counters)), media_type="application/json")
+
     async def _endpoint(self, request: Request) -> Response:
         request_id = str(uuid.uuid4())
         path = "/" + request.path_params["path"]
