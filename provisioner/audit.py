@@ -99,6 +99,8 @@ class AuditLog:
         self._on_append = on_append  # a record is on disk: a forwarder may send it
         self.alg, self._hash = _hasher(key)
         self._anchor = anchor
+        # where this process left the file, and the head it wrote there
+        self._tail: tuple[tuple[int, int, int], Head] | None = None
         # A plain BoundLogger: the audit log never obeys the console's log level.
         self.logger = structlog.wrap_logger(
             _Sink(self),
@@ -124,24 +126,36 @@ class AuditLog:
         with self._lock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
             try:
-                os.chmod(self.path, 0o600)
-                torn = _repair_torn_tail(fd)
-                if torn:  # a short write (disk full) left half a record: cut it off, and say so
-                    self._write(fd, {"event": "audit_repaired", "dropped_bytes": torn,
-                                     "ts": event.get("ts")})
-                self._write(fd, event)
+                head = self._known_head(fd)
+                if head is None:  # not the file as this process left it: read its tail again
+                    os.chmod(self.path, 0o600)
+                    torn = _repair_torn_tail(fd)
+                    if torn:  # a short write (disk full) left half a record: cut it off, and say so
+                        self._write(fd, {"event": "audit_repaired", "dropped_bytes": torn,
+                                         "ts": event.get("ts")}, _last(fd))
+                    head = _last(fd)
+                self._write(fd, event, head)
             finally:
                 os.close(fd)
         if self._on_append:
             self._on_append()
 
-    def _write(self, fd: int, event: dict[str, Any]) -> None:
+    def _known_head(self, fd: int) -> Head | None:
+        """The head this process wrote last, if the file is still the one it wrote to, at the
+        size it left (no other writer since, nothing cut off); None when it must be read."""
+        if self._tail is None:
+            return None
+        where, head = self._tail
+        return head if where == _where(os.fstat(fd)) else None
+
+    def _write(self, fd: int, event: dict[str, Any], head: Head) -> None:
         """One record, whole or not at all, then the anchor (only over an intact tail)."""
-        seq, prev = _last(fd)
+        seq, prev = head
         record = {**event, "seq": seq + 1, "prev": prev, "alg": self.alg}
         record["hash"] = self._hash(canonical(record).encode())
         data = (canonical(record) + "\n").encode()
         size = os.fstat(fd).st_size
+        self._tail = None
         try:
             if os.write(fd, data) != len(data):
                 raise OSError(f"short write to {self.path}")
@@ -149,8 +163,14 @@ class AuditLog:
         except OSError:
             os.ftruncate(fd, size)  # never leave half a record for the next one to follow
             raise
+        self._tail = (_where(os.fstat(fd)), (record["seq"], record["hash"]))
         if self._anchor:
             self._anchor((seq, prev), (record["seq"], record["hash"]))
+
+
+def _where(st: os.stat_result) -> tuple[int, int, int]:
+    """Which file, and how long: (device, inode, size)."""
+    return st.st_dev, st.st_ino, st.st_size
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:

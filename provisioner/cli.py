@@ -89,6 +89,8 @@ class Group(click.Group):
             if ctx.parent is None:
                 _audit_command(ctx, status)
                 _forward_audit(ctx)
+                if hasattr(ctx.obj, "close"):
+                    ctx.obj.close()
 
 
 def _error(ctx: click.Context, exc: ProvisionerError) -> None:

@@ -47,6 +47,7 @@ class Session:
         self.graph_identity = "none"
         self.run_ids: list[str] = []
         self._audit: AuditLog | None = None
+        self._anchor_journal: Journal | None = None  # where the audit log's anchor is kept
         self.state_url = settings.state_url
         self.forwarder = (Forwarder(self.audit_path, settings.audit_forward)
                           if settings.audit_forward else None)
@@ -57,6 +58,11 @@ class Session:
         if self.state_url is None and playbook is not None and playbook.state:
             self.state_url = playbook.state
         return Journal(self.settings.state_dir, self.state_url)
+
+    def close(self) -> None:
+        if self._anchor_journal is not None:
+            self._anchor_journal.close()
+            self._anchor_journal = None
 
     def lock(self, command: str, playbook: Playbook | None = None) -> contextlib.AbstractContextManager[None]:
         """One apply, rollback or settle at a time: per state dir, or per shared state."""
@@ -79,12 +85,15 @@ class Session:
 
             def anchor(prev: tuple[int, str], head: tuple[int, str]) -> None:
                 """Move the journal's anchor only from the head it holds: a log cut short,
-                replaced or deleted stays detectable however many commands run after."""
+                replaced or deleted stays detectable however many commands run after. One
+                connection to the journal serves the whole command."""
                 key = anchor_key(self.audit_path, state_dir, shared=bool(self.state_url))
-                with self.journal() as journal:
-                    held = journal.audit_head(key)
-                    if held is None or tuple(held) == prev:
-                        journal.set_audit_head(key, *head)
+                if self._anchor_journal is None:
+                    self._anchor_journal = self.journal()
+                journal = self._anchor_journal
+                held = journal.audit_head(key)
+                if held is None or tuple(held) == prev:
+                    journal.set_audit_head(key, *head)
 
             self._audit = AuditLog(self.audit_path, audit_key(), anchor, context={
                 "operator": operator(), "host": socket.gethostname(), "tool_version": tool_version()},

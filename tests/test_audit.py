@@ -242,6 +242,28 @@ def test_a_record_over_64_kb_does_not_fork_the_chain(tmp_path: Path) -> None:
     assert [json.loads(x)["seq"] for x in path.read_bytes().splitlines()] == [1, 2]
 
 
+@pytest.mark.parametrize("between", ["another writer appends", "the log is cut", "the log is replaced"])
+def test_a_writer_reads_the_tail_again_when_the_file_is_not_as_it_left_it(tmp_path: Path,
+                                                                          between: str) -> None:
+    """A writer remembers the head it wrote last and skips reading the tail while the file is
+    as it left it; anything else in between (another command, a cut, a new file) is read."""
+    path = tmp_path / "a.jsonl"
+    log = AuditLog(path)
+    log.event("command", command="first")
+    log.event("command", command="second")
+    if between == "another writer appends":
+        AuditLog(path).event("command", command="other")
+    elif between == "the log is cut":
+        path.write_bytes(path.read_bytes().splitlines(keepends=True)[0])
+    else:
+        path.unlink()
+        AuditLog(path).event("command", command="new log")
+    log.event("command", command="third")
+    assert verify(path).ok
+    records = [json.loads(x) for x in path.read_bytes().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+
+
 def test_a_torn_tail_is_repaired_and_audited_before_the_next_record(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     write_log(path, 3)
