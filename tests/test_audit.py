@@ -364,3 +364,20 @@ def test_audit_show_exits_1_when_the_log_knows_nothing(runner: CliRunner, state_
     write_log(state_dir / "audit.jsonl", n=2)
     result = cli(runner, state_dir, "audit", "show", "--upn", "nobody@p.se")
     assert result.exit_code == 1 and "nothing in the audit log about upn nobody@p.se" in result.output
+
+
+@pytest.mark.slow
+def test_commands_appending_at_the_same_time_never_fork_the_chain(tmp_path: Path) -> None:
+    """Four processes append 100 records each to one log at the same time: the lock makes
+    one chain of 400 (without it, two read the same head and both follow it)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "a.jsonl"
+    code = ("import sys; from pathlib import Path; from provisioner.audit import AuditLog\n"
+            "log = AuditLog(Path(sys.argv[1]))\n"
+            "for i in range(100): log.event('command', command=f'{sys.argv[2]}-{i}')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)]) for n in range(4)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    assert verify(path).ok
+    assert [json.loads(x)["seq"] for x in path.read_bytes().splitlines()] == list(range(1, 401))
