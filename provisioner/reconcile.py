@@ -11,6 +11,8 @@ the tool changed it stops its rollback with an explanation, unless forced.
 
 from __future__ import annotations
 
+import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,10 +91,16 @@ def select(entries: Sequence[Entry], *, run_id: str | None, cohort: str | None,
 
 async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name: str,
                         force: bool, state_dir: Path | None = None) -> RollbackPlan:
+    """Linear in the entries: what goes with each user is indexed once, and Graph's answers
+    for every undo are read before the undos are judged, newest first: concurrently, the
+    accounts' reads 20 to a $batch."""
     deleted_users = {e.object_id for e in entries if _creates_account(e.change)}
+    with_user: dict[str | None, list[int]] = defaultdict(list)
+    for e in entries:
+        if STEPS[e.change.step].goes_with_user:
+            with_user[e.object_id].append(e.seq)
     result = RollbackPlan(Plan(playbook_name, "", "", "", {}, ()), {}, {})
-    changes: list[Change] = []
-    people: dict[str, PersonTarget] = {}
+    todo: list[tuple[Entry, Change, PersonRun]] = []
     for entry in sorted(entries, key=lambda e: e.seq, reverse=True):
         step = STEPS[entry.change.step]
         is_user_delete = _creates_account(entry.change)
@@ -105,16 +113,21 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
             else:
                 result.blocked.append(f"{entry.change.target}: {entry.reversibility}, cannot be undone")
             continue
-        run = PersonRun(entry.change.person_id, entry.upn or _upn(entry.change), entry.object_id,
-                        state_dir=state_dir)
-        current, gone = await current_or_gone(undo, graph, run)
+        todo.append((entry, undo, PersonRun(entry.change.person_id, entry.upn or _upn(entry.change),
+                                            entry.object_id, state_dir=state_dir)))
+    answers: list[tuple[Json | None, bool]] = []
+    reads = graph.coalescing()
+    for start in range(0, len(todo), READ_CHUNK):
+        answers += await asyncio.gather(*(current_or_gone(undo, reads, run)
+                                          for _, undo, run in todo[start:start + READ_CHUNK]))
+    changes: list[Change] = []
+    people: dict[str, PersonTarget] = {}
+    for (entry, undo, run), (current, gone) in zip(todo, answers, strict=True):
         if gone:  # a 404 on anything being undone means there is nothing left to undo
             result.already.append((undo, entry.seq))
             continue
-        if is_user_delete:
-            result.goes_with[undo.id] = [
-                e.seq for e in entries if e.object_id == entry.object_id and e.seq != entry.seq
-                and STEPS[e.change.step].goes_with_user]
+        if _creates_account(entry.change):
+            result.goes_with[undo.id] = [seq for seq in with_user[entry.object_id] if seq != entry.seq]
         if is_done(undo, current) or (current is None and undo.action is Action.UPDATE):
             # Done already, or the object whose attributes would be put back is gone.
             result.already.append((undo, entry.seq))
@@ -128,6 +141,10 @@ async def plan_rollback(graph: Graph, entries: Sequence[Entry], *, playbook_name
         people[undo.person_id] = PersonTarget(run.upn, run.user_id)
     result.plan = Plan(playbook_name, "", "", "", people, tuple(changes), steps=UNDO_ORDER)
     return result
+
+
+# Reads started at once while planning a rollback (the Graph's limits pace them further).
+READ_CHUNK = 500
 
 
 # The order a rollback's changes are listed in, each step's place given by the step.

@@ -129,6 +129,22 @@ def test_dry_run_shows_the_rollback_and_changes_nothing(runner: CliRunner, state
     assert reopen(state_dir).store.counters["mutating"] == writes
 
 
+def test_a_rollback_reads_the_accounts_20_to_a_batch(runner: CliRunner, state_dir: Path,
+                                                     make_sandbox: Callable[..., Tenant],
+                                                     write_playbook: Callable[..., Path]) -> None:
+    """The undo of 25 accounts is judged from two $batch requests of reads, not 25 GETs
+    (https://learn.microsoft.com/graph/json-batching: up to 20 requests in one)."""
+    make_sandbox()
+    playbook = write_playbook(25)
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    before = reopen(state_dir).store.counters
+    result = cli(runner, state_dir, "rollback", "--dry-run", str(playbook))
+    assert result.exit_code == 0, result.output
+    after = reopen(state_dir).store.counters
+    assert after["BATCH"] - before["BATCH"] == 2
+    assert after["GET"] - before["GET"] == 25  # the batches' items, one per account
+
+
 def test_a_second_apply_on_the_same_state_dir_refuses_at_once(
         runner: CliRunner, state_dir: Path, ready: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOGNAME", "anna")
