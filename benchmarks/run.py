@@ -22,6 +22,7 @@ FULL = {
     "plan": [],
     "startup": [],
     "journal": [],
+    "rollback": [],
 }
 QUICK = {
     "provisioning": ["--people", "60", "--baseline-people", "4", "--time-scale", "0.1"],
@@ -29,6 +30,7 @@ QUICK = {
     "plan": ["--users", "2000", "--people", "400"],
     "startup": ["--runs", "1"],
     "journal": ["--changes", "50"],
+    "rollback": ["--people", "60", "--time-scale", "0.1", "--plan-sizes", "200,400"],
 }
 
 

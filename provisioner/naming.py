@@ -111,9 +111,10 @@ class NamingPolicy:
              "body": person.body, "category": person.category, "person_id": person.person_id}
         ).strip()
 
-    def candidate(self, person: Person, n: int) -> Names:
-        """The n-th candidate (1 = no suffix, 2 = ``.2`` ...)."""
-        base = self.base_local(person)
+    def candidate(self, person: Person, n: int, base: str | None = None) -> Names:
+        """The n-th candidate (1 = no suffix, 2 = ``.2`` ...); ``base``: ``base_local``'s
+        answer for this person, when the caller has it already."""
+        base = self.base_local(person) if base is None else base
         suffix = "" if n == 1 else f".{n}"
         local = base[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
         nickname = clean_local(
@@ -128,10 +129,32 @@ class NamingPolicy:
 
     def assign(self, person: Person, is_taken: Callable[[Names], bool]) -> Names:
         """First candidate that ``is_taken`` accepts: deterministic for a given directory."""
-        for n in range(1, 1000):
-            names = self.candidate(person, n)
-            if not is_taken(names):
+        return Namer(self, is_taken, lambda _: False).assign(person)
+
+
+class Namer:
+    """Names people one after another against what is taken, each person's address the first
+    free candidate. Linear however many share a name: people with the same base address share
+    every candidate address, and an address once taken stays taken, so each base remembers
+    the first candidate whose address may still be free."""
+
+    def __init__(self, policy: NamingPolicy, upn_taken: Callable[[Names], bool],
+                 nickname_taken: Callable[[Names], bool]) -> None:
+        self.policy = policy
+        self._upn_taken, self._nickname_taken = upn_taken, nickname_taken
+        self._first: dict[str, int] = {}  # base address -> first candidate not known taken
+
+    def assign(self, person: Person) -> Names:
+        base = self.policy.base_local(person)
+        n = self._first.get(base, 1)
+        while n < 1000:
+            names = self.policy.candidate(person, n, base)
+            if self._upn_taken(names):
+                if self._first.get(base, 1) == n:
+                    self._first[base] = n + 1
+            elif not self._nickname_taken(names):
                 return names
+            n += 1
         raise ValueError(f"person {person.person_id}: no free address after 999 tries")
 
 

@@ -11,7 +11,7 @@ from .dualrole import ADOPT, OWN, DualRoleView, analyse
 from .errors import ConfigurationError, RosterError
 from .leavers import LEAVERS, leaver_changes
 from .model import GROUP_SUBJECT, PREREQUISITES, Change, PersonTarget, Plan
-from .naming import Names, NamingPolicy
+from .naming import Namer, Names, NamingPolicy
 from .playbook import Playbook
 from .roster import Person, Roster
 from .snapshot import DirectoryUser, Snapshot, owner_prefix
@@ -146,6 +146,8 @@ def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Pers
     """Existing accounts keep their names; new people are named in person_id order, so the
     same roster against the same directory always gives the same addresses."""
     taken_upn, taken_nick = snapshot.names_taken()
+    namer = Namer(policy, lambda n: n.upn.lower() in taken_upn,
+                  lambda n: n.mail_nickname.lower() in taken_nick)
     out: dict[str, Names] = {}
     problems: list[str] = []
     for person in sorted(persons, key=lambda p: p.person_id):
@@ -153,12 +155,8 @@ def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Pers
         if user is not None:
             out[person.person_id] = Names(user.upn, user.mail_nickname, policy.display_name(person))
             continue
-
-        def taken(n: Names) -> bool:
-            return n.upn.lower() in taken_upn or n.mail_nickname.lower() in taken_nick
-
         try:
-            names = policy.assign(person, taken)
+            names = namer.assign(person)
         except ValueError as exc:
             problems.append(f"{roster_path}:{person.line}: given_name/surname: {exc}")
             continue
