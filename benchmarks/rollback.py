@@ -69,7 +69,7 @@ def at_the_floor(work: Path, people: int, scale: float, latency_ms: float) -> di
         "throttled_429": delta.get("throttled", 0), "batches": delta.get("BATCH", 0),
         "rollback_client": rolled.figures(), "rollback_described": rolled.describe(),
         "dry_run_seconds": round(dry.wall, 2), "dry_run_client_cpu_seconds": round(dry.cpu, 2),
-        "summary": next((line for line in rolled.out.splitlines() if line.startswith("Rollback complete")), ""),
+        "summary": next((x for x in rolled.out.splitlines() if x.startswith("Rollback complete")), ""),
     }
 
 

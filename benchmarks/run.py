@@ -23,6 +23,7 @@ FULL = {
     "startup": [],
     "journal": [],
     "rollback": [],
+    "audit": [],
 }
 QUICK = {
     "provisioning": ["--people", "60", "--baseline-people", "4", "--time-scale", "0.1"],
@@ -31,6 +32,7 @@ QUICK = {
     "startup": ["--runs", "1"],
     "journal": ["--changes", "50"],
     "rollback": ["--people", "60", "--time-scale", "0.1", "--plan-sizes", "200,400"],
+    "audit": ["--records", "2000"],
 }
 
 

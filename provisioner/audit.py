@@ -278,63 +278,73 @@ def read_records(path: Path, damaged: Callable[[int], None] | None = None) -> It
 
 
 def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = None) -> Verdict:
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    complete = data.endswith(b"\n") or not data
-    if complete:
-        lines = lines[:-1]
-    parsed: list[dict[str, Any] | None] = []
-    for raw in lines:
-        try:
-            parsed.append(json.loads(raw))
-        except ValueError:
-            parsed.append(None)
-    seqs = [r.get("seq") if isinstance(r, dict) else None for r in parsed]
-    prev, expected = GENESIS, 1
-    for i, record in enumerate(parsed):
-        line = i + 1
-        if record is None:
-            last = i == len(parsed) - 1
-            reason = ("truncated: the last record is incomplete" if last and not complete
-                      else "not a JSON record (edited)")
-            return Verdict(False, i, line, reason)
-        alg = record.get("alg", "sha256")
-        if alg == "hmac-sha256" and not key:
-            return Verdict(False, i, line, f"the chain is keyed: set {KEY_ENV} to verify it")
-        if key and alg != "hmac-sha256":
-            # With a key the chain is keyed from its first record: a record that says
-            # otherwise was rewritten by someone without the key.
-            return Verdict(False, i, line, f"record seq {record.get('seq')} claims alg {alg!r},"
-                           " but this chain is keyed (rewritten without the key)")
-        _, digest = _hasher(key if alg == "hmac-sha256" else None)
-        body = {k: v for k, v in record.items() if k != "hash"}
-        if digest(canonical(body).encode()) != record.get("hash"):
-            return Verdict(False, i, line, f"record seq {record.get('seq')} was edited"
-                           " (its hash does not match its content)")
-        seq = record.get("seq")
-        if seq != expected:
-            if expected in seqs[i + 1:]:
-                return Verdict(False, i, line, f"records are out of order: seq {seq} stands where"
-                               f" seq {expected} should")
-            if isinstance(seq, int) and seq > expected:
-                return Verdict(False, i, line, f"record(s) deleted: seq {expected} to {seq - 1}"
-                               " are missing before this line")
-            return Verdict(False, i, line, f"seq {seq} repeats or goes back (expected {expected})")
-        if record.get("prev") != prev:
-            return Verdict(False, i, line, "the previous record's hash does not match (a record"
-                           " before this one was replaced)")
-        prev, expected = record["hash"], expected + 1
+    """Walk the chain one record at a time (a log of any length in constant memory)."""
+    prev, expected, line, complete, head_hash = GENESIS, 1, 0, True, None
+    with path.open("rb") as fh:
+        for raw in fh:
+            line += 1
+            i, complete = line - 1, raw.endswith(b"\n")
+            record = _record(raw)
+            if record is None:
+                reason = ("truncated: the last record is incomplete" if not complete
+                          else "not a JSON record (edited)")
+                return Verdict(False, i, line, reason)
+            alg = record.get("alg", "sha256")
+            if alg == "hmac-sha256" and not key:
+                return Verdict(False, i, line, f"the chain is keyed: set {KEY_ENV} to verify it")
+            if key and alg != "hmac-sha256":
+                # With a key the chain is keyed from its first record: a record that says
+                # otherwise was rewritten by someone without the key.
+                return Verdict(False, i, line, f"record seq {record.get('seq')} claims alg {alg!r},"
+                               " but this chain is keyed (rewritten without the key)")
+            _, digest = _hasher(key if alg == "hmac-sha256" else None)
+            body = {k: v for k, v in record.items() if k != "hash"}
+            if digest(canonical(body).encode()) != record.get("hash"):
+                return Verdict(False, i, line, f"record seq {record.get('seq')} was edited"
+                               " (its hash does not match its content)")
+            seq = record.get("seq")
+            if seq != expected:
+                if _seq_after(path, line, expected):
+                    return Verdict(False, i, line, f"records are out of order: seq {seq} stands where"
+                                   f" seq {expected} should")
+                if isinstance(seq, int) and seq > expected:
+                    return Verdict(False, i, line, f"record(s) deleted: seq {expected} to {seq - 1}"
+                                   " are missing before this line")
+                return Verdict(False, i, line, f"seq {seq} repeats or goes back (expected {expected})")
+            if record.get("prev") != prev:
+                return Verdict(False, i, line, "the previous record's hash does not match (a record"
+                               " before this one was replaced)")
+            if head is not None and seq == head[0]:
+                head_hash = record["hash"]
+            prev, expected = record["hash"], expected + 1
     if not complete:
-        return Verdict(False, len(parsed), len(parsed), "truncated: the last record is incomplete")
+        return Verdict(False, line, line, "truncated: the last record is incomplete")
     if head is not None:
         if head[0] > expected - 1:
-            return Verdict(False, expected - 1, len(parsed) + 1,
+            return Verdict(False, expected - 1, line + 1,
                            f"truncated or replaced: the log ends at seq {expected - 1}, but seq"
                            f" {head[0]} was recorded as its head")
-        if head[0] > 0 and parsed[head[0] - 1].get("hash") != head[1]:  # type: ignore[union-attr]
+        if head[0] > 0 and head_hash != head[1]:
             return Verdict(False, expected - 1, head[0],
                            f"replaced: seq {head[0]} is not the record whose hash was recorded")
     return Verdict(True, expected - 1, None, "", prev)
+
+
+def _record(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _seq_after(path: Path, line: int, seq: int) -> bool:
+    """Does a record with ``seq`` stand after line ``line`` (read again, on a broken chain)?"""
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if n > line and (_record(raw) or {}).get("seq") == seq:
+                return True
+    return False
 
 
 EXPORT_FIELDS = ("seq", "ts", "event", "command", "operator", "host", "tool_version",
