@@ -304,7 +304,12 @@ def _plan_exit(result: Any, ready: Any) -> int:
 
 
 def _json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    """Indented for a person at a terminal; one line for a pipe or a file, which Python's
+    C encoder writes (the indenting encoder is pure Python: seconds for a plan of 10,000)."""
+    if sys.stdout.isatty():
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        click.echo(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
 
 
 @main.command()
@@ -462,7 +467,7 @@ def dual_roles(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> N
 
     rows = asyncio.run(ops.dual_roles(session, ops.load(playbook)))
     if fmt == "json":
-        click.echo(json.dumps([r.to_json() for r in rows], indent=2, ensure_ascii=False))
+        _json([r.to_json() for r in rows])
     elif fmt == "csv":
         click.echo(dual_role_csv(rows, excel=excel), nl=False)
     else:
@@ -483,7 +488,7 @@ def devices(session: ops.Session, playbook: Path, fmt: str, excel: bool) -> None
 
     report = asyncio.run(ops.devices_report(session, ops.load(playbook)))
     if fmt == "json":
-        click.echo(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+        _json(report.to_json())
     elif fmt == "csv":
         click.echo(device_csv(report.people, excel=excel), nl=False)
     else:
@@ -573,7 +578,7 @@ def status(session: ops.Session, playbook: Path, as_json: bool) -> None:
 
     result = ops.status(session, ops.load(playbook))
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        _json(result.to_json())
         return
     for line in status_lines(result):
         click.echo(line)
@@ -689,7 +694,7 @@ def sandbox_show(session: ops.Session, as_json: bool) -> None:
     with ops.open_sandbox(session.settings.state_dir) as app:
         facts = describe(app.tenant)
     if as_json:
-        click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
+        _json(facts)
         return
     for section, values in facts.items():
         click.echo(f"{section}:")
@@ -895,8 +900,7 @@ def audit_show(session: ops.Session, upn: str | None, person: str | None, run: s
     records = history(session.audit_path, upn=upn, person=person, run=run, damaged=damaged)
     query = {k: v for k, v in (("upn", upn), ("person_id", person), ("run_id", run)) if v}
     if as_json:
-        click.echo(json.dumps({"query": query, "log": str(session.audit_path), "records": records},
-                              ensure_ascii=False, indent=2))
+        _json({"query": query, "log": str(session.audit_path), "records": records})
     else:
         for line in history_lines(records, query):
             click.echo(line)

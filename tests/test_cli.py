@@ -107,3 +107,27 @@ def test_commands_that_do_not_talk_to_graph_never_import_the_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_json_is_indented_at_a_terminal_and_one_line_in_a_pipe(tmp_path: Path) -> None:
+    """A pipeline reads one line that Python's C encoder wrote; a person gets it indented."""
+    import os
+    import subprocess
+    import sys
+
+    state = str(tmp_path / "s")
+    command = [sys.executable, "-m", "provisioner", "--state-dir", state]
+    subprocess.run([*command, "sandbox", "reset", "--employees", "5"], check=True, capture_output=True)
+    piped = subprocess.run([*command, "sandbox", "show", "--json"], check=True, capture_output=True,
+                           text=True).stdout
+    assert piped.count("\n") == 1 and json.loads(piped)
+    main_fd, terminal = os.openpty()
+    try:
+        subprocess.run([*command, "sandbox", "show", "--json"], check=True, stdout=terminal,
+                       stderr=subprocess.DEVNULL)
+        shown = os.read(main_fd, 1 << 20).decode()
+    finally:
+        os.close(main_fd)
+        os.close(terminal)
+    assert shown.count("\n") > 3 and json.loads(shown) == json.loads(piped)
