@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from .urls import expand
+
 MAX_ITEMS = 20  # Graph's limit per $batch
 # scheme://host, then an optional version segment; or a bare version segment
 _PREFIX = re.compile(r"^(?:[a-z][a-z0-9+.-]*://[^/]+)?(?:/(?:v1\.0|beta))?(?=/|$)", re.IGNORECASE)
@@ -35,15 +37,7 @@ class Item:
 def item_url(request_info: Any) -> str:
     """The request's URL relative to the version, with ``$select``/``$filter`` names as Graph
     writes them (kiota percent-encodes the ``$``)."""
-    from stduritemplate import StdUriTemplate
-
-    raw = request_info.path_parameters.get(request_info.RAW_URL_KEY)
-    if isinstance(raw, str) and raw:
-        url = raw
-    else:
-        values = {**request_info.query_parameters, **request_info.path_parameters, "baseurl": ""}
-        url = StdUriTemplate.expand(request_info.url_template,
-                                    {k: request_info._get_sanitized_value(v) for k, v in values.items()})
+    url = expand(request_info, "")
     path, _, query = url.partition("?")
     path = _PREFIX.sub("", path, count=1) or "/"
     if not path.startswith("/"):

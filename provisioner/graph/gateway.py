@@ -27,6 +27,7 @@ from .batch import payload as batch_payload
 from .client import Target, build_adapter
 from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
 from .retry import RetryPolicy
+from .urls import expand
 
 log = structlog.get_logger("provisioner.graph")
 Json = dict[str, Any]
@@ -646,14 +647,13 @@ class _Coalesced:
 
 
 def _expand_once(request_info: Any, base_url: str) -> dict[str, Any]:
-    """Give the request its URL now, once. kiota's RequestInformation.url expands the URI
-    template on every read, and a request is read three times (the auth provider's host
-    check, twice in the adapter): a fifth of the client's CPU per request. Setting the URL
-    keeps it, but clears the path parameters: they are returned for our own use."""
+    """Give the request its URL now, once (see urls.py): kiota's RequestInformation.url
+    expands the URI template on every read, three a request. Setting the URL keeps it, but
+    clears the path parameters: they are returned for our own use."""
     params = dict(request_info.path_parameters or {})
-    if request_info.url_template and not params.get(request_info.RAW_URL_KEY):
-        request_info.path_parameters["baseurl"] = base_url
-        request_info.url = request_info.url
+    # No path parameters: its URL was set already (set_device_category's beta URL).
+    if request_info.url_template and params and not params.get(request_info.RAW_URL_KEY):
+        request_info.url = expand(request_info, base_url)
     return params
 
 
