@@ -48,6 +48,7 @@ class Session:
         self.run_ids: list[str] = []
         self._audit: AuditLog | None = None
         self._anchor_journal: Journal | None = None  # where the audit log's anchor is kept
+        self._anchor_key = ""                         # and under which name
         self.state_url = settings.state_url
         self.forwarder = (Forwarder(self.audit_path, settings.audit_forward)
                           if settings.audit_forward else None)
@@ -87,9 +88,10 @@ class Session:
                 """Move the journal's anchor only from the head it holds: a log cut short,
                 replaced or deleted stays detectable however many commands run after. One
                 connection to the journal serves the whole command."""
-                key = anchor_key(self.audit_path, state_dir, shared=bool(self.state_url))
                 if self._anchor_journal is None:
                     self._anchor_journal = self.journal()
+                    self._anchor_key = anchor_key(self.audit_path, state_dir, shared=bool(self.state_url))
+                key = self._anchor_key
                 journal = self._anchor_journal
                 held = journal.audit_head(key)
                 if held is None or tuple(held) == prev:
