@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
-from provisioner.graph.pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
+from provisioner.graph.pace import BUSY, OK, SCALE_ENV, THROTTLED, AdaptiveLimit, WritePacer, service_of
 
 
 def test_grows_by_about_one_per_round_of_good_answers_up_to_the_ceiling() -> None:
@@ -114,4 +115,128 @@ def test_graph_backs_off_when_the_sandbox_throttles_and_every_write_lands() -> N
     graph = asyncio.run(go())
     entra = graph.limits["entra"]
     assert graph.stats["throttled"] > 0 and entra.cuts >= 1 and entra.limit < 16
+    assert all(app.tenant.users[uid]["jobTitle"] == "ledamot" for uid in users)
+
+
+# -- the documented write quota, paced -------------------------------------------------------
+class FakeTime:
+    """A clock that sleeping moves on, so that a pacer's waits take no time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def pacer(t: FakeTime) -> WritePacer:
+    return WritePacer(clock=t.clock, sleep=t.sleep, scale=1.0)
+
+
+def test_alone_in_a_fresh_window_writes_go_at_once_up_to_95_percent_of_it() -> None:
+    t = FakeTime()
+    p = pacer(t)
+
+    async def go() -> None:
+        await p.take()
+        p.answered()  # the first write goes alone; its answer lets the others go
+        for _ in range(2849):
+            await p.take()
+        assert t.slept == []
+        await p.take()  # the 2,851st waits for the first to leave the window
+    asyncio.run(go())
+    assert t.slept == [pytest.approx(150.0)] and not p.shared
+
+
+def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() -> None:
+    """Graph says the window is full (``x-ms-throttle-limit-percentage`` 1.0) after one write
+    of ours: someone else's writes fill it, so ours go at 95% of 3,000 per 150 s."""
+    t = FakeTime()
+    p = pacer(t)
+
+    async def go() -> list[float]:
+        await p.take()
+        p.observe(200, "1.0")
+        p.answered()
+        start, times = t.now, []
+        for _ in range(190):
+            await p.take()
+            times.append(t.now - start)
+        return times
+    times = asyncio.run(go())
+    assert p.shared and times[-1] == pytest.approx(189 / 19, rel=0.01)
+    assert min(b - a for a, b in itertools.pairwise(times)) == pytest.approx(1 / 19)
+
+
+@pytest.mark.parametrize(("ours", "usage", "status", "shared"), [
+    (2450, "0.9", 200, False),   # 2,700 by a header of one decimal: ours, give or take 150
+    (10, "0.8", 200, True),      # 2,400 used, 10 of them ours
+    (10, None, 429, True),       # throttled below the quota: someone else is writing
+    (10, None, 200, False),      # below 80%: no header
+])
+def test_a_window_is_shared_when_graph_reports_more_than_ours(ours: int, usage: str | None,
+                                                             status: int, shared: bool) -> None:
+    t = FakeTime()
+    p = pacer(t)
+
+    async def go() -> None:
+        for _ in range(ours):
+            await p.take()
+            p.answered()
+    asyncio.run(go())
+    p.observe(status, usage)
+    assert p.shared is shared
+
+
+@pytest.mark.slow
+def test_the_first_write_goes_alone_and_its_answer_lets_the_others_go() -> None:
+    t = FakeTime()
+    p = pacer(t)
+    order: list[str] = []
+
+    async def write(name: str) -> None:
+        await p.take()
+        order.append(name)
+
+    async def go() -> None:
+        first = asyncio.ensure_future(write("first"))
+        await asyncio.sleep(0)
+        others = asyncio.gather(*(write(f"w{i}") for i in range(3)))
+        await asyncio.sleep(0.01)
+        assert order == ["first"]  # the others wait for its answer
+        p.observe(200, "1.0")
+        p.answered()
+        await asyncio.gather(first, others)
+    asyncio.run(go())
+    assert p.shared and order == ["first", "w0", "w1", "w2"]
+
+
+def test_in_a_window_already_full_paced_writes_are_never_throttled(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sandbox's write window starts full, as after writing at the ceiling, and its old
+    writes leave it at the steady rate (graph/throttling-limits: 3,000 per 150 s, here scaled
+    to 15 s). The first write goes alone and finds the window full (one 429: that is how the
+    tool learns it is not alone); the 300 writes paced after it land without another. Without
+    the pacer the adaptive limit finds the ceiling by hitting it, again and again."""
+    from provisioner.graph.client import Target
+    from provisioner.graph.gateway import Graph
+    from provisioner.sandbox import Sandbox, reset_tenant
+
+    monkeypatch.setenv(SCALE_ENV, "0.1")
+    app = Sandbox(reset_tenant(None, employees=300, seed=1, time_scale=0.1, quota_primed=True,
+                               cloud_only=True))
+    users = list(app.tenant.users)[:300]
+
+    async def go() -> Graph:
+        async with Graph(Target(sandbox_app=app), concurrency=16) as graph:
+            await asyncio.gather(*(graph.update_user(uid, {"jobTitle": "ledamot"}) for uid in users))
+            return graph
+
+    graph = asyncio.run(go())
+    assert graph.pacer.shared and app.tenant.store.counters.get("throttled", 0) <= 1
     assert all(app.tenant.users[uid]["jobTitle"] == "ledamot" for uid in users)

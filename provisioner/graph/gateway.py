@@ -25,7 +25,7 @@ from ..errors import AmbiguousOutcome, GraphError, NotReplicatedError, Throttled
 from .batch import MAX_ITEMS, Item, batch_request
 from .batch import payload as batch_payload
 from .client import Target, build_adapter
-from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, service_of
+from .pace import BUSY, OK, THROTTLED, AdaptiveLimit, WritePacer, service_of
 from .retry import RetryPolicy
 from .urls import expand
 
@@ -68,6 +68,9 @@ class Graph:
         self.stats: Counter[str] = Counter()
         # Requests in flight per service: at most ``concurrency``, fewer under pressure.
         self.limits = {name: AdaptiveLimit(concurrency) for name in ("entra", "exchange", "intune")}
+        # Entra's write quota is documented: writes are paced to it (the limits above remain
+        # for what is not documented, and for answers that say otherwise).
+        self.pacer = WritePacer()
         # ids and UPNs (lower case) of users this process created or tried to, with when
         self._fresh: dict[str, float] = {}
         # Per-request metadata, set on a view (``for_change``): which requests go first when
@@ -111,15 +114,22 @@ class Graph:
         method = request_info.http_method.name
         retryable = ONCE if once else REPEATABLE if method == "POST" else IDEMPOTENT
 
-        limit = self.limits[service_of((request_info.url_template or "").replace("{+baseurl}", ""))]
+        service = service_of((request_info.url_template or "").replace("{+baseurl}", ""))
+        limit = self.limits[service]
+        writes = _writes(request_info, method) if service == "entra" else 0
 
         async def attempt() -> httpx.Response:
             self.stats["requests"] += 1
+            if writes:
+                await self.pacer.take(writes)
             started, signal = await limit.acquire(self.priority), BUSY
             try:
                 response: httpx.Response = await self.adapter.send_primitive_async(
                     request_info, "bytes", {})
                 signal = _signal(response)
+                if writes:
+                    self.pacer.observe(response.status_code,
+                                       response.headers.get("x-ms-throttle-limit-percentage"))
             except httpx.TransportError as exc:
                 self.stats["transport_errors"] += 1
                 if once:
@@ -129,6 +139,8 @@ class Graph:
                                      f" {exc}") from exc
             finally:
                 limit.release(started, signal)
+                if writes:
+                    self.pacer.answered()
             seen = self.request_ids
             if seen is not None and response.headers.get("request-id"):
                 seen.append(response.headers["request-id"])
@@ -660,6 +672,20 @@ def _expand_once(request_info: Any, base_url: str) -> dict[str, Any]:
 def _path(request_info: Any) -> str:
     template = request_info.url_template or ""
     return template.replace("{+baseurl}", "").split("{")[0] or "/"
+
+
+def _writes(request_info: Any, method: str) -> int:
+    """How many Entra writes a request makes: none for a read, one for any other method (as
+    the quota counts them), and for a $batch one per item that is not a GET."""
+    if method == "GET":
+        return 0
+    if (request_info.url_template or "").endswith("/$batch"):
+        try:
+            items = json.loads(request_info.content or b"{}").get("requests", [])
+        except (ValueError, AttributeError):
+            return 0
+        return sum(1 for item in items if str(item.get("method", "GET")).upper() != "GET")
+    return 1
 
 
 def _signal(response: httpx.Response) -> str:
