@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._served import busy, http_counters, run_measured, served
+from provisioner.graph.pace import SCALE_ENV
 from provisioner.sandbox import open_tenant, reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
 from provisioner.sandbox.throttle import WRITE_LIMIT, WRITE_WINDOW
@@ -105,7 +106,8 @@ def provision(work: Path, people: int, scale: float, latency_ms: float, direct: 
     with served(state) as url, busy(busy_cores):
         run = run_measured(
             [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
-             str(work / "client"), "apply", "--yes", str(work / "playbook.yaml")])
+             str(work / "client"), "apply", "--yes", str(work / "playbook.yaml")],
+            env={SCALE_ENV: str(scale)})  # the client's pacer knows the sandbox's windows
         requests = http_counters(url)
     if run.code != 0:
         raise SystemExit(f"apply failed ({run.code}):\n{run.out[-3000:]}")

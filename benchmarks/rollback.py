@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._served import http_counters, run_measured, served
 from benchmarks.provisioning import DECISIONS, DOMAIN, LICENSING_GROUP, PLAYBOOK, make_tenant
+from provisioner.graph.pace import SCALE_ENV
 from provisioner.sandbox.region import officials, roster_csv
 from provisioner.sandbox.throttle import WRITE_LIMIT, WRITE_WINDOW
 
@@ -46,7 +47,8 @@ def at_the_floor(work: Path, people: int, scale: float, latency_ms: float) -> di
     with served(state) as url:
         def provisioner(*args: str) -> Any:
             return run_measured([sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
-                                 str(work / "client"), *args, str(work / "playbook.yaml")])
+                                 str(work / "client"), *args, str(work / "playbook.yaml")],
+                                env={SCALE_ENV: str(scale)})
 
         applied = provisioner("apply", "--yes")
         if applied.code != 0:

@@ -24,7 +24,7 @@ from .steps import STEPS, PersonRun
 
 log = structlog.get_logger("provisioner.apply")
 WAVE = 200         # people whose changes go round by round together
-WAVES_AT_ONCE = 2  # enough that one wave's accounts always wait on the write quota
+WAVES_AT_ONCE = 3  # enough that one wave's accounts always wait on the write quota
 LAST_ROUND = 1_000  # the priority of a wave's waiting changes once its rounds are done
 
 

@@ -150,7 +150,11 @@ class WritePacer:
             self.waited += wait
             await self.sleep(wait)
         if self.shared:
-            self._next = max(self._next, now) + self.interval * n
+            # Slots unused (a wait that ended late on a busy loop, a pause between rounds) may
+            # be caught up later: since the window was found full, its old writes have left
+            # at the steady rate at least, faster than ours came. Our own writes in the
+            # window stay under the budget all the same.
+            self._next += self.interval * n
         self.ours.extend([now] * n)
 
     def answered(self) -> None:
@@ -163,11 +167,14 @@ class WritePacer:
         if self.shared:
             return
         if status == 429:
-            self.shared = True
+            self._share()
             return
         try:
             used = float(usage) * self.limit if usage is not None else 0.0
         except ValueError:
             return
         if used > len(self.ours) + 0.1 * self.limit:  # the header has one decimal: ±150
-            self.shared = True
+            self._share()
+
+    def _share(self) -> None:
+        self.shared, self._next = True, self.clock() + self.interval  # the window was full
