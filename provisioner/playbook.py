@@ -239,10 +239,14 @@ class Groups(_Strict):
     {body}``). With ``create``, the playbook owns them: plan shows the groups it lacks as
     changes, apply makes them (security groups; the licensing group of ``license.via_group``
     with its SKU), and rollback removes those it made once no one else is a member. A plain
-    list is the same as ``names`` without ``create``."""
+    list is the same as ``names`` without ``create``. With ``dynamic`` (and ``create``) the
+    groups it makes are dynamic: Entra puts each account in them by a membership rule on the
+    tool's ownership mark (and the department, for ``{body}``), so no membership is written;
+    it needs Microsoft Entra ID P1."""
 
     names: tuple[str, ...] = Field((), description="group displayName templates, e.g. 'Politiker {body}'")
     create: bool = False
+    dynamic: bool = False
 
     @model_validator(mode="before")
     @classmethod

@@ -24,10 +24,10 @@ from .signin import (
     ways,
     what_if_body,
 )
-from .snapshot import Snapshot, read_conditional_access, signin_gate
+from .snapshot import ADOPTED, Snapshot, owner_prefix, read_conditional_access, signin_gate
 from .steps import enrolled_device, group_ids, needed_groups, used
 from .steps.base import Planned
-from .steps.groups import static_groups
+from .steps.groups import dynamic, rule_selects, rule_terms, static_groups
 
 OK, FAIL, SKIP = CheckStatus
 
@@ -41,6 +41,8 @@ async def tenant_checks(graph: Graph, playbook: Playbook, persons: list[Person],
     """The checks that need no plan: domain, groups, permissions, and each step's own."""
     checks = [await _domain(graph, playbook), _groups(playbook, persons, snapshot),
               await permissions_check(graph, playbook)]
+    if dynamic(playbook):
+        checks.append(_dynamic_groups(playbook, persons, snapshot))
     for step in used(playbook):
         checks += await step.tenant_preflight(graph, playbook, snapshot)
     return checks
@@ -87,6 +89,40 @@ def _groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Ch
         return ok("groups", f"{len(needed) - len(planned)} groups exist, once each; apply makes"
                   f" {len(planned)} (groups.create): {', '.join(planned)}")
     return ok("groups", f"all {len(needed)} groups exist, once each")
+
+
+def _dynamic_groups(playbook: Playbook, persons: list[Person], snapshot: Snapshot) -> Check:
+    """groups.dynamic: Entra ID P1 in the tenant (groups-create-rule: "Using Dynamic groups
+    requires Microsoft Entra ID P1"), and each rule selecting exactly the playbook's people:
+    no account in the directory that is not theirs, and none of theirs it cannot see."""
+    premium = sorted(s.part_number for s in snapshot.skus.values()
+                     if s.enabled > 0 and set(s.plans) & set(PREMIUM_PLANS))
+    if not premium:
+        return fail("dynamic groups", "groups.dynamic needs Microsoft Entra ID P1, and the tenant has"
+                    f" no subscription with it (subscriptions: {', '.join(sorted(snapshot.skus)) or 'none'}):"
+                    " buy one (Microsoft 365 E3 includes it), or drop `dynamic`")
+    terms = rule_terms(playbook, persons)
+    people = {p.person_id for p in persons}
+    prefix, problems = owner_prefix(playbook), []
+    for user in snapshot.users.values():
+        tag = user.owner_tag or ""
+        # The tool makes cloud accounts on the playbook's domain: one synced from AD, or on
+        # another domain, carries the mark by someone's hand.
+        made_here = tag.startswith(prefix) and not user.synced and \
+            user.upn.lower().endswith("@" + playbook.domain.lower())
+        for name, rule in terms.items():
+            if rule_selects(rule, user.attributes) and not made_here and not user.adopted:
+                problems.append(f"the rule of {name!r} would also select {user.upn}, whose account is"
+                                " not the playbook's: clear the mark someone copied onto it")
+        if user.adopted and tag.startswith(prefix) and tag[len(prefix):-len(ADOPTED)] in people:
+            problems.append(f"{user.upn} is adopted (dual role): its mark is where no rule looks, so"
+                            " Entra would leave it out of the groups; give it a separate account, or"
+                            " drop `dynamic`")
+    if problems:
+        return fail("dynamic groups", "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)"
+                                                                  if len(problems) > 5 else ""))
+    return ok("dynamic groups", f"{len(terms)} rules select exactly the playbook's people;"
+              f" Entra ID P1 through {', '.join(premium)}")
 
 
 async def permissions_check(graph: Graph, playbook: Playbook) -> Check:

@@ -110,6 +110,7 @@ class Group:
     # the licence it lacks (skuId → disabled plans as it has them now, None: not at all)
     planned: bool = False
     licence_before: dict[str, list[str] | None] = field(default_factory=dict)
+    rule: str | None = None  # a dynamic group's membership rule (groups.dynamic)
 
 
 @dataclass(frozen=True, slots=True)

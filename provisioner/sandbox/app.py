@@ -158,6 +158,7 @@ class Sandbox:
     # -- one request (also one $batch item) ----------------------------------------------
     def handle(self, call: Call, token: str) -> Reply:
         store = self.tenant.store
+        self.tenant.process_dynamic()  # Entra's own work, due by now
         fault_rate = float(self.tenant.config.get("fault_rate", 0))
         if fault_rate and self._rng.random() < fault_rate:
             store.count("faults")

@@ -26,6 +26,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "fault_rate": 0.0,     # share of requests answered 503
     "lost_reply_rate": 0.0,  # share of writes made but answered 504 (the client cannot know)
     "mailbox_delay": 5.0,  # seconds between an Exchange licence and a usable mailbox
+    "dynamic_delay": 3.0,  # seconds before Entra has evaluated a changed user against dynamic groups
     "ru_limit": 0,         # resource units per 10 s; 0 = Graph's default for the tenant size
     "write_limit": 0,      # writes per 150 s; 0 = Graph's 3,000
     "quota_primed": False,  # the write window starts full, as after writing at the ceiling

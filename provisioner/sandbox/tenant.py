@@ -7,11 +7,13 @@ Pure state and rules, no HTTP: every operation either returns Graph's JSON or ra
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import re
 import time
 import uuid
 from typing import Any
 
+from . import dynamic
 from .store import Doc, Store
 
 GRAPH = "https://graph.microsoft.com/v1.0"
@@ -115,6 +117,11 @@ class Tenant:
         self.store = store
         self.clock = clock
         self.reindex()
+        # (when, user id): users Entra has yet to evaluate against the dynamic groups. Not
+        # kept on disk: a tenant opened again evaluates everyone at once.
+        self._dynamic_due: list[tuple[float, str]] = []
+        if any(self.is_dynamic(g) for g in self.store.values("groups")):
+            self._dynamic_due = [(0.0, uid) for uid in self.users]
 
     def reindex(self) -> None:
         """Unique-name and seat-count indexes, so that a 50,000-user tenant stays fast."""
@@ -220,6 +227,7 @@ class Tenant:
         doc.setdefault("onPremisesExtensionAttributes", {})
         doc["onPremisesExtensionAttributes"] = _ext_attrs(doc["onPremisesExtensionAttributes"])
         self._save("users", doc, None)
+        self._evaluate_later(doc["id"])
         return self.view_user(doc)
 
     def update_user(self, key: str, body: Doc) -> None:
@@ -240,6 +248,7 @@ class Tenant:
             new["passwordProfile"] = {"forceChangePasswordNextSignIn":
                                       body["passwordProfile"].get("forceChangePasswordNextSignIn", True)}
         self._save("users", new, doc)
+        self._evaluate_later(doc["id"])
 
     def delete_user(self, key: str) -> None:
         doc = self.find_user(key)
@@ -266,6 +275,7 @@ class Tenant:
         restored = {k: v for k, v in doc.items() if k not in {"_memberOf", "deletedDateTime"}}
         self.store.remove("deletedUsers", oid)
         self._save("users", restored, doc)
+        self._evaluate_later(doc["id"])
         for gid in doc.get("_memberOf", []):
             g = self.store.all("groups").get(gid)
             if g and oid not in g["_members"]:
@@ -512,7 +522,7 @@ class Tenant:
         body = {k: v for k, v in body.items() if k != "@odata.type"}
         allowed = {"displayName", "description", "mailEnabled", "mailNickname", "securityEnabled",
                    "groupTypes", "visibility", "members@odata.bind", "owners@odata.bind",
-                   "isAssignableToRole"}
+                   "isAssignableToRole", "membershipRule", "membershipRuleProcessingState"}
         for key in body:
             if key not in allowed:
                 raise bad_request(f"Property '{key}' does not exist on type"
@@ -526,6 +536,11 @@ class Tenant:
         nick = str(body["mailNickname"])
         if len(nick) > 64 or not _NICK.match(nick) or set(nick) & _NICK_BAD:
             raise bad_request("Invalid value specified for property 'mailNickname' of resource 'Group'.")
+        is_dynamic = "DynamicMembership" in (body.get("groupTypes") or [])
+        if is_dynamic:
+            self._check_dynamic(body)
+        elif body.get("membershipRule"):
+            raise bad_request("Property 'membershipRule' is only valid on a group of type DynamicMembership.")
         members = [str(r).rstrip("/").rsplit("/", 1)[-1] for r in body.pop("members@odata.bind", [])]
         body.pop("owners@odata.bind", None)
         for oid in members:
@@ -539,7 +554,66 @@ class Tenant:
                     "securityIdentifier": f"S-1-12-1-{uuid.uuid4().int % 10**9}",
                     **body, "_members": members}
         self.store.put("groups", doc)
+        if is_dynamic:  # every user is evaluated against the new rule, after the processing delay
+            for uid in self.users:
+                self._evaluate_later(uid)
         return self.view_group(doc)
+
+    # -- dynamic membership ----------------------------------------------------------------
+    def _check_dynamic(self, body: Doc) -> None:
+        """A dynamic group needs Entra ID P1 (groups-create-rule), a rule (membershipRule and
+        its processing state on POST /groups: group-post-groups), and a rule that parses."""
+        for sku in self.store.values("skus"):
+            plans = {p["servicePlanName"] for p in sku["servicePlans"]}
+            if sku["prepaidUnits"]["enabled"] > 0 and plans & set(self.PREMIUM_PLANS):
+                break
+        else:
+            raise bad_request("Creating a dynamic membership group requires a Microsoft Entra ID P1"
+                              " license in the tenant.")
+        if body.get("members@odata.bind"):
+            raise bad_request("Members of a group with dynamic membership cannot be added by hand.")
+        rule = body.get("membershipRule")
+        if not isinstance(rule, str) or not rule.strip():
+            raise bad_request("Property 'membershipRule' is required for a group of type DynamicMembership.")
+        try:
+            dynamic.parse(rule)
+        except ValueError as exc:
+            raise bad_request(f"Invalid membership rule: the expression '{exc}' is not valid.") from None
+        body.setdefault("membershipRuleProcessingState", "On")
+
+    @staticmethod
+    def is_dynamic(group: Doc) -> bool:
+        return "DynamicMembership" in (group.get("groupTypes") or [])
+
+    def _evaluate_later(self, uid: str) -> None:
+        """Entra evaluates a changed user against every dynamic group on its own time: the
+        config's ``dynamic_delay`` seconds (scaled) later."""
+        due = self.clock() + self.scaled(float(self.config.get("dynamic_delay", 0)))
+        heapq.heappush(self._dynamic_due, (due, uid))
+
+    def process_dynamic(self) -> None:
+        """Apply the membership changes whose processing time has come."""
+        now = self.clock()
+        if not self._dynamic_due or self._dynamic_due[0][0] > now:
+            return
+        groups = [g for g in self.store.values("groups") if self.is_dynamic(g)
+                  and g.get("membershipRuleProcessingState", "On") == "On"]
+        rules = {g["id"]: dynamic.parse(g["membershipRule"]) for g in groups}
+        while self._dynamic_due and self._dynamic_due[0][0] <= now:
+            _, uid = heapq.heappop(self._dynamic_due)
+            user = self.users.get(uid)
+            for g in groups:
+                group = self.store.all("groups")[g["id"]]
+                inside = uid in group["_members"]
+                wanted = user is not None and "deletedDateTime" not in user and \
+                    dynamic.selects(rules[g["id"]], user)
+                if wanted and not inside:
+                    self.store.put("groups", {**group, "_members": [*group["_members"], uid]})
+                    self._group_licences(group, uid, +1)
+                elif inside and not wanted:
+                    rest = [m for m in group["_members"] if m != uid]
+                    self.store.put("groups", {**group, "_members": rest})
+                    self._group_licences(group, uid, -1)
 
     def delete_group(self, gid: str) -> None:
         """DELETE /groups/{id} (group-delete): a Microsoft 365 group goes to deleted items for
@@ -585,6 +659,7 @@ class Tenant:
 
     def add_member(self, gid: str, body: Doc) -> None:
         group = self.find_group(gid)
+        self._by_hand(group)
         ref = body.get("@odata.id") if isinstance(body, dict) else None
         if not isinstance(ref, str) or set(body) != {"@odata.id"}:
             raise bad_request("Invalid request body: '@odata.id' is required.")
@@ -601,6 +676,8 @@ class Tenant:
         """PATCH /groups/{id} with members@odata.bind: up to 20 in one write; if any of them
         fails, none is added."""
         group = self.find_group(gid)
+        if "members@odata.bind" in body:
+            self._by_hand(group)
         if body.get("@odata.type", "#microsoft.graph.group") != "#microsoft.graph.group":
             raise bad_request("Invalid @odata.type for a group.")
         body = {k: v for k, v in body.items() if k != "@odata.type"}
@@ -619,6 +696,13 @@ class Tenant:
         self.store.put("groups", {**group, "_members": [*group["_members"], *oids]})
         for oid in oids:
             self._group_licences(group, oid, +1)
+
+    def _by_hand(self, group: Doc) -> None:
+        """Entra alone changes a dynamic group's members (groups-dynamic-membership: "you can't
+        manually add or remove members")."""
+        if self.is_dynamic(group):
+            raise bad_request("Insufficient privileges to complete the operation: the group has"
+                              " dynamic membership; its members cannot be changed by hand.")
 
     def _known_member(self, oid: str) -> bool:
         user = self.users.get(oid)
@@ -651,6 +735,7 @@ class Tenant:
 
     def remove_member(self, gid: str, oid: str) -> None:
         group = self.find_group(gid)
+        self._by_hand(group)
         if oid not in group["_members"]:
             raise not_found(oid)
         self.store.put("groups", {**group, "_members": [m for m in group["_members"] if m != oid]})

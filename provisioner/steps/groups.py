@@ -11,14 +11,14 @@ from __future__ import annotations
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import StepFailure
 from ..graph.gateway import Graph
 from ..model import GROUP_SUBJECT, Action, Change, Json, Outcome, Plan
-from ..naming import slug
+from ..naming import slug, template_fields
 from ..roster import Person
-from ..snapshot import Group, Snapshot, find_sku
+from ..snapshot import Group, Snapshot, find_sku, owner_prefix
 from .base import (
     BaseStep,
     Leaver,
@@ -43,6 +43,51 @@ NEW = "new:"  # the id of a group the plan makes, until apply has made it
 GROUP_FIELDS_SELECT = ("displayName", "mailNickname", "description", "securityEnabled", "mailEnabled")
 
 
+def dynamic(playbook: Playbook) -> bool:
+    return bool(playbook.groups.create and playbook.groups.dynamic and GroupsStep.name in playbook.steps)
+
+
+def rule_terms(playbook: Playbook, persons: Iterable[Person]) -> dict[str, list[tuple[str, str, str]]]:
+    """Each dynamic group's membership rule as (attribute, operator, value) terms, all of which
+    an account must meet: the tool's ownership mark, which every account it made for this
+    playbook carries, and for a group named by ``{body}`` (or ``{category}``) the department
+    the account step sets from it (graph: groups-dynamic-membership)."""
+    if not dynamic(playbook):
+        return {}
+    mark = (f"onPremisesExtensionAttributes.{playbook.account.ownership_attribute}", "startsWith",
+            owner_prefix(playbook))
+    out: dict[str, list[tuple[str, str, str]]] = {name: [mark] for name in owned_groups(playbook, persons)}
+    for person in persons:
+        for template in playbook.groups.names:
+            fields = template_fields(template)
+            names = group_names([template], person)
+            if fields and names:
+                out[names[0]] = [mark, ("department", "eq", getattr(person, fields[0]))]
+    return out
+
+
+def membership_rule(terms: Sequence[tuple[str, str, str]]) -> str:
+    """Entra's rule syntax: ``(user.extensionAttribute15 -startsWith "provisioner:x:") -and
+    (user.department -eq "Kulturnämnden")``; a double quote in a value is escaped with a
+    backtick, as groups-dynamic-membership says."""
+    def one(attr: str, op: str, value: str) -> str:
+        quoted = value.replace('"', '`"')
+        return f'(user.{attr.rsplit(".", 1)[-1]} -{op} "{quoted}")'
+    return " -and ".join(one(*t) for t in terms)
+
+
+def rule_selects(terms: Sequence[tuple[str, str, str]], user: Json) -> bool:
+    """Does an account (as Graph shows it) meet every term? Entra compares case-insensitively."""
+    for attr, op, value in terms:
+        have: Any = user
+        for part in attr.split("."):
+            have = (have or {}).get(part) if isinstance(have, dict) else None
+        have, value = str(have or "").lower(), value.lower()
+        if not (have == value if op == "eq" else have.startswith(value)):
+            return False
+    return True
+
+
 def owned_groups(playbook: Playbook, persons: Iterable[Person]) -> list[str]:
     """The groups a playbook with ``groups.create`` makes: its groups for these people and its
     licensing group."""
@@ -62,12 +107,14 @@ def _licensing_group(playbook: Playbook) -> str | None:
 def own_groups(playbook: Playbook, persons: Iterable[Person], snapshot: Snapshot) -> Snapshot:
     """The directory as apply will leave it once it has made the playbook's own groups: each
     missing one a placeholder, the licensing group with its SKU. Idempotent."""
+    persons = list(persons)
     names = owned_groups(playbook, persons)
     if not names:
         return snapshot
+    rules = {name: membership_rule(terms) for name, terms in rule_terms(playbook, persons).items()}
     groups = dict(snapshot.groups)
     for name in names:
-        groups.setdefault(name, [Group(NEW + name, name, frozenset(), planned=True)])
+        groups.setdefault(name, [Group(NEW + name, name, frozenset(), planned=True, rule=rules.get(name))])
     via, licence = _licensing_group(playbook), playbook.section("license")
     sku = find_sku(snapshot.skus, licence.sku) if via else None
     if sku is not None and len(groups[via]) == 1 and all(p in sku.plans for p in licence.disabled_plans):
@@ -87,10 +134,13 @@ def group_changes(playbook: Playbook, snapshot: Snapshot) -> list[Change]:
     for name, found in sorted(snapshot.groups.items()):
         group, subject = found[0], GROUP_SUBJECT + name
         if group.planned:
-            changes.append(Change(GroupsStep.name, subject, Action.CREATE, subject, None, {
-                "displayName": name, "mailNickname": _nickname(name),
-                "description": f"Made by provisioner for the playbook {playbook.name}",
-                "securityEnabled": True, "mailEnabled": False}))
+            made: Json = {"displayName": name, "mailNickname": _nickname(name),
+                          "description": f"Made by provisioner for the playbook {playbook.name}",
+                          "securityEnabled": True, "mailEnabled": False}
+            if group.rule is not None:
+                made |= {"groupTypes": ["DynamicMembership"], "membershipRule": group.rule,
+                         "membershipRuleProcessingState": "On"}
+            changes.append(Change(GroupsStep.name, subject, Action.CREATE, subject, None, made))
         for sku_id, before in group.licence_before.items():
             after = {"group": name, "skuPartNumber": skus[sku_id], "skuId": sku_id,
                      "disabledPlans": group.licenses[sku_id]}
@@ -146,12 +196,28 @@ class GroupsStep(BaseStep):
     verify_checks: ClassVar[tuple[str, ...]] = ("groups",)
 
     def check(self, playbook: Playbook) -> list[str]:
-        return [] if playbook.groups.names else ["steps: `groups` is listed but `groups` is empty"]
+        if not playbook.groups.names:
+            return ["steps: `groups` is listed but `groups` is empty"]
+        if not playbook.groups.dynamic:
+            return []
+        if not playbook.groups.create:
+            return ["groups.dynamic: only groups the playbook makes can be dynamic; add `create: true`"]
+        department = playbook.account.department_from
+        problems = []
+        for template in playbook.groups.names:
+            fields = template_fields(template)
+            if len(fields) > 1 or (fields and fields[0] != department):
+                problems.append(f"groups.dynamic: {template!r}: a rule can only use the department the"
+                                f" account is given (account.department_from: {department}), so a"
+                                f" dynamic group's name may hold at most {{{department}}}")
+        return problems
 
     def groups(self, playbook: Playbook, person: Person | None) -> list[str]:
         return group_names(playbook.groups.names, person) if person is not None else []
 
     def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
+        if dynamic(ctx.playbook):
+            return StepPlan()  # Entra puts the account in its groups by their rules
         upn = view.user.upn if view.user else view.names.upn
         changes = []
         wanted = set(group_names(ctx.playbook.groups.names, view.person))

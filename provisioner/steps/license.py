@@ -36,6 +36,7 @@ from .base import (
     shape,
     verifies,
 )
+from .groups import dynamic
 
 if TYPE_CHECKING:
     from ..model import Plan
@@ -118,6 +119,8 @@ class LicenseStep(BaseStep):
         if group is not None:
             if view.user is not None and view.user.id in group.member_ids:
                 return StepPlan()
+            if group.rule is not None or dynamic(ctx.playbook):
+                return StepPlan()  # a dynamic group: Entra adds the account by its rule
             return StepPlan([Change(self.name, pid, Action.CREATE, target, None,
                                     {**after, "viaGroup": group.name, "groupId": group.id})])
         current = view.user.license_ids.get(sku.sku_id) if view.user else None
