@@ -238,7 +238,8 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_
     users_doc, skus, groups_doc, access = await asyncio.gather(
         graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
         read_skus(graph) if signin_gate(playbook) else _none(),
-        graph.list_groups(("id", "displayName", "assignedLicenses")) if group_names else _none(),
+        graph.list_groups(("id", "displayName", "assignedLicenses", "membershipRule"))
+        if group_names else _none(),
         read_conditional_access(graph),
     )
     users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}
@@ -249,7 +250,7 @@ async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_
         licenses = {lic["skuId"]: sorted(lic.get("disabledPlans") or [])
                     for lic in g.get("assignedLicenses") or []}
         groups.setdefault(g["displayName"], []).append(
-            Group(g["id"], g["displayName"], frozenset(ids), licenses))
+            Group(g["id"], g["displayName"], frozenset(ids), licenses, rule=g.get("membershipRule") or None))
     snapshot = Snapshot(users, skus or {}, groups, adoption_registered=registered,
                         conditional_access=access)
     for reader in readers:

@@ -51,6 +51,20 @@ def test_dynamic_groups_are_made_with_rules_and_no_membership_is_planned() -> No
     assert people_steps == {"account"}  # licence and groups come from the rules
 
 
+def test_an_existing_group_gets_members_by_hand_unless_it_has_a_rule_of_its_own() -> None:
+    """A group that exists is used as it is: without a rule the playbook adds its people, with
+    one (made dynamic by someone) Entra does and Graph would refuse the write."""
+    from dataclasses import replace
+
+    pb = b.playbook(groups=DYNAMIC)
+    existing = (b.group("Solbacka förtroendevalda"),
+                replace(b.group("Solbacka Kulturnämnden"), rule='(user.department -eq "Kulturnämnden")'))
+    plan = make_plan(pb, b.roster(b.person("P1", body="Kulturnämnden")),
+                     b.snapshot(groups=existing, skus={"ENTERPRISEPACK": b.sku()}))
+    joins = [c.target for c in plan.changes if c.step == "groups" and c.person_id == "P1"]
+    assert joins == ["group:Solbacka förtroendevalda:anna.berg@politiker.example.se"]
+
+
 @pytest.mark.parametrize(("groups", "error"), [
     ({"dynamic": True, "names": ["A"]}, "only groups the playbook makes can be dynamic"),
     ({"create": True, "dynamic": True, "names": ["Politiker {role}"]}, "may hold at most {body}"),

@@ -54,6 +54,7 @@ USER_PROPERTIES = USER_WRITABLE | USER_READONLY | {"mail"}
 GROUP_PROPERTIES = {"id", "displayName", "description", "mailNickname", "mailEnabled",
                     "securityEnabled", "groupTypes", "assignedLicenses", "createdDateTime", "mail",
                     "visibility", "proxyAddresses", "renewedDateTime", "securityIdentifier",
+                    "membershipRule", "membershipRuleProcessingState",
                     "deletedDateTime", "isAssignableToRole"}
 MAX_BATCH = 20
 

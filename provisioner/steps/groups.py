@@ -216,21 +216,21 @@ class GroupsStep(BaseStep):
         return group_names(playbook.groups.names, person) if person is not None else []
 
     def plan(self, ctx: PlanContext, view: PersonView) -> StepPlan:
-        if dynamic(ctx.playbook):
-            return StepPlan()  # Entra puts the account in its groups by their rules
+        """Memberships to add and remove; none of a group with a membership rule (a dynamic
+        group: Entra puts the account in it, and refuses members by hand)."""
         upn = view.user.upn if view.user else view.names.upn
         changes = []
         wanted = set(group_names(ctx.playbook.groups.names, view.person))
         if view.user is not None:  # a mover leaves the playbook's groups they no longer belong in
             for name in sorted(ctx.snapshot.playbook_groups - wanted):
                 for group in ctx.snapshot.groups.get(name, []):
-                    if view.user.id in group.member_ids:
+                    if view.user.id in group.member_ids and group.rule is None:
                         changes.append(Change(self.name, view.person.person_id, Action.DELETE,
                                               f"group:{name}:{upn}",
                                               {"group": name, "groupId": group.id, "member": upn}, None))
         for name in group_names(ctx.playbook.groups.names, view.person):
             group = ctx.snapshot.groups[name][0]
-            if view.user is not None and view.user.id in group.member_ids:
+            if group.rule is not None or (view.user is not None and view.user.id in group.member_ids):
                 continue
             changes.append(Change(self.name, view.person.person_id, Action.CREATE,
                                   f"group:{name}:{upn}", None,
@@ -242,7 +242,7 @@ class GroupsStep(BaseStep):
         user, out = leaver.user, []
         for name in sorted(ctx.snapshot.playbook_groups):
             for group in ctx.snapshot.groups.get(name, []):
-                if user.id in group.member_ids:
+                if user.id in group.member_ids and group.rule is None:
                     out.append(Change(self.name, leaver.person_id, Action.DELETE, f"group:{name}:{user.upn}",
                                       {"group": name, "groupId": group.id, "member": user.upn}, None))
         return Leaving(out)

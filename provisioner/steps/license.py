@@ -36,7 +36,6 @@ from .base import (
     shape,
     verifies,
 )
-from .groups import dynamic
 
 if TYPE_CHECKING:
     from ..model import Plan
@@ -119,7 +118,7 @@ class LicenseStep(BaseStep):
         if group is not None:
             if view.user is not None and view.user.id in group.member_ids:
                 return StepPlan()
-            if group.rule is not None or dynamic(ctx.playbook):
+            if group.rule is not None:
                 return StepPlan()  # a dynamic group: Entra adds the account by its rule
             return StepPlan([Change(self.name, pid, Action.CREATE, target, None,
                                     {**after, "viaGroup": group.name, "groupId": group.id})])
