@@ -47,13 +47,16 @@ roster: roster.csv
 domain: {domain}
 naming: {{mail_nickname: "pol.{{upn_local}}"}}
 license: {license}
-groups: [Förtroendevalda]
+groups: {groups}
 mailbox_settings: {{wait_seconds: {wait}}}
 steps: [account, license, groups, mailbox_settings]
 dual_role: {{policy: separate_account, decisions: decisions.csv}}
 concurrency: 32
 """
 LICENSING_GROUP = "Licens E3 förtroendevalda"
+# --dynamic-groups: groups the playbook makes, with membership rules (groups.dynamic)
+DYNAMIC_GROUPS = "{create: true, dynamic: true, names: [Förtroendevalda dynamisk]}"
+DYNAMIC_LICENSING_GROUP = "Licens E3 dynamisk"
 # The generated roster ends with two dual-role cases that need a human's decision (two
 # candidate accounts; a disabled one): decided as in the example playbook's decisions file.
 DECISIONS = """person_id,decision,user_id,decided_by,note
@@ -95,14 +98,22 @@ def rejected(c: dict[str, int]) -> dict[str, int]:
 
 
 def provision(work: Path, people: int, scale: float, latency_ms: float, direct: bool,
-              lost: float, busy_cores: int) -> dict[str, Any]:
+              lost: float, busy_cores: int, dynamic: bool = False) -> dict[str, Any]:
     state = work / "tenant"
     make_tenant(state, people, scale, latency_ms, lost)
+    if dynamic:  # the playbook makes its groups: the app needs the permission to
+        from provisioner.sandbox.prepare import grant
+
+        tenant = open_tenant(state)
+        grant(tenant, "Group.ReadWrite.All")
+        tenant.store.close()
     (work / "roster.csv").write_text(roster_csv(officials(people, 2026)), encoding="utf-8")
     (work / "decisions.csv").write_text(DECISIONS.format(a=people - 1, b=people), encoding="utf-8")
-    licence = "{sku: ENTERPRISEPACK}" if direct else f"{{sku: ENTERPRISEPACK, via_group: {LICENSING_GROUP}}}"
-    (work / "playbook.yaml").write_text(PLAYBOOK.format(domain=DOMAIN, license=licence, wait=600),
-                                        encoding="utf-8")
+    via = DYNAMIC_LICENSING_GROUP if dynamic else LICENSING_GROUP
+    licence = "{sku: ENTERPRISEPACK}" if direct else f"{{sku: ENTERPRISEPACK, via_group: {via}}}"
+    (work / "playbook.yaml").write_text(PLAYBOOK.format(
+        domain=DOMAIN, license=licence, wait=600, groups=DYNAMIC_GROUPS if dynamic else "[Förtroendevalda]"),
+        encoding="utf-8")
     with served(state) as url, busy(busy_cores):
         run = run_measured(
             [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
@@ -130,7 +141,7 @@ def provision(work: Path, people: int, scale: float, latency_ms: float, direct: 
         "client_cpu_ms_per_person": round(run.cpu / made * 1000, 2), "busy_cores": busy_cores,
         "client": run.figures(), "client_described": run.describe(),
         "licence": "assignLicense per person" if direct
-        else f"group-based licensing ({LICENSING_GROUP})", "apply_summary": summary,
+        else f"group-based licensing ({via}{', dynamic' if dynamic else ''})", "apply_summary": summary,
     }
 
 
@@ -234,6 +245,8 @@ def main() -> None:
                     help="assignLicense per person instead of group-based licensing")
     ap.add_argument("--lost-reply-rate", type=float, default=0.0,
                     help="share of writes the sandbox makes but answers 504 (the reply is lost)")
+    ap.add_argument("--dynamic-groups", action="store_true",
+                    help="groups.dynamic: the playbook makes its groups with membership rules")
     ap.add_argument("--busy", type=int, default=0, metavar="N",
                     help="run N CPU-bound processes beside the client (a machine with other work)")
     ap.add_argument("--baseline-client", metavar="URL", help=argparse.SUPPRESS)
@@ -245,7 +258,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         ours = provision(work / "ours", args.people, args.time_scale, args.latency_ms,
-                         args.direct_licence, args.lost_reply_rate, args.busy)
+                         args.direct_licence, args.lost_reply_rate, args.busy, args.dynamic_groups)
         base = baseline(work / "base", min(args.baseline_people, args.people), args.people,
                         args.time_scale, args.latency_ms)
     s = args.time_scale

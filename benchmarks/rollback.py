@@ -42,7 +42,8 @@ def at_the_floor(work: Path, people: int, scale: float, latency_ms: float) -> di
     (work / "roster.csv").write_text(roster_csv(officials(people, 2026)), encoding="utf-8")
     (work / "decisions.csv").write_text(DECISIONS.format(a=people - 1, b=people), encoding="utf-8")
     licence = f"{{sku: ENTERPRISEPACK, via_group: {LICENSING_GROUP}}}"
-    (work / "playbook.yaml").write_text(PLAYBOOK.format(domain=DOMAIN, license=licence, wait=600),
+    (work / "playbook.yaml").write_text(PLAYBOOK.format(domain=DOMAIN, license=licence, wait=600,
+                                                        groups="[Förtroendevalda]"),
                                         encoding="utf-8")
     with served(state) as url:
         def provisioner(*args: str) -> Any:

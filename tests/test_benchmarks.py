@@ -28,3 +28,7 @@ def test_the_suite_runs_every_benchmark_with_its_baseline() -> None:
     assert figures["plan"]["roster_people"] == 400 and figures["plan"]["changes"] > 0
     assert set(figures["startup"]) >= {"help_seconds", "validate_seconds"}
     assert figures["journal"]["sqlite"]["changes"] == figures["journal"]["postgresql"]["changes"] == 50
+    rolled = figures["rollback"]
+    assert rolled["at_the_floor"]["rollback_entra_writes"] == 60  # one soft delete a person
+    assert [p["undos"] for p in rolled["planning"]] == [200, 400]
+    assert figures["audit"]["records"] == 2000 and ours["client"]["client_cpu_seconds"] > 0
