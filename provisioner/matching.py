@@ -12,6 +12,7 @@ evidence has a weight; a candidate's score combines them as independent signals
 from __future__ import annotations
 
 import enum
+import functools
 import os
 import re
 from collections import defaultdict
@@ -58,6 +59,7 @@ class MatchResult:
         return self.candidates[0] if self.candidates else None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def name_tokens(text: str) -> frozenset[str]:
     """'Anna-Karin' and 'Anna Karin' alike; diacritics and case ignored."""
     return frozenset(t for t in re.split(r"[\s\-'’]+", transliterate(text).casefold()) if t)

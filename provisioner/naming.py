@@ -9,6 +9,7 @@ apostrophes, keeps hyphens, and resolves collisions deterministically with ``.2`
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 import unicodedata
@@ -31,8 +32,10 @@ NAME_FIELDS = ("given", "surname", "initial", "person_id")
 DISPLAY_FIELDS = ("given", "surname", "role", "body", "category", "person_id")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def transliterate(text: str) -> str:
-    """Latin text → ASCII: diacritics dropped, ligatures spelt out."""
+    """Latin text → ASCII: diacritics dropped, ligatures spelt out. Remembered: a region's
+    50,000 users and 10,000 officials share a few thousand names."""
     text = text.translate(_SPECIAL)
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
