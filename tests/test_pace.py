@@ -194,6 +194,27 @@ def test_a_window_is_shared_when_graph_reports_more_than_ours(ours: int, usage: 
 
 
 @pytest.mark.slow
+def test_writes_waiting_together_each_sleep_once() -> None:
+    """Each reserves its moment on arrival: 200 writers waiting on a shared window sleep 200
+    times in all, not once per writer per slot (a thundering herd: thousands). Real time,
+    with the window scaled to 0.3 s (a slot every 0.1 ms)."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(seconds)
+
+    p = WritePacer(scale=0.002, sleep=sleep)
+
+    async def go() -> None:
+        await p.take()
+        p.observe(200, "1.0")
+        p.answered()
+        await asyncio.gather(*(p.take() for _ in range(200)))
+    asyncio.run(go())
+    assert p.shared and len(slept) <= 200
+
+
 def test_the_first_write_goes_alone_and_its_answer_lets_the_others_go() -> None:
     t = FakeTime()
     p = pacer(t)

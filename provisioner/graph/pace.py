@@ -131,31 +131,31 @@ class WritePacer:
         self._probe: asyncio.Future[None] | None = None
 
     async def take(self, n: int = 1) -> None:
-        """Wait until ``n`` writes may go."""
+        """Wait until ``n`` writes may go. Each caller reserves its moment when it arrives and
+        sleeps once: callers waiting together never all wake to compete for one slot."""
         if self._probe is None:
             self._probe = asyncio.get_running_loop().create_future()
         elif not self._probe.done():
             await asyncio.shield(self._probe)
-        while True:
-            now = self.clock()
-            while self.ours and self.ours[0] <= now - self.window:
-                self.ours.popleft()
-            wait = 0.0
-            if len(self.ours) + n > self.budget:
-                wait = self.ours[0] + self.window - now
-            if self.shared:
-                wait = max(wait, self._next - now)
-            if wait <= 0:
-                break
-            self.waited += wait
-            await self.sleep(wait)
+        now = self.clock()
+        while self.ours and self.ours[0] <= now - self.window:
+            self.ours.popleft()
+        at = now
+        over = len(self.ours) + n - self.budget
+        if over > 0:  # our window is full: when enough of our (reserved) writes have left it
+            at = self.ours[over - 1] + self.window
         if self.shared:
-            # Slots unused (a wait that ended late on a busy loop, a pause between rounds) may
-            # be caught up later: since the window was found full, its old writes have left
-            # at the steady rate at least, faster than ours came. Our own writes in the
-            # window stay under the budget all the same.
+            # Slots unused in the last ten seconds (a wait that ended late on a busy loop, a
+            # pause between rounds) may be caught up: the window's old writes have left at
+            # the steady rate at least, faster than ours came. Longer ago, they are gone.
+            self._next = max(self._next, now - self.window / 15)
+            at = max(at, self._next)
             self._next += self.interval * n
-        self.ours.extend([now] * n)
+        at = max(at, now)
+        self.ours.extend([at] * n)
+        if at > now:
+            self.waited += at - now
+            await self.sleep(at - now)
 
     def answered(self) -> None:
         """A write came back, answered or not: the writes held behind the first may go."""
