@@ -114,7 +114,7 @@ class WritePacer:
     (``x-ms-throttle-limit-percentage``, sent above 80%, or a 429), the rest of the window
     belongs to someone else, whose writes leave it at an unknown pace: from then on writes go
     one at a time at 95% of the quota's steady rate (19 a second). Those old writes leave it
-    at the steady rate at least once it is full, so the window never overflows."""
+    at the steady rate at least once it is full, so the window does not overflow."""
 
     def __init__(self, limit: int = ENTRA_WRITES, window: float = ENTRA_WINDOW, share: float = SHARE,
                  clock: Callable[[], float] = time.monotonic, scale: float | None = None,
@@ -150,7 +150,7 @@ class WritePacer:
             # the steady rate at least, faster than ours came. Longer ago, they are gone.
             self._next = max(self._next, now - self.window / 15)
             at = max(at, self._next)
-            self._next += self.interval * n
+            self._next = max(self._next + self.interval * n, at)  # reservations stay in order
         at = max(at, now)
         self.ours.extend([at] * n)
         if at > now:
