@@ -95,8 +95,7 @@ def _dynamic_groups(playbook: Playbook, persons: list[Person], snapshot: Snapsho
     """groups.dynamic: Entra ID P1 in the tenant (groups-create-rule: "Using Dynamic groups
     requires Microsoft Entra ID P1"), and each rule selecting exactly the playbook's people:
     no account in the directory that is not theirs, and none of theirs it cannot see."""
-    premium = sorted(s.part_number for s in snapshot.skus.values()
-                     if s.enabled > 0 and set(s.plans) & set(PREMIUM_PLANS))
+    premium = _premium(snapshot)
     if not premium:
         return fail("dynamic groups", "groups.dynamic needs Microsoft Entra ID P1, and the tenant has"
                     f" no subscription with it (subscriptions: {', '.join(sorted(snapshot.skus)) or 'none'}):"
@@ -154,12 +153,17 @@ async def permissions_check(graph: Graph, playbook: Playbook) -> Check:
 PREMIUM_PLANS = ("AAD_PREMIUM", "AAD_PREMIUM_P2")
 
 
+def _premium(snapshot: Snapshot) -> list[str]:
+    """The subscriptions with seats that bring Microsoft Entra ID P1 or P2."""
+    return sorted(s.part_number for s in snapshot.skus.values()
+                  if s.enabled > 0 and set(s.plans) & set(PREMIUM_PLANS))
+
+
 def _sign_in_logs(playbook: Playbook, snapshot: Snapshot) -> Check:
     """The sign-in gate reads auditLogs/signIns, which needs Microsoft Entra ID P1 or P2."""
     if not signin_gate(playbook):
         return ok("sign-in logs", "no sign-in gate")
-    premium = sorted(s.part_number for s in snapshot.skus.values()
-                     if s.enabled > 0 and set(s.plans) & set(PREMIUM_PLANS))
+    premium = _premium(snapshot)
     if not premium:
         return fail("sign-in logs", "a cohort has a sign-in gate, but Graph's sign-in logs need"
                      " Microsoft Entra ID P1 or P2 and the tenant has neither (subscriptions: "

@@ -126,7 +126,6 @@ class WritePacer:
         self.ours: collections.deque[float] = collections.deque()  # when each of our writes went
         self.shared = False
         self._next = 0.0  # the steady rate's next free moment
-        self.waited = 0.0
         # The first write goes alone: its answer says whether the window is someone else's.
         self._probe: asyncio.Future[None] | None = None
 
@@ -154,7 +153,6 @@ class WritePacer:
         at = max(at, now)
         self.ours.extend([at] * n)
         if at > now:
-            self.waited += at - now
             await self.sleep(at - now)
 
     def answered(self) -> None:

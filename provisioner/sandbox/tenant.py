@@ -304,13 +304,17 @@ class Tenant:
     # -- what the tenant has bought -----------------------------------------------------------
     PREMIUM_PLANS = ("AAD_PREMIUM", "AAD_PREMIUM_P2")
 
+    def has_premium(self) -> bool:
+        """Microsoft Entra ID P1 or P2 in some subscription with seats."""
+        return any(sku["prepaidUnits"]["enabled"] > 0
+                   and {p["servicePlanName"] for p in sku["servicePlans"]} & set(self.PREMIUM_PLANS)
+                   for sku in self.store.values("skus"))
+
     def require_premium(self) -> None:
         """Sign-in logs need Microsoft Entra ID P1 or P2 in the tenant (signin-list: "...
         requires a Microsoft Entra ID P1 or P2 license"); without one Graph answers 403."""
-        for sku in self.store.values("skus"):
-            plans = {p["servicePlanName"] for p in sku["servicePlans"]}
-            if sku["prepaidUnits"]["enabled"] > 0 and plans & set(self.PREMIUM_PLANS):
-                return None
+        if self.has_premium():
+            return None
         raise ApiError(403, "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
                        "Neither tenant is B2C or tenant doesn't have premium license")
 
@@ -563,11 +567,7 @@ class Tenant:
     def _check_dynamic(self, body: Doc) -> None:
         """A dynamic group needs Entra ID P1 (groups-create-rule), a rule (membershipRule and
         its processing state on POST /groups: group-post-groups), and a rule that parses."""
-        for sku in self.store.values("skus"):
-            plans = {p["servicePlanName"] for p in sku["servicePlans"]}
-            if sku["prepaidUnits"]["enabled"] > 0 and plans & set(self.PREMIUM_PLANS):
-                break
-        else:
+        if not self.has_premium():
             raise bad_request("Creating a dynamic membership group requires a Microsoft Entra ID P1"
                               " license in the tenant.")
         if body.get("members@odata.bind"):
