@@ -118,6 +118,41 @@ def test_sandbox_evaluates_a_rule_after_its_processing_delay_and_refuses_hand_ma
     assert refused.status == 400
 
 
+@pytest.mark.parametrize("how", ["add", "bind", "remove"])
+def test_sandbox_refuses_every_way_of_changing_a_dynamic_groups_members_by_hand(how: str) -> None:
+    """groups-dynamic-membership: members of a dynamic group cannot be added or removed by
+    hand; not by POST members/$ref (group-post-members), PATCH members@odata.bind
+    (group-update) or DELETE members/{id}/$ref (group-delete-members)."""
+    tenant = reset_tenant(None, employees=10, seed=3, dynamic_delay=0)
+    grant(tenant, GROUP_WRITER)
+    app = Sandbox(tenant)
+    department = next(u["department"] for u in tenant.users.values() if u.get("department"))
+    gid = _call(app, "POST", "/groups", _dynamic(f'user.department -eq "{department}"')).body["id"]
+    _call(app, "GET", "/groups")  # Entra has processed the rule
+    inside = tenant.find_group(gid)["_members"][0]
+    outside = next(u for u in tenant.users if u not in tenant.find_group(gid)["_members"])
+    ref = f"https://graph.microsoft.com/v1.0/directoryObjects/{outside}"
+    reply = {"add": lambda: _call(app, "POST", f"/groups/{gid}/members/$ref", {"@odata.id": ref}),
+             "bind": lambda: _call(app, "PATCH", f"/groups/{gid}", {"members@odata.bind": [ref]}),
+             "remove": lambda: _call(app, "DELETE", f"/groups/{gid}/members/{inside}/$ref")}[how]()
+    assert reply.status == 400 and "dynamic membership" in reply.body["error"]["message"]
+    assert inside in tenant.find_group(gid)["_members"] and outside not in tenant.find_group(gid)["_members"]
+
+
+def test_sandbox_refuses_a_rule_on_a_group_that_is_not_dynamic_and_shows_a_rule_it_has() -> None:
+    """group-post-groups: membershipRule is for a group whose groupTypes hold
+    DynamicMembership; group-get: membershipRule is a property of the group ($select)."""
+    tenant = reset_tenant(None, employees=5, seed=3)
+    grant(tenant, GROUP_WRITER)
+    app = Sandbox(tenant)
+    plain = {**_dynamic('user.department -eq "Ekonomi"'), "groupTypes": []}
+    assert _call(app, "POST", "/groups", plain).status == 400
+    made = _call(app, "POST", "/groups", _dynamic('user.department -eq "Ekonomi"')).body
+    shown = app.handle(Call("GET", f"/groups/{made['id']}", {"$select": "id,membershipRule"}, {}, None,
+                            "https://graph.sandbox.invalid/v1.0"), "t")
+    assert shown.status == 200 and shown.body["membershipRule"] == 'user.department -eq "Ekonomi"'
+
+
 @pytest.mark.parametrize(("rule", "premium", "why"), [
     ('user.department -eq "Ekonomi"', False, "Microsoft Entra ID P1"),
     ("user.department == Ekonomi", True, "Invalid membership rule"),
