@@ -119,3 +119,26 @@ def test_the_batch_post_itself_goes_to_the_version_root() -> None:
     info = batch_request(b"{}")
     assert info.url_template == "{+baseurl}/$batch"
     assert info.http_method.name == "POST"
+
+
+def test_a_batch_counts_against_the_quotas_of_its_items() -> None:
+    """Each item of a $batch is throttled as itself (learn.microsoft.com/graph/json-batching):
+    mailbox settings are Exchange's (no Entra write is paced for them), creates are Entra
+    writes, one each."""
+    app = sandbox()
+
+    async def go() -> tuple[int, int, int]:
+        async with Graph(Target(sandbox_app=app)) as graph:
+            users = await graph.list_users(["id", "userPrincipalName"])
+            ids = [u["id"] for u in users[:3]]
+            together = graph.coalescing()
+            await asyncio.gather(*(together.update_mailbox_settings(uid, {"timeFormat": "HH:mm"})
+                                   for uid in ids))
+            after_mailboxes = len(graph.pacer.ours)
+            await asyncio.gather(*(together.create_user({
+                "accountEnabled": True, "displayName": f"Ny {i}", "mailNickname": f"ny{i}",
+                "userPrincipalName": f"ny{i}@politiker.example-region.se",
+                "passwordProfile": {"password": "Xy9!" * 6}}) for i in range(3)))
+            return after_mailboxes, len(graph.pacer.ours), graph.stats["batches"]
+
+    assert asyncio.run(go()) == (0, 3, 2)

@@ -223,3 +223,46 @@ def test_with_no_seat_left_the_membership_stands_and_the_user_shows_the_licence_
     assert licence_problem(user, sku, "ENTERPRISEPACK") == (
         "license: ENTERPRISEPACK is not assigned: the licensing group reports CountViolation"
         " (no licence left to give: buy more or free some, and Entra assigns it)")
+
+
+def test_a_rounds_accounts_and_mailbox_settings_go_20_to_a_batch(
+        runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    """Creates and mailbox settings started together go to Graph 20 to a $batch
+    (https://learn.microsoft.com/graph/json-batching: up to 20 requests in one, each answered
+    and throttled as itself); each change keeps its own outcome and the batch's request-id."""
+    make_sandbox(mailbox_delay=0)
+    playbook = write_playbook(45)
+    result = cli(runner, state_dir, "apply", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    for step in ("account", "mailbox_settings"):
+        rows = journal_rows(state_dir, step)
+        assert len(rows) == 45 and all(r["state"] == "applied" and r["request_id"] for r in rows)
+        per_request = Counter(r["request_id"] for r in rows)
+        assert max(per_request.values()) == 20 and len(per_request) <= 5, (step, per_request)
+    tenant = reopen(state_dir)
+    assert tenant.store.counters["BATCH"] >= 6
+    assert cli(runner, state_dir, "plan", "--detailed-exitcode", str(playbook)).exit_code == 0
+
+
+def test_a_batched_create_whose_account_exists_is_ours_only_by_its_mark(
+        state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    """In a $batch each create is answered alone: one whose address another account took since
+    the plan fails with Graph's ObjectConflict, named; the others are made. (Graph answers a
+    duplicate userPrincipalName 400 with an ObjectConflict detail: user-post-users.)"""
+    make_sandbox()
+    playbook = write_playbook(6, steps="account")
+
+    async def meanwhile(graph: Graph, plan: Callable[[], Awaitable[Plan]],
+                        apply: Callable[[Plan], Awaitable[Report]]) -> Report:
+        planned = await plan()
+        taken = planned.changes[2].after or {}
+        await graph.create_user({"accountEnabled": False, "displayName": "Någon annan",
+                                 "mailNickname": "annan", "userPrincipalName": taken["userPrincipalName"],
+                                 "passwordProfile": {"password": "Xy9!" * 6}})
+        return await apply(planned)
+
+    report = apply_directly(state_dir, playbook, meanwhile)
+    outcomes = sorted((r.outcome.value, r.code or "") for r in report.results)
+    assert outcomes == [("applied", "")] * 5 + [("failed", "Request_BadRequest")]

@@ -173,6 +173,24 @@ def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() 
     assert min(b - a for a, b in itertools.pairwise(times)) == pytest.approx(1 / 19)
 
 
+def test_writes_sent_together_go_at_the_last_of_their_slots() -> None:
+    """A $batch of 20 writes arrives at Graph at once: in a shared window it waits for its
+    twentieth slot, not its first, or a full window overflows by 19 writes a batch."""
+    t = FakeTime()
+    p = pacer(t)
+
+    async def go() -> list[float]:
+        await p.take()
+        p.observe(200, "1.0")
+        p.answered()
+        start, times = t.now, []
+        for _ in range(3):
+            await p.take(20)
+            times.append(t.now - start)
+        return times
+    assert asyncio.run(go()) == [pytest.approx(n * 20 / 19) for n in (1, 2, 3)]
+
+
 @pytest.mark.parametrize(("ours", "usage", "status", "shared"), [
     (2450, "0.9", 200, False),   # 2,700 by a header of one decimal: ours, give or take 150
     (10, "0.8", 200, True),      # 2,400 used, 10 of them ours
@@ -261,3 +279,32 @@ def test_in_a_window_already_full_paced_writes_are_never_throttled(
     graph = asyncio.run(go())
     assert graph.pacer.shared and app.tenant.store.counters.get("throttled", 0) <= 1
     assert all(app.tenant.users[uid]["jobTitle"] == "ledamot" for uid in users)
+
+
+def test_in_a_window_already_full_writes_sent_20_to_a_batch_are_paced_item_by_item(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph throttles each item of a $batch as itself (learn.microsoft.com/graph/json-batching)
+    and answers it with its own status and x-ms-throttle-limit-percentage: the pacer learns
+    from the items, not from the batch's 200. 300 accounts created 20 to a batch into a full
+    window: the first batch finds it full; the rest are paced and land without a 429."""
+    from provisioner.graph.client import Target
+    from provisioner.graph.gateway import Graph
+    from provisioner.sandbox import Sandbox, reset_tenant
+
+    monkeypatch.setenv(SCALE_ENV, "0.1")
+    app = Sandbox(reset_tenant(None, employees=10, seed=1, time_scale=0.1, quota_primed=True))
+
+    async def go() -> Graph:
+        async with Graph(Target(sandbox_app=app), concurrency=16) as graph:
+            together = graph.coalescing()
+            await asyncio.gather(*(together.create_user({
+                "accountEnabled": True, "displayName": f"Ledamot {i}", "mailNickname": f"led{i}",
+                "userPrincipalName": f"led{i}@politiker.example-region.se",
+                "passwordProfile": {"password": "Xy9!" * 6}}) for i in range(300)))
+            return graph
+
+    graph = asyncio.run(go())
+    assert graph.stats["batches"] >= 15
+    assert graph.pacer.shared and app.tenant.store.counters.get("throttled", 0) <= 20
+    made = [u for u in app.tenant.users.values() if u["userPrincipalName"].startswith("led")]
+    assert len(made) == 300

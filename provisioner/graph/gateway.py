@@ -3,8 +3,8 @@
 Requests are built by msgraph-sdk's request builders and sent through its request adapter
 (auth, middleware); responses come back raw through a NativeResponseHandler and are parsed
 as JSON (DESIGN.md decision 6: typed deserialisation costs ~8 ms an object). Writes carry
-their JSON as the typed model's ``additional_data``, so what is sent is exactly what the
-plan shows; the sandbox, like Graph, rejects a property name it does not know.
+their JSON as a ``Body``, so what is sent is exactly what the plan shows; the sandbox, like
+Graph, rejects a property name it does not know.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import copy
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,22 @@ MEMBERS_PER_WRITE = 20  # members@odata.bind's limit
 SIGNIN_USERS_PER_QUERY = 10  # people per auditLogs/signIns $filter (a short or-chain)
 
 
+class Body:
+    """A request body as the plain JSON the plan shows, for msgraph-sdk's request builders.
+    The typed models (``User(additional_data=...)``) would send the same JSON, but building
+    one sets each of a hundred-odd properties through the backing store: about a millisecond
+    of CPU per account created, the largest share of a write's cost on our side."""
+
+    def __init__(self, data: Json) -> None:
+        self.additional_data = data
+
+    def serialize(self, writer: Any) -> None:
+        writer.write_additional_data_value(self.additional_data)
+
+    def get_field_deserializers(self) -> dict[str, Any]:
+        return {}
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     status: int
@@ -77,7 +93,7 @@ class Graph:
         # the adaptive limit makes them queue, and where the answers' request-ids are kept.
         self.priority = 0
         self.request_ids: list[str] | None = None
-        self._reads: _Coalesced | None = None  # set on a view: see ``coalescing``
+        self._together: _Coalesced | None = None  # set on a view: see ``coalescing``
 
     def for_change(self, priority: int, request_ids: list[str] | None = None) -> Graph:
         """This Graph (same connections, limits and counters) with the metadata of one change's
@@ -88,12 +104,50 @@ class Graph:
         return view
 
     def coalescing(self) -> Graph:
-        """This Graph, except that user reads started together go to Graph together: up to
-        20 in one $batch, the batches concurrent. For many independent reads at once (the
-        undo of a whole rollout is judged from one read per account)."""
+        """This Graph, except that requests of one kind started together go to Graph together:
+        up to 20 in one $batch, the batches concurrent. The kinds are user reads, account
+        creates and mailbox settings (a repeated create is answered ObjectConflict, which the
+        account step resolves; the others are idempotent). For many independent requests at
+        once: the undo of a whole rollout is judged from one read per account, and apply
+        creates a wave's accounts and sets their mailboxes this way. Each request keeps its own
+        answer and its own error; one that Graph may not have seen is sent again alone."""
         view = copy.copy(self)
-        view._reads = _Coalesced(self)
+        view._together = _Coalesced(self)
         return view
+
+    async def _coalesced(self, kind: str, info: Any) -> BatchResult | None:
+        """``info``'s answer from a $batch with the requests of its kind started in this turn of
+        the event loop; None when it is to go alone (no coalescing, or nothing to go with)."""
+        if self._together is None:
+            return None
+        result = await self._together.call(kind, info, self)
+        if result is not None and self.request_ids is not None and result.headers.get("request-id"):
+            self.request_ids.append(result.headers["request-id"])
+        return result
+
+    def _again(self, result: BatchResult, info: Any) -> bool:
+        """Is this $batch answer one that a request sent alone would be asked again for (Graph
+        was busy after the batch's own rounds, or a 404 about an object made moments ago)? It
+        is then sent alone, with the retry policy: every kind coalesced may be repeated."""
+        if result.status in (REPEATABLE if info.http_method.name == "POST" else IDEMPOTENT):
+            return True
+        return result.status == 404 and self._about_fresh(dict(info.path_parameters or {}), info.content)
+
+    def _item(self, result: BatchResult, info: Any) -> Any:
+        """A $batch item's body, or its error raised as ``send`` would raise it."""
+        if result.status < 400:
+            return result.body
+        method = info.http_method.name
+        raise _error(result.status, result.body, result.headers, "", method, _path(info), frozenset())
+
+    async def _json_together(self, kind: str, request: Callable[[], Any]) -> Any:
+        """``request()``'s answer: coalesced with others of ``kind`` where this view coalesces,
+        else (or when the batch's answer says so) alone."""
+        info = request()
+        together = await self._coalesced(kind, info)
+        if together is None or self._again(together, info):
+            return await self.json(info if together is None else request())
+        return self._item(together, info)
 
     async def __aenter__(self) -> Graph:
         return self
@@ -114,9 +168,8 @@ class Graph:
         method = request_info.http_method.name
         retryable = ONCE if once else REPEATABLE if method == "POST" else IDEMPOTENT
 
-        service = service_of((request_info.url_template or "").replace("{+baseurl}", ""))
+        service, writes = _service(request_info)
         limit = self.limits[service]
-        writes = _writes(request_info, method) if service == "entra" else 0
 
         async def attempt() -> httpx.Response:
             self.stats["requests"] += 1
@@ -148,7 +201,7 @@ class Graph:
                 raise AmbiguousOutcome(response.status_code, f"{method} {_path(request_info)}:"
                                        f" {response.status_code} {response.reason_phrase}")
             if response.status_code >= 400:
-                error = _error(response, method, _path(request_info), retryable)
+                error = _response_error(response, method, _path(request_info), retryable)
                 if error.status == 404 and self._about_fresh(params, request_info.content):
                     raise NotReplicatedError(404, error.code, error.message, request_id=error.request_id,
                                              method=method, path=error.path)
@@ -212,9 +265,14 @@ class Graph:
                 chunk = pending[start:start + MAX_ITEMS]
                 body = batch_payload([(str(i), Item(requests[i])) for i in chunk])
                 self.stats["batches"] += 1
-                answer = await self.json(batch_request(body))
-                for entry in answer.get("responses", []):
+                response = await self.send(batch_request(body))
+                outer = response.headers.get("request-id")
+                for entry in response.json().get("responses", []):
                     headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
+                    if outer:  # an item's own request-id if Graph gave one, else the batch's
+                        headers.setdefault("request-id", outer)
+                    if _service(requests[int(entry["id"])])[1]:  # an Entra write: what the pacer learns
+                        self.pacer.observe(entry["status"], headers.get("x-ms-throttle-limit-percentage"))
                     results[int(entry["id"])] = BatchResult(entry["status"], entry.get("body"), headers)
                     if entry["status"] in RETRYABLE:
                         self.stats["throttled" if entry["status"] == 429 else "retries"] += 1
@@ -239,12 +297,11 @@ class Graph:
         return await self.collect(request_info, self.client.users)
 
     async def create_user(self, body: Json) -> Json:
-        from msgraph.generated.models.user import User
 
         if body.get("userPrincipalName"):
             self._fresh[str(body["userPrincipalName"]).lower()] = time.monotonic()
-        created = dict(await self.json(self.client.users.to_post_request_information(
-            User(additional_data=dict(body)))))
+        created = dict(await self._json_together("create_user", lambda: self.client.users
+                                                 .to_post_request_information(Body(dict(body)))))
         self._fresh[created["id"].lower()] = time.monotonic()
         return created
 
@@ -256,20 +313,18 @@ class Graph:
         return self._user(key).to_get_request_information(RequestConfiguration(query_parameters=params))
 
     async def get_user(self, key: str, select: Sequence[str]) -> Json | None:
-        if self._reads is not None:
-            return await self._reads.get_user(key, tuple(select))
         try:
-            return dict(await self.json(self.user_request(key, select)))
+            return dict(await self._json_together("get_user",
+                                                  lambda: self.user_request(key, select)))
         except GraphError as exc:
             if exc.status == 404:
                 return None
             raise
 
     async def update_user(self, user_id: str, body: Json) -> None:
-        from msgraph.generated.models.user import User
 
         await self.send(self._user(user_id).to_patch_request_information(
-            User(additional_data=dict(body))))
+            Body(dict(body))))
 
     async def delete_user(self, user_id: str) -> None:
         await self.send(self._user(user_id).to_delete_request_information())
@@ -283,12 +338,8 @@ class Graph:
         return list((await self.json(self.client.subscribed_skus.to_get_request_information()))["value"])
 
     async def assign_license(self, user_id: str, add: Sequence[Json], remove: Sequence[str]) -> None:
-        from msgraph.generated.users.item.assign_license.assign_license_post_request_body import (
-            AssignLicensePostRequestBody,
-        )
 
-        body = AssignLicensePostRequestBody(
-            additional_data={"addLicenses": list(add), "removeLicenses": list(remove)})
+        body = Body({"addLicenses": list(add), "removeLicenses": list(remove)})
         await self.send(self._user(user_id).assign_license.to_post_request_information(body))
 
     def mailbox_settings_request(self, user_id: str) -> Any:
@@ -298,10 +349,9 @@ class Graph:
         return dict(await self.json(self.mailbox_settings_request(user_id)))
 
     async def update_mailbox_settings(self, user_id: str, body: Json) -> None:
-        from msgraph.generated.models.mailbox_settings import MailboxSettings
 
-        await self.send(self._user(user_id).mailbox_settings.to_patch_request_information(
-            MailboxSettings(additional_data=dict(body))))
+        await self._json_together("update_mailbox_settings", lambda: self._user(user_id).mailbox_settings
+                                  .to_patch_request_information(Body(dict(body))))
 
     # -- first sign-in and guides -----------------------------------------------------------
     def _taps(self, user_id: str) -> Any:
@@ -311,14 +361,10 @@ class Graph:
                                  start: str | None = None) -> Json:
         """A Temporary Access Pass, valid from ``start`` (ISO 8601, UTC) or now; the pass is in
         the answer, once, and nowhere else."""
-        from msgraph.generated.models.temporary_access_pass_authentication_method import (
-            TemporaryAccessPassAuthenticationMethod,
-        )
-
         data: Json = {"lifetimeInMinutes": lifetime_minutes, "isUsableOnce": usable_once}
         if start:
             data["startDateTime"] = start
-        body = TemporaryAccessPassAuthenticationMethod(additional_data=data)
+        body = Body(data)
         info = self._taps(user_id).to_post_request_information(body)
         return dict((await self.send(info, once=True)).json())
 
@@ -357,20 +403,14 @@ class Graph:
 
     async def what_if(self, body: Json) -> list[Json]:
         """Conditional Access What If for one sign-in: every policy with policyApplies."""
-        from msgraph.generated.identity.conditional_access.evaluate.evaluate_post_request_body import (
-            EvaluatePostRequestBody,
-        )
 
         info = self.client.identity.conditional_access.evaluate.to_post_request_information(
-            EvaluatePostRequestBody(additional_data=body))
+            Body(body))
         return list((await self.json(info)).get("value", []))
 
     async def send_mail(self, sender: str, to: str, subject: str, html: str) -> None:
-        from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
-            SendMailPostRequestBody,
-        )
 
-        body = SendMailPostRequestBody(additional_data={
+        body = Body({
             "message": {"subject": subject, "body": {"contentType": "HTML", "content": html},
                         "toRecipients": [{"emailAddress": {"address": to}}]},
             "saveToSentItems": False})
@@ -388,10 +428,9 @@ class Graph:
         return await self.collect(request_info, self.client.groups)
 
     async def create_group(self, body: Json) -> Json:
-        from msgraph.generated.models.group import Group
 
         return dict(await self.json(self.client.groups.to_post_request_information(
-            Group(additional_data=dict(body)))))
+            Body(dict(body)))))
 
     async def get_group(self, group_id: str, select: Sequence[str]) -> Json | None:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
@@ -411,12 +450,8 @@ class Graph:
 
     async def assign_group_license(self, group_id: str, add: Sequence[Json], remove: Sequence[str]) -> None:
         """Group-based licensing: every member gets the group's licences (group-assignlicense)."""
-        from msgraph.generated.groups.item.assign_license.assign_license_post_request_body import (
-            AssignLicensePostRequestBody,
-        )
 
-        body = AssignLicensePostRequestBody(
-            additional_data={"addLicenses": list(add), "removeLicenses": list(remove)})
+        body = Body({"addLicenses": list(add), "removeLicenses": list(remove)})
         await self.send(self.client.groups.by_group_id(group_id).assign_license
                         .to_post_request_information(body))
 
@@ -599,13 +634,12 @@ class Graph:
 
     async def bind_members(self, group_id: str, member_ids: Sequence[str]) -> None:
         """Up to 20 members in one write (PATCH members@odata.bind); all or none are added."""
-        from msgraph.generated.models.group import Group
 
         if not 0 < len(member_ids) <= MEMBERS_PER_WRITE:
             raise ValueError(f"bind_members: 1 to {MEMBERS_PER_WRITE} members, not {len(member_ids)}")
         refs = [f"https://graph.microsoft.com/v1.0/directoryObjects/{m}" for m in member_ids]
         await self.send(self.client.groups.by_group_id(group_id).to_patch_request_information(
-            Group(additional_data={"members@odata.bind": refs})))
+            Body({"members@odata.bind": refs})))
 
     async def remove_member(self, group_id: str, member_id: str) -> None:
         # Always through /$ref: without it Graph deletes the user itself.
@@ -614,48 +648,46 @@ class Graph:
 
 
 class _Coalesced:
-    """User reads queued in one turn of the event loop, sent as $batch requests of 20."""
+    """Requests queued in one turn of the event loop, by kind and priority, sent as $batch
+    requests of 20; a request with nothing to go with is left to go alone."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.queue: list[tuple[str, tuple[str, ...], asyncio.Future[Json | None]]] = []
+        self.queues: dict[tuple[str, int], list[tuple[Any, asyncio.Future[BatchResult | None]]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def get_user(self, key: str, select: tuple[str, ...]) -> Json | None:
+    async def call(self, kind: str, info: Any, view: Graph) -> BatchResult | None:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Json | None] = loop.create_future()
-        if not self.queue:
-            loop.call_soon(self._flush)  # after every read started in this turn has queued
-        self.queue.append((key, select, future))
+        future: asyncio.Future[BatchResult | None] = loop.create_future()
+        if not self.queues:
+            loop.call_soon(self._flush)  # after every request started in this turn has queued
+        self.queues.setdefault((kind, view.priority), []).append((info, future))
         return await future
 
     def _flush(self) -> None:
-        queued, self.queue = self.queue, []
-        for start in range(0, len(queued), MAX_ITEMS):
-            task = asyncio.ensure_future(self._send(queued[start:start + MAX_ITEMS]))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        queues, self.queues = self.queues, {}
+        for (_, priority), queued in queues.items():
+            if len(queued) == 1:
+                queued[0][1].set_result(None)
+                continue
+            for start in range(0, len(queued), MAX_ITEMS):
+                task = asyncio.ensure_future(self._send(queued[start:start + MAX_ITEMS], priority))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
-    async def _send(self, items: list[tuple[str, tuple[str, ...], asyncio.Future[Json | None]]]) -> None:
+    async def _send(self, items: list[tuple[Any, asyncio.Future[BatchResult | None]]], priority: int) -> None:
         try:
-            results = await self.graph.batch([self.graph.user_request(k, s) for k, s, _ in items])
+            results = await self.graph.for_change(priority).batch([info for info, _ in items])
         except BaseException as exc:
-            for _, _, future in items:
+            for _, future in items:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (key, _, future), res in zip(items, results, strict=True):
-            if res.status == 200:
-                future.set_result(dict(res.body or {}))
-            elif res.status == 404:
-                future.set_result(None)
-            else:
-                error = (res.body or {}).get("error", {})
-                future.set_exception(GraphError(res.status, error.get("code", "unknown"),
-                                                error.get("message", ""), method="GET",
-                                                path=f"/users/{key}"))
+        for (_, future), result in zip(items, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 def _expand_once(request_info: Any, base_url: str) -> dict[str, Any]:
@@ -674,18 +706,31 @@ def _path(request_info: Any) -> str:
     return template.replace("{+baseurl}", "").split("{")[0] or "/"
 
 
-def _writes(request_info: Any, method: str) -> int:
-    """How many Entra writes a request makes: none for a read, one for any other method (as
-    the quota counts them), and for a $batch one per item that is not a GET."""
-    if method == "GET":
-        return 0
-    if (request_info.url_template or "").endswith("/$batch"):
-        try:
-            items = json.loads(request_info.content or b"{}").get("requests", [])
-        except (ValueError, AttributeError):
-            return 0
-        return sum(1 for item in items if str(item.get("method", "GET")).upper() != "GET")
-    return 1
+def _batch_items(request_info: Any) -> list[tuple[str, str]] | None:
+    """A $batch request's items as (method, service); None for any other request."""
+    if not (request_info.url_template or "").endswith("/$batch"):
+        return None
+    try:
+        items = json.loads(request_info.content or b"{}").get("requests", [])
+    except (ValueError, AttributeError):
+        return []
+    return [(str(i.get("method", "GET")).upper(), service_of(str(i.get("url", "")).split("?")[0]))
+            for i in items]
+
+
+def _service(request_info: Any) -> tuple[str, int]:
+    """The service whose quotas a request counts against, and how many Entra writes it makes:
+    one for any method but GET (as the quota counts them). A $batch's items are counted one by
+    one (learn.microsoft.com/graph/json-batching: each is throttled as itself); it waits in the
+    line of its items' service."""
+    method = request_info.http_method.name
+    items = _batch_items(request_info)
+    if items is None:
+        service = service_of((request_info.url_template or "").replace("{+baseurl}", ""))
+        return service, int(service == "entra" and method != "GET")
+    services = {s for _, s in items}
+    service = services.pop() if len(services) == 1 else "entra"
+    return service, sum(1 for m, s in items if s == "entra" and m != "GET")
 
 
 def _signal(response: httpx.Response) -> str:
@@ -707,20 +752,28 @@ def _retry_after(headers: Any) -> float | None:
         return None
 
 
-def _error(response: httpx.Response, method: str, path: str,
-           retryable: frozenset[int] = REPEATABLE) -> GraphError:
+def _response_error(response: httpx.Response, method: str, path: str,
+                    retryable: frozenset[int] = REPEATABLE) -> GraphError:
     try:
-        error = response.json().get("error", {})
+        body = response.json()
     except (json.JSONDecodeError, AttributeError):
-        error = {}
-    code = str(error.get("code") or f"HTTP{response.status_code}")
-    message = str(error.get("message") or response.reason_phrase)
-    request_id = response.headers.get("request-id")
-    kwargs: dict[str, Any] = {"request_id": request_id, "details": error.get("details") or [],
+        body = None
+    return _error(response.status_code, body, response.headers, response.reason_phrase, method, path,
+                  retryable)
+
+
+def _error(status: int, body: Any, headers: Any, reason: str, method: str, path: str,
+           retryable: frozenset[int]) -> GraphError:
+    """The error an answer (or a $batch item's) carries, as GraphError, or ThrottledError
+    when it is one that is asked again."""
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    error = error if isinstance(error, dict) else {}
+    code = str(error.get("code") or f"HTTP{status}")
+    message = str(error.get("message") or reason or f"HTTP {status}")
+    kwargs: dict[str, Any] = {"request_id": headers.get("request-id"), "details": error.get("details") or [],
                               "method": method, "path": path}
-    if response.status_code in retryable:
-        return ThrottledError(response.status_code, code, message,
-                              retry_after=_retry_after(response.headers), **kwargs)
-    return GraphError(response.status_code, code, message, **kwargs)
+    if status in retryable:
+        return ThrottledError(status, code, message, retry_after=_retry_after(headers), **kwargs)
+    return GraphError(status, code, message, **kwargs)
 
 

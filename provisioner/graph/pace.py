@@ -148,8 +148,9 @@ class WritePacer:
             # pause between rounds) may be caught up: the window's old writes have left at
             # the steady rate at least, faster than ours came. Longer ago, they are gone.
             self._next = max(self._next, now - self.window / 15)
-            at = max(at, self._next)
-            self._next = max(self._next + self.interval * n, at)  # reservations stay in order
+            # n writes at once (a $batch) go at the last of their n slots: they arrive together.
+            at = max(at, self._next + self.interval * (n - 1))
+            self._next = at + self.interval  # reservations stay in order
         at = max(at, now)
         self.ours.extend([at] * n)
         if at > now:
