@@ -130,7 +130,8 @@ class AuditLog:
         return self.logger.bind(**fields)
 
     def append(self, event: dict[str, Any]) -> None:
-        private_dir(self.path.parent)
+        if self._tail is None:  # this process's first record, or the file is not as it left it
+            private_dir(self.path.parent)
         with self._locked():
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0), 0o600)
             try:
@@ -175,8 +176,10 @@ class AuditLog:
         """One record, whole or not at all, then the anchor (only over an intact tail)."""
         seq, prev = head
         record = {**event, "seq": seq + 1, "prev": prev, "alg": self.alg}
-        record["hash"] = self._hash(canonical(record).encode())
-        data = (canonical(record) + "\n").encode()
+        body = canonical(record)
+        record["hash"] = self._hash(body.encode())
+        # The hash goes last: the line is the canonical body it was computed over, plus it.
+        data = (body[:-1] + ',"hash":"' + record["hash"] + '"}\n').encode()
         size = os.fstat(fd).st_size
         self._tail = None
         try:
