@@ -73,13 +73,14 @@ class Backend(Protocol):
 class SQLiteBackend:
     name = "sqlite"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an intent must be on disk before the write it announces goes to Graph.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # NORMAL (not durable): a power cut may undo the last commits, never half of one.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("PRAGMA busy_timeout=10000")
             self.migrated = migrate(self)
         except BaseException as exc:
@@ -115,7 +116,7 @@ class SQLiteBackend:
 class PostgresBackend:
     name = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durable: bool = True) -> None:
         import psycopg
 
         if not url.startswith(("postgresql://", "postgres://")):
@@ -127,6 +128,8 @@ class PostgresBackend:
             raise StateUnreachable(f"cannot reach the shared state {redact_url(url)}:"
                                    f" {_first_line(exc)}") from None
         try:
+            if not durable:  # a crash may undo the last commits, never half of one
+                self._db.execute("SET synchronous_commit TO off")
             self.migrated = migrate(self)  # the versions this opening ran
         except BaseException:
             self._db.close()

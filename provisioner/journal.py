@@ -9,6 +9,7 @@ no password, and personal data stays in the roster.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -77,14 +78,16 @@ class Run:
 class Journal:
     """The journal in SQLite in the state dir, or in a shared PostgreSQL (``url``)."""
 
-    def __init__(self, state_dir: Path, url: str | None = None) -> None:
+    def __init__(self, state_dir: Path, url: str | None = None, durable: bool = True) -> None:
+        """``durable``: each commit on disk before it returns (every journal but the audit
+        log's anchor: see Session.audit)."""
         self._db: Backend
         if url:
-            self._db = PostgresBackend(url)
+            self._db = PostgresBackend(url, durable)
             return
         private_dir(state_dir)
         self.path = private_file(state_dir / DB_NAME)  # mobiles and private addresses inside
-        self._db = SQLiteBackend(self.path)
+        self._db = SQLiteBackend(self.path, durable)
 
     @property
     def backend(self) -> Backend:
@@ -92,6 +95,10 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """What is written inside commits together at the end, or not at all."""
+        return self._db.transaction()
 
     def __enter__(self) -> Journal:
         return self

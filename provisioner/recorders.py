@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .journal import Journal
@@ -28,6 +29,9 @@ class JournalHook(Hook):
         self.goes_with = goes_with or {}
         self._seq: dict[str, int] = {}
         self.done: dict[str, int] = {}  # change id → seq of its applied (or unchanged) row
+
+    def starting(self) -> contextlib.AbstractContextManager[object]:
+        return self.journal.transaction()  # the intents of a round: one commit
 
     def started(self, change: Change, run: PersonRun) -> None:
         self._seq[change.id] = self.journal.intend(

@@ -9,6 +9,7 @@ then left pending for the next apply. Journal, audit and progress display are ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,7 +43,13 @@ class Hook:
 
     ``started`` and ``attempted`` bracket every Graph attempt (the journal's intent and
     outcome, the audit log's write event); ``finished`` sees each change's final result once
-    (progress display)."""
+    (progress display). The changes that go to Graph together (a round) are all ``started``
+    inside one ``starting()``, before the first of them goes."""
+
+    def starting(self) -> contextlib.AbstractContextManager[object]:
+        """Around the ``started`` of changes that go together: what a hook writes for them
+        may be kept for one commit at the end (the journal: one disk wait, not one a change)."""
+        return contextlib.nullcontext()
 
     def started(self, change: Change, run: PersonRun) -> None:
         pass
@@ -144,6 +151,7 @@ class _Applier:
         chunks = [members[i:i + MEMBERS_PER_WRITE] for members in joins.values()
                   for i in range(0, len(members), MEMBERS_PER_WRITE)]
         lone = [chunk[0] for chunk in chunks if len(chunk) == 1]
+        self._announce([c for c in changes if c.id not in not_ready])
         results = await asyncio.gather(*(self._one(c, priority) for c in single),
                                        *(self._joined(chunk, priority) for chunk in chunks if len(chunk) > 1),
                                        *(self._one(c, priority) for c in lone))
@@ -164,16 +172,23 @@ class _Applier:
         ready = {c.id for c in await self._ready(changes, priority)}
         return [c.id for c in changes if c.id not in ready]
 
+    def _announce(self, changes: list[Change]) -> None:
+        """Every hook's ``started`` for changes about to go to Graph together."""
+        with contextlib.ExitStack() as together:
+            for hook in self.hooks:
+                together.enter_context(hook.starting())
+            for change in changes:
+                for hook in self.hooks:
+                    hook.started(change, self.runs[change.person_id])
+
     def _record(self, result: ChangeResult) -> None:
         self.report.results.append(result)
         for hook in self.hooks:
             hook.finished(result)
 
-    async def _one(self, change: Change, priority: int, *, announced: bool = False) -> ChangeResult:
+    async def _one(self, change: Change, priority: int) -> ChangeResult:
+        """One change (announced: see ``_announce``) and its result."""
         run = self.runs[change.person_id]
-        if not announced:
-            for hook in self.hooks:
-                hook.started(change, run)
         seen: list[str] = []
         # Each change runs in its own task: what is bound here is on its log lines only.
         with structlog.contextvars.bound_contextvars(step=change.step, person_id=change.person_id):
@@ -189,12 +204,9 @@ class _Applier:
         return result
 
     async def _joined(self, chunk: list[Change], priority: int) -> list[ChangeResult]:
-        """Memberships of one group, up to 20, in one write. Graph adds all or none: if it
-        refuses (one is already a member, or too new to be found), each is tried alone, so
-        each gets its own answer."""
-        for change in chunk:
-            for hook in self.hooks:
-                hook.started(change, self.runs[change.person_id])
+        """Memberships of one group, up to 20, in one write (announced). Graph adds all or
+        none: if it refuses (one is already a member, or too new to be found), each is tried
+        alone, so each gets its own answer."""
         seen: list[str] = []
         group_id = STEPS[chunk[0].step].batch_key(chunk[0])
         assert group_id is not None
@@ -205,7 +217,7 @@ class _Applier:
         except GraphFailure as exc:
             if isinstance(exc, GraphError) and exc.status in (400, 404):
                 log.info("members.one_by_one", group_id=group_id, code=exc.code, count=len(chunk))
-                return list(await asyncio.gather(*(self._one(c, priority, announced=True) for c in chunk)))
+                return list(await asyncio.gather(*(self._one(c, priority) for c in chunk)))
             log.warning("members.failed", group_id=group_id, code=exc.code,
                         request_id=exc.request_id, count=len(chunk))
             results = [ChangeResult(c, Outcome.FAILED, exc.code, _message(exc), exc.request_id)
@@ -232,6 +244,7 @@ class _Applier:
             ready = await self._ready(waiting, priority)
             if not ready:
                 continue
+            self._announce(ready)
             results = await asyncio.gather(*(self._one(c, priority) for c in ready))
             still = {r.change.id for r in results if r.outcome is Outcome.PENDING}
             waiting = [c for c in waiting if c not in ready or c.id in still]

@@ -381,3 +381,20 @@ def test_commands_appending_at_the_same_time_never_fork_the_chain(tmp_path: Path
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
     assert verify(path).ok
     assert [json.loads(x)["seq"] for x in path.read_bytes().splitlines()] == list(range(1, 401))
+
+
+def test_the_journal_waits_for_the_disk_and_only_the_audit_anchor_does_not(tmp_path: Path) -> None:
+    """An intent is on disk before its write goes to Graph (synchronous=FULL); the audit log's
+    anchor alone may lag a power cut behind (NORMAL), because its record was on disk first."""
+    from provisioner.session import Session, Settings
+
+    session = Session(Settings(tmp_path))
+    try:
+        session.audit.event("command", command="test")
+        journal = session.journal()
+        modes = [j.backend._db.execute("PRAGMA synchronous").fetchone()[0]  # type: ignore[attr-defined]
+                 for j in (journal, session._anchor_journal)]
+        journal.close()
+    finally:
+        session.close()
+    assert modes == [2, 1]  # FULL, NORMAL

@@ -281,3 +281,45 @@ def test_while_no_mailbox_has_come_a_poll_asks_about_20_not_everyone(
     assert "45 pending" in result.output
     asked = reopen(state_dir).store.counters["404 MailboxNotEnabledForRESTAPI"]
     assert asked % 20 == 0 and 20 <= asked <= 100
+
+
+def test_a_rounds_changes_are_all_announced_together(
+        state_dir: Path, make_sandbox: Callable[..., Tenant],
+        write_playbook: Callable[..., Path]) -> None:
+    """Hooks see a round's ``started`` inside one ``starting()`` (the journal commits the
+    intents of 25 accounts once, not 25 times), before any of its results."""
+    import contextlib
+
+    from provisioner.rollout import Hook
+
+    class Watch(Hook):
+        def __init__(self) -> None:
+            self.rounds: list[list[str]] = []
+            self.open = False
+
+        @contextlib.contextmanager
+        def starting(self) -> Any:
+            self.open = True
+            self.rounds.append([])
+            yield
+            self.open = False
+
+        def started(self, change: Any, run: Any) -> None:
+            assert self.open
+            self.rounds[-1].append(change.step)
+
+        def attempted(self, result: Any, run: Any) -> None:
+            assert result.change.step in self.rounds[-1]
+
+    make_sandbox()
+    playbook = write_playbook(25, steps="account, groups")
+    watch = Watch()
+
+    async def script(graph: Graph, plan: Callable[[], Awaitable[Plan]],
+                     apply: Callable[[Plan], Awaitable[Report]]) -> Report:
+        return await apply_plan(graph, await plan(), [watch], mailbox_wait=0)
+
+    report = apply_directly(state_dir, playbook, script)
+    assert report.ok
+    assert [Counter(steps) for steps in watch.rounds] == [Counter(account=25), Counter(groups=25),
+                                                          Counter(groups=25)]
