@@ -18,6 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigurationError
 from .identity import normalise_mobile, personal_number_hash
@@ -79,11 +80,20 @@ def _mobile(value: str | None) -> str | None:
         return None
 
 
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def _phone_tail(value: str) -> str:
+    """The last nine digits: equal for two numbers that normalise to the same one (a Swedish
+    mobile has nine after +46), and found without normalising the directory's every number."""
+    return _NOT_DIGIT.sub("", value)[-9:]
+
+
 @dataclass
 class DirectoryIndex:
     by_employee_id: dict[str, list[DirectoryUser]] = field(default_factory=lambda: defaultdict(list))
     by_pnr: dict[str, list[DirectoryUser]] = field(default_factory=lambda: defaultdict(list))
-    by_mobile: dict[str, list[DirectoryUser]] = field(default_factory=lambda: defaultdict(list))
+    by_phone_tail: dict[str, list[DirectoryUser]] = field(default_factory=lambda: defaultdict(list))
     by_email: dict[str, list[DirectoryUser]] = field(default_factory=lambda: defaultdict(list))
     by_name: dict[tuple[frozenset[str], frozenset[str]], list[DirectoryUser]] = field(
         default_factory=lambda: defaultdict(list))
@@ -98,14 +108,18 @@ class DirectoryIndex:
             ext = a.get("onPremisesExtensionAttributes") or {}
             if policy.personal_number_attribute and ext.get(policy.personal_number_attribute):
                 index.by_pnr[str(ext[policy.personal_number_attribute]).lower()].append(u)
-            mobile = _mobile(a.get("mobilePhone"))
-            if mobile:
-                index.by_mobile[mobile].append(u)
+            if a.get("mobilePhone"):
+                index.by_phone_tail[_phone_tail(a["mobilePhone"])].append(u)
             for mail in a.get("otherMails") or []:
                 index.by_email[mail.casefold()].append(u)
             if a.get("givenName") and a.get("surname"):
                 index.by_name[name_key(a["givenName"], a["surname"])].append(u)
         return index
+
+    def by_mobile(self, mobile: str) -> list[DirectoryUser]:
+        """Accounts whose mobilePhone is ``mobile`` (E.164) once normalised."""
+        return [u for u in self.by_phone_tail.get(_phone_tail(mobile), ())
+                if _mobile(u.attributes.get("mobilePhone")) == mobile]
 
 
 def pnr_key(policy: DualRole) -> bytes | None:
@@ -122,63 +136,135 @@ def match_people(people: Sequence[Person], users: Iterable[DirectoryUser], polic
         raise ConfigurationError(
             f"dual_role.personal_number_key_env: {policy.personal_number_key_env} is not set; the"
             " roster has personnummer to match and they are only ever compared as keyed hashes")
-    index = DirectoryIndex.build(users, policy)
-    return {p.person_id: _match(p, index, policy, owner_prefix, key) for p in people}
+    matcher = _Matcher(DirectoryIndex.build(users, policy), policy, owner_prefix, key)
+    return {p.person_id: matcher.match(p) for p in people}
 
 
-def _match(person: Person, index: DirectoryIndex, policy: DualRole, owner_prefix: str,
-           key: bytes | None) -> MatchResult:
-    w = policy.weights
-    evidence: dict[str, dict[str, DirectoryUser]] = defaultdict(dict)
+@dataclass(frozen=True, slots=True)
+class _Namesakes:
+    """The accounts sharing a name (not the playbook's own), as candidates on the name alone.
+    A common name has dozens in a region, and everyone in the roster with that name has the
+    same ones: they are judged once per name, not once per person."""
 
-    def add(kind: str, users: Iterable[DirectoryUser]) -> None:
+    ids: frozenset[str]
+    undated: tuple[Candidate, ...]  # no birth date on the account: by upn
+    dated: dict[str, list[DirectoryUser]]  # by the birth date on the account (yyyy-mm-dd)
+    everyone: tuple[Candidate, ...]  # all of them on the name alone (no birth date to compare): by upn
+
+
+class _Matcher:
+    def __init__(self, index: DirectoryIndex, policy: DualRole, owner_prefix: str, key: bytes | None) -> None:
+        self.index, self.policy, self.owner_prefix, self.key = index, policy, owner_prefix, key
+        self._namesakes: dict[tuple[frozenset[str], frozenset[str]], _Namesakes] = {}
+
+    def match(self, person: Person) -> MatchResult:
+        index, policy = self.index, self.policy
+        evidence: dict[str, dict[str, DirectoryUser]] = defaultdict(dict)
+
+        def add(kind: str, users: Iterable[DirectoryUser]) -> None:
+            for u in users:
+                evidence[u.id][kind] = u
+
+        if person.employee_id:
+            add("employee_id", index.by_employee_id.get(person.employee_id.casefold(), ()))
+        if person.personal_number and self.key is not None:
+            add("personal_number",
+                index.by_pnr.get(personal_number_hash(person.personal_number, self.key), ()))
+        if person.mobile:
+            add("mobile", index.by_mobile(person.mobile))
+        if person.private_email:
+            add("private_email", index.by_email.get(person.private_email.casefold(), ()))
+        namesakes = self.namesakes(name_key(person.given_name, person.surname))
+        for uid in evidence.keys() & namesakes.ids:
+            kinds = evidence[uid]
+            kinds["name"] = next(iter(kinds.values()))
+        born = _birth_date(person) if policy.birth_date_attribute else None
+        if born is None:
+            name_only: Sequence[Candidate] = namesakes.everyone
+            same_birth: list[Candidate] = []
+        else:  # a namesake with another birth date is another person
+            name_only = namesakes.undated
+            same_birth = [self.candidate(u, ("name", "birth_date")) for u in namesakes.dated.get(born, ())]
+        candidates = [self.candidate(user, (*found, "birth_date") if birth == "agrees" else found)
+                      for user, found, birth in self._judged(evidence, born)]
+        if evidence:
+            name_only = [c for c in name_only if c.user_id not in evidence]
+            same_birth = [c for c in same_birth if c.user_id not in evidence]
+        if candidates or same_birth:
+            candidates += same_birth
+            candidates += name_only
+            candidates.sort(key=lambda c: (-c.score, c.upn))
+        else:  # the name alone: one score, already by upn
+            candidates = list(name_only)
+        return _classify(person.person_id, tuple(candidates), policy)
+
+    def _judged(self, evidence: dict[str, dict[str, DirectoryUser]],
+                born: str | None) -> Iterable[tuple[DirectoryUser, tuple[str, ...], str | None]]:
+        for kinds in evidence.values():
+            user = next(iter(kinds.values()))
+            if self._ours(user):
+                continue  # the person's own account, made (or adopted) by this playbook
+            found = tuple(kinds)
+            birth = _birth_date_evidence(born, user, self.policy)
+            if birth == "disagrees" and found == ("name",):
+                continue
+            yield user, found, birth
+
+    def namesakes(self, key: tuple[frozenset[str], frozenset[str]]) -> _Namesakes:
+        known = self._namesakes.get(key)
+        if known is not None:
+            return known
+        users = [u for u in self.index.by_name.get(key, ()) if not self._ours(u)]
+        undated: list[Candidate] = []
+        dated: dict[str, list[DirectoryUser]] = defaultdict(list)
+        attribute = self.policy.birth_date_attribute
         for u in users:
-            evidence[u.id][kind] = u
+            ext = u.attributes.get("onPremisesExtensionAttributes") or {}
+            theirs = ext.get(attribute) if attribute else None
+            if theirs:
+                dated[str(theirs)[:10]].append(u)
+            else:
+                undated.append(self.candidate(u, ("name",)))
+        by_upn = sorted(undated, key=lambda c: c.upn)
+        everyone = sorted((self.candidate(u, ("name",)) for u in users), key=lambda c: c.upn)
+        known = self._namesakes[key] = _Namesakes(frozenset(u.id for u in self.index.by_name.get(key, ())),
+                                                  tuple(by_upn), dict(dated), tuple(everyone))
+        return known
 
-    if person.employee_id:
-        add("employee_id", index.by_employee_id.get(person.employee_id.casefold(), ()))
-    if person.personal_number and key is not None:
-        add("personal_number", index.by_pnr.get(personal_number_hash(person.personal_number, key), ()))
-    if person.mobile:
-        add("mobile", index.by_mobile.get(person.mobile, ()))
-    if person.private_email:
-        add("private_email", index.by_email.get(person.private_email.casefold(), ()))
-    add("name", index.by_name.get(name_key(person.given_name, person.surname), ()))
+    def _ours(self, user: DirectoryUser) -> bool:
+        return bool(user.owner_tag and user.owner_tag.startswith(self.owner_prefix))
 
-    candidates = []
-    for kinds in evidence.values():
-        user = next(iter(kinds.values()))
-        tag = user.owner_tag or ""
-        if tag.startswith(owner_prefix):
-            continue  # the person's own account, made (or adopted) by this playbook
-        found = list(kinds)
-        birth = _birth_date_evidence(person, user, policy)
-        if birth == "disagrees" and set(found) == {"name"}:
-            continue  # same name, another birth date: another person
-        if birth == "agrees":
-            found.append("birth_date")
-        score = 1.0
-        for kind in found:
-            score *= 1 - getattr(w, kind)
-        candidates.append(Candidate(
-            user.id, user.upn, str(user.attributes.get("displayName") or ""), round(1 - score, 3),
-            tuple(found), bool(user.attributes.get("accountEnabled", True)),
-            "provisioner:" + tag.split(":")[1] if tag.startswith("provisioner:") else None))
-    candidates.sort(key=lambda c: (-c.score, c.upn))
-    return _classify(person.person_id, tuple(candidates), policy)
+    def candidate(self, user: DirectoryUser, found: tuple[str, ...]) -> Candidate:
+        return _candidate(user, found, self.policy.weights)
 
 
-def _birth_date_evidence(person: Person, user: DirectoryUser, policy: DualRole) -> str | None:
-    if not policy.birth_date_attribute or not person.personal_number:
+def _candidate(user: DirectoryUser, found: tuple[str, ...], w: Any) -> Candidate:
+    score = 1.0
+    for kind in found:
+        score *= 1 - getattr(w, kind)
+    tag = user.owner_tag or ""
+    return Candidate(user.id, user.upn, str(user.attributes.get("displayName") or ""), round(1 - score, 3),
+                     found, bool(user.attributes.get("accountEnabled", True)),
+                     "provisioner:" + tag.split(":")[1] if tag.startswith("provisioner:") else None)
+
+
+def _birth_date(person: Person) -> str | None:
+    """The birth date in a personnummer (a samordningsnummer's day is 60 more), as yyyy-mm-dd."""
+    pnr = person.personal_number
+    if not pnr:
+        return None
+    day = int(pnr[6:8])
+    return f"{pnr[:4]}-{pnr[4:6]}-{day - 60 if day > 60 else day:02d}"
+
+
+def _birth_date_evidence(born: str | None, user: DirectoryUser, policy: DualRole) -> str | None:
+    if born is None or not policy.birth_date_attribute:
         return None
     ext = user.attributes.get("onPremisesExtensionAttributes") or {}
     theirs = ext.get(policy.birth_date_attribute)
     if not theirs:
         return None
-    pnr = person.personal_number
-    day = int(pnr[6:8])
-    ours = f"{pnr[:4]}-{pnr[4:6]}-{day - 60 if day > 60 else day:02d}"
-    return "agrees" if str(theirs)[:10] == ours else "disagrees"
+    return "agrees" if str(theirs)[:10] == born else "disagrees"
 
 
 def _classify(pid: str, candidates: tuple[Candidate, ...], policy: DualRole) -> MatchResult:
