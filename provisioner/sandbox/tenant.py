@@ -116,6 +116,8 @@ class Tenant:
     def __init__(self, store: Store, clock: Any = time.time) -> None:
         self.store = store
         self.clock = clock
+        # the SKUs as last seen, and each one's Exchange service plans (see _exchange_plans)
+        self._exchange: tuple[list[Doc], dict[str, frozenset[str]]] = ([], {})
         self.reindex()
         # (when, user id): users Entra has yet to evaluate against the dynamic groups. Not
         # kept on disk: a tenant opened again evaluates everyone at once.
@@ -458,17 +460,21 @@ class Tenant:
             current.pop(sku_id)
         return current
 
+    def _exchange_plans(self) -> dict[str, frozenset[str]]:
+        """Each SKU's Exchange service plan ids, worked out again only when a SKU changes (a
+        page of users asks once per user)."""
+        skus = list(self.store.values("skus"))
+        seen, plans = self._exchange
+        if len(seen) != len(skus) or any(a is not b for a, b in zip(seen, skus, strict=True)):
+            plans = {s["skuId"]: frozenset(p["servicePlanId"] for p in s["servicePlans"]
+                                           if p["servicePlanName"] in EXCHANGE_PLANS) for s in skus}
+            self._exchange = (skus, plans)
+        return plans
+
     def _has_exchange(self, doc: Doc) -> bool:
-        skus = {s["skuId"]: s for s in self.store.values("skus")}
-        for lic in doc.get("assignedLicenses", []):
-            sku = skus.get(lic["skuId"])
-            if sku is None:
-                continue
-            for plan in sku["servicePlans"]:
-                if plan["servicePlanName"] in EXCHANGE_PLANS and \
-                        plan["servicePlanId"] not in lic.get("disabledPlans", []):
-                    return True
-        return False
+        plans = self._exchange_plans()
+        return any(plans.get(lic["skuId"], frozenset()).difference(lic.get("disabledPlans", []))
+                   for lic in doc.get("assignedLicenses", []))
 
     def mailbox_ready(self, doc: Doc) -> bool:
         requested = doc.get("_mailboxRequestedAt")
