@@ -91,8 +91,8 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
             uncertain = frozenset(journal.uncertain(pb.name))
     needed = set(needed_groups(pb, everyone)) | mine
     # The directory (a million objects for 50,000 users) lives as long as the command: the
-    # cycle collector need not look through it while it is read, nor again each time planning
-    # makes a few thousand objects (together a third of a plan's CPU). Nothing here makes cycles.
+    # cycle collector need not look through it while it is read and made into DirectoryUsers,
+    # nor again each time planning makes a few thousand objects. Nothing here makes cycles.
     gc.disable()
     try:
         snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))

@@ -153,9 +153,9 @@ def test_alone_in_a_fresh_window_writes_go_at_once_up_to_95_percent_of_it() -> N
     assert t.slept == [pytest.approx(150.0)] and not p.shared
 
 
-def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() -> None:
-    """Graph says the window is full (``x-ms-throttle-limit-percentage`` 1.0) after one write
-    of ours: someone else's writes fill it, so ours go at 95% of 3,000 per 150 s."""
+def shared_pacer(takes: list[int]) -> tuple[WritePacer, list[float]]:
+    """A pacer whose first write learnt that the window is full (``x-ms-throttle-limit-
+    percentage`` 1.0), then ``takes`` writes at a time: when each went, from then."""
     t = FakeTime()
     p = pacer(t)
 
@@ -164,11 +164,17 @@ def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() 
         p.observe(200, "1.0")
         p.answered()
         start, times = t.now, []
-        for _ in range(190):
-            await p.take()
+        for n in takes:
+            await p.take(n)
             times.append(t.now - start)
         return times
-    times = asyncio.run(go())
+    return p, asyncio.run(go())
+
+
+def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() -> None:
+    """Graph says the window is full (``x-ms-throttle-limit-percentage`` 1.0) after one write
+    of ours: someone else's writes fill it, so ours go at 95% of 3,000 per 150 s."""
+    p, times = shared_pacer([1] * 190)
     assert p.shared and times[-1] == pytest.approx(189 / 19, rel=0.01)
     assert min(b - a for a, b in itertools.pairwise(times)) == pytest.approx(1 / 19)
 
@@ -176,19 +182,7 @@ def test_more_use_than_ours_means_a_shared_window_paced_at_19_writes_a_second() 
 def test_writes_sent_together_go_at_the_last_of_their_slots() -> None:
     """A $batch of 20 writes arrives at Graph at once: in a shared window it waits for its
     twentieth slot, not its first, or a full window overflows by 19 writes a batch."""
-    t = FakeTime()
-    p = pacer(t)
-
-    async def go() -> list[float]:
-        await p.take()
-        p.observe(200, "1.0")
-        p.answered()
-        start, times = t.now, []
-        for _ in range(3):
-            await p.take(20)
-            times.append(t.now - start)
-        return times
-    assert asyncio.run(go()) == [pytest.approx(n * 20 / 19) for n in (1, 2, 3)]
+    assert shared_pacer([20] * 3)[1] == [pytest.approx(n * 20 / 19) for n in (1, 2, 3)]
 
 
 @pytest.mark.parametrize(("ours", "usage", "status", "shared"), [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
 import json
 import time
 from collections import Counter
@@ -245,10 +246,18 @@ class Graph:
             body = await self.json(builder.with_url(next_link).to_get_request_information())
 
     async def collect(self, request_info: Any, builder: Any) -> list[Json]:
-        """Every item of a collection, all pages."""
+        """Every item of a collection, all pages. The cycle collector is off meanwhile: a
+        directory's pages build a million objects and no cycles, and it would look through
+        all of them again each time a few thousand more came (a seventh of reading 50,000)."""
         items: list[Json] = []
-        async for page in self.pages(request_info, builder):
-            items.extend(page)
+        collecting = gc.isenabled()  # off already while plan reads the whole directory
+        gc.disable()
+        try:
+            async for page in self.pages(request_info, builder):
+                items.extend(page)
+        finally:
+            if collecting:
+                gc.enable()
         return items
 
     async def batch(self, requests: Sequence[Any]) -> list[BatchResult]:
