@@ -272,7 +272,7 @@ def test_while_no_mailbox_has_come_a_poll_asks_about_20_not_everyone(
         runner: CliRunner, state_dir: Path, make_sandbox: Callable[..., Tenant],
         write_playbook: Callable[..., Path]) -> None:
     """Exchange makes a mailbox minutes after its licence: until one of the 20 asked about is
-    there, the others are not asked (45 people, at most five asks in 3 s: 20 reads each, not
+    there, the others are not asked (45 people, at most six asks in 3 s: 20 reads each, not
     45). Those still waiting stay pending for the next apply."""
     make_sandbox(mailbox_delay=3600)
     playbook = write_playbook(45, wait=3)
@@ -280,7 +280,7 @@ def test_while_no_mailbox_has_come_a_poll_asks_about_20_not_everyone(
     assert result.exit_code == 0, result.output
     assert "45 pending" in result.output
     asked = reopen(state_dir).store.counters["404 MailboxNotEnabledForRESTAPI"]
-    assert asked % 20 == 0 and 20 <= asked <= 100
+    assert asked % 20 == 0 and 20 <= asked <= 120
 
 
 def test_a_rounds_changes_are_all_announced_together(
