@@ -249,7 +249,8 @@ class _Applier:
             self._announce(ready)
             results = await asyncio.gather(*(self._one(c, priority) for c in ready))
             still = {r.change.id for r in results if r.outcome is Outcome.PENDING}
-            waiting = [c for c in waiting if c not in ready or c.id in still]
+            went = {c.id for c in ready} - still
+            waiting = [c for c in waiting if c.id not in went]
             for result in results:
                 if result.outcome is not Outcome.PENDING:
                     self._record(result)
