@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -117,6 +117,7 @@ class Preflight:
     checks: list[Check]
     cohort: str | None
     refusal: str | None = None  # plan: what the mass-change or re-issue guard would refuse
+    plan: Plan | None = field(default=None, repr=False, compare=False)  # the one it judged
 
     def to_json(self) -> dict[str, Any]:
         return {"ready": self.ok, "cohort": self.cohort, "refusal": self.refusal,
@@ -153,7 +154,7 @@ async def _preflight_with(graph: Graph, session: Session, loaded: Loaded, assign
     people = [p for p in (assignment.members.get(cohort, ()) if cohort else _everyone(assignment))
               if (t := plan.people.get(p.person_id)) is not None and (cohort or not t.user_id)]
     signin = await signin_check(graph, pb, people, plan, snapshot)
-    return Preflight(checks + plan_checks(pb, plan, snapshot, cohort) + [signin], cohort)
+    return Preflight(checks + plan_checks(pb, plan, snapshot, cohort) + [signin], cohort, plan=plan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +243,7 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             snapshot = await _snapshot(graph, loaded, assignment, session)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
             raise_if_failed(ready.checks)
-            fresh = make_plan(pb, loaded.roster, snapshot, assignment)
+            fresh = ready.plan or make_plan(pb, loaded.roster, snapshot, assignment)
             check_mass_change(pb, fresh, snapshot, allow_mass_change)
             check_reissue(pb, fresh, snapshot, journal, reissue)
             if LEAVERS in fresh.cohort_order:
