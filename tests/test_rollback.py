@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,29 @@ def test_a_rollback_reads_the_accounts_20_to_a_batch(runner: CliRunner, state_di
     after = reopen(state_dir).store.counters
     assert after["BATCH"] - before["BATCH"] == 2
     assert after["GET"] - before["GET"] == 25  # the batches' items, one per account
+
+
+def test_a_rollback_deletes_the_accounts_20_to_a_batch(runner: CliRunner, state_dir: Path,
+                                                       make_sandbox: Callable[..., Tenant],
+                                                       write_playbook: Callable[..., Path]) -> None:
+    """The 25 accounts are deleted in two $batch requests, each delete answered as itself
+    (https://learn.microsoft.com/graph/json-batching), journaled with its batch's request-id."""
+    make_sandbox()
+    playbook = write_playbook(25, steps="account")
+    assert cli(runner, state_dir, "apply", "--yes", str(playbook)).exit_code == 0
+    result = cli(runner, state_dir, "rollback", "--yes", str(playbook))
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(state_dir / "journal.sqlite")
+    try:
+        ids = [r[0] for r in db.execute("SELECT request_id FROM changes WHERE step = 'account'"
+                                        " AND action = 'delete' AND state = 'applied'")]
+    finally:
+        db.close()
+    assert len(ids) == 25 and all(ids)
+    assert sorted(Counter(ids).values()) == [5, 20]
+    tenant = reopen(state_dir)
+    assert not [u for u in tenant.users.values()
+                if u["userPrincipalName"].endswith("@politiker.example-region.se")]
 
 
 def test_a_second_apply_on_the_same_state_dir_refuses_at_once(

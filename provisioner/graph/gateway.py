@@ -107,10 +107,11 @@ class Graph:
     def coalescing(self) -> Graph:
         """This Graph, except that requests of one kind started together go to Graph together:
         up to 20 in one $batch, the batches concurrent. The kinds are user reads, account
-        creates and mailbox settings (a repeated create is answered ObjectConflict, which the
-        account step resolves; the others are idempotent). For many independent requests at
-        once: the undo of a whole rollout is judged from one read per account, and apply
-        creates a wave's accounts and sets their mailboxes this way. Each request keeps its own
+        creates and deletes, and mailbox settings (a repeated create is answered ObjectConflict,
+        which the account step resolves; a repeated delete 404; the others are idempotent).
+        For many independent requests at once: the undo of a whole rollout is judged from one
+        read per account, apply creates a wave's accounts and sets their mailboxes this way,
+        and rollback deletes them. Each request keeps its own
         answer and its own error; one that Graph may not have seen is sent again alone."""
         view = copy.copy(self)
         view._together = _Coalesced(self)
@@ -336,7 +337,9 @@ class Graph:
             Body(dict(body))))
 
     async def delete_user(self, user_id: str) -> None:
-        await self.send(self._user(user_id).to_delete_request_information())
+        """A soft delete (the account waits 30 days in deleted items). Coalesced like creates
+        (a rollback deletes a wave's accounts together): a repeat is answered 404, gone."""
+        await self._json_together("delete_user", lambda: self._user(user_id).to_delete_request_information())
 
     async def restore_user(self, user_id: str) -> Json:
         builder = self.client.directory.deleted_items.by_directory_object_id(user_id).restore
