@@ -214,8 +214,8 @@ class _Matcher:
         known = self._namesakes.get(key)
         if known is not None:
             return known
-        users = [u for u in self.index.by_name.get(key, ()) if not self._ours(u)]
-        undated: list[Candidate] = []
+        named = self.index.by_name.get(key, [])
+        users = [u for u in named if not self._ours(u)]
         dated: dict[str, list[DirectoryUser]] = defaultdict(list)
         attribute = self.policy.birth_date_attribute
         for u in users:
@@ -223,12 +223,11 @@ class _Matcher:
             theirs = ext.get(attribute) if attribute else None
             if theirs:
                 dated[str(theirs)[:10]].append(u)
-            else:
-                undated.append(self.candidate(u, ("name",)))
-        by_upn = sorted(undated, key=lambda c: c.upn)
-        everyone = sorted((self.candidate(u, ("name",)) for u in users), key=lambda c: c.upn)
-        known = self._namesakes[key] = _Namesakes(frozenset(u.id for u in self.index.by_name.get(key, ())),
-                                                  tuple(by_upn), dict(dated), tuple(everyone))
+        everyone = tuple(sorted((self.candidate(u, ("name",)) for u in users), key=lambda c: c.upn))
+        has_date = {u.id for same in dated.values() for u in same}
+        known = self._namesakes[key] = _Namesakes(
+            frozenset(u.id for u in named), tuple(c for c in everyone if c.user_id not in has_date),
+            dict(dated), everyone)
         return known
 
     def _ours(self, user: DirectoryUser) -> bool:

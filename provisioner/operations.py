@@ -13,7 +13,7 @@ from .checks import Check, CheckStatus
 from .cohort_state import CohortState
 from .cohorts import Assignment, assign
 from .errors import GraphError, InputError, MassChangeError
-from .graph.gateway import Graph
+from .graph.gateway import Graph, collector_off
 from .guards import check_mass_change, check_reissue
 from .journal import operator
 from .leavers import LEAVERS
@@ -93,16 +93,14 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
     # The directory (a million objects for 50,000 users) lives as long as the command: the
     # cycle collector need not look through it while it is read and made into DirectoryUsers,
     # nor again each time planning makes a few thousand objects. Nothing here makes cycles.
-    gc.disable()
     try:
-        snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
+        with collector_off():
+            snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
     except GraphError as exc:
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])
         raise
-    finally:
-        gc.freeze()
-        gc.enable()
+    gc.freeze()
     snapshot = own_groups(pb, everyone, snapshot)  # groups.create: as apply will have made them
     return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine),
                    uncertain=uncertain)
@@ -243,7 +241,8 @@ async def apply(session: Session, loaded: Loaded, hooks: Sequence[Hook], *,
             snapshot = await _snapshot(graph, loaded, assignment, session)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot)
             raise_if_failed(ready.checks)
-            fresh = ready.plan or make_plan(pb, loaded.roster, snapshot, assignment)
+            fresh = ready.plan  # preflight's: made once its groups check passed
+            assert fresh is not None
             check_mass_change(pb, fresh, snapshot, allow_mass_change)
             check_reissue(pb, fresh, snapshot, journal, reissue)
             if LEAVERS in fresh.cohort_order:

@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from .errors import GraphError, GraphFailure
+from .graph.batch import MAX_ITEMS
 from .graph.gateway import MEMBERS_PER_WRITE, Graph
 from .model import Change, Outcome, Plan
 from .steps import STEPS, PersonRun
@@ -95,7 +96,7 @@ class _Applier:
     for the write quota, an earlier wave's memberships and mailboxes are done."""
 
     def __init__(self, graph: Graph, plan: Plan, hooks: Sequence[Hook]) -> None:
-        # A round's account creates and mailbox settings go to Graph 20 to a $batch.
+        # A round's account creates and deletes and its mailbox settings go 20 to a $batch.
         self.graph = graph.coalescing()
         self.hooks = hooks
         self.report = Report()
@@ -268,7 +269,7 @@ class _Applier:
         ready: list[Change] = []
         for step in {c.step for c in waiting}:
             mine = [c for c in waiting if c.step == step]
-            half = MEMBERS_PER_WRITE // 2
+            half = MAX_ITEMS // 2
             first = mine[:half] + sorted(mine[half:], key=lambda c: self.asked[c.id])[:half]
             self.asked.update(c.id for c in first)
             found = await self._ask(step, first, priority)

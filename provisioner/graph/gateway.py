@@ -10,12 +10,13 @@ Graph, rejects a property name it does not know.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import gc
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -159,7 +160,8 @@ class Graph:
         await self._transport.aclose()
 
     # -- sending ---------------------------------------------------------------------------
-    async def send(self, request_info: Any, *, once: bool = False) -> httpx.Response:
+    async def send(self, request_info: Any, *, once: bool = False,
+                   quota: tuple[str, int] | None = None) -> httpx.Response:
         """Send one request with retries; raise GraphError for an error answer. ``once``: the
         request's effect cannot be read back, so an ambiguous answer is never repeated."""
         from kiota_abstractions.native_response_handler import NativeResponseHandler
@@ -170,7 +172,7 @@ class Graph:
         method = request_info.http_method.name
         retryable = ONCE if once else REPEATABLE if method == "POST" else IDEMPOTENT
 
-        service, writes = _service(request_info)
+        service, writes = quota or _service(request_info)  # a $batch's: from its items (``batch``)
         limit = self.limits[service]
 
         async def attempt() -> httpx.Response:
@@ -251,14 +253,9 @@ class Graph:
         directory's pages build a million objects and no cycles, and it would look through
         all of them again each time a few thousand more came (a seventh of reading 50,000)."""
         items: list[Json] = []
-        collecting = gc.isenabled()  # off already while plan reads the whole directory
-        gc.disable()
-        try:
+        with collector_off():
             async for page in self.pages(request_info, builder):
                 items.extend(page)
-        finally:
-            if collecting:
-                gc.enable()
         return items
 
     async def batch(self, requests: Sequence[Any]) -> list[BatchResult]:
@@ -266,6 +263,7 @@ class Graph:
         new batch after the longest Retry-After, as Graph asks. Items are built by
         ``batch.py``, not msgraph-core (its item URLs are absolute: see there)."""
         results: dict[int, BatchResult] = {}
+        quotas = [_service(r) for r in requests]
         pending = list(range(len(requests)))
         for _round in range(self.retry.attempts):
             if not pending:
@@ -275,13 +273,13 @@ class Graph:
                 chunk = pending[start:start + MAX_ITEMS]
                 body = batch_payload([(str(i), Item(requests[i])) for i in chunk])
                 self.stats["batches"] += 1
-                response = await self.send(batch_request(body))
+                response = await self.send(batch_request(body), quota=_together([quotas[i] for i in chunk]))
                 outer = response.headers.get("request-id")
                 for entry in response.json().get("responses", []):
                     headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
                     if outer:  # an item's own request-id if Graph gave one, else the batch's
                         headers.setdefault("request-id", outer)
-                    if _service(requests[int(entry["id"])])[1]:  # an Entra write: what the pacer learns
+                    if quotas[int(entry["id"])][1]:  # an Entra write: what the pacer learns
                         self.pacer.observe(entry["status"], headers.get("x-ms-throttle-limit-percentage"))
                     results[int(entry["id"])] = BatchResult(entry["status"], entry.get("body"), headers)
                     if entry["status"] in RETRYABLE:
@@ -307,7 +305,6 @@ class Graph:
         return await self.collect(request_info, self.client.users)
 
     async def create_user(self, body: Json) -> Json:
-
         if body.get("userPrincipalName"):
             self._fresh[str(body["userPrincipalName"]).lower()] = time.monotonic()
         created = dict(await self._json_together("create_user", lambda: self.client.users
@@ -332,7 +329,6 @@ class Graph:
             raise
 
     async def update_user(self, user_id: str, body: Json) -> None:
-
         await self.send(self._user(user_id).to_patch_request_information(
             Body(dict(body))))
 
@@ -350,7 +346,6 @@ class Graph:
         return list((await self.json(self.client.subscribed_skus.to_get_request_information()))["value"])
 
     async def assign_license(self, user_id: str, add: Sequence[Json], remove: Sequence[str]) -> None:
-
         body = Body({"addLicenses": list(add), "removeLicenses": list(remove)})
         await self.send(self._user(user_id).assign_license.to_post_request_information(body))
 
@@ -361,7 +356,6 @@ class Graph:
         return dict(await self.json(self.mailbox_settings_request(user_id)))
 
     async def update_mailbox_settings(self, user_id: str, body: Json) -> None:
-
         await self._json_together("update_mailbox_settings", lambda: self._user(user_id).mailbox_settings
                                   .to_patch_request_information(Body(dict(body))))
 
@@ -421,7 +415,6 @@ class Graph:
         return list((await self.json(info)).get("value", []))
 
     async def send_mail(self, sender: str, to: str, subject: str, html: str) -> None:
-
         body = Body({
             "message": {"subject": subject, "body": {"contentType": "HTML", "content": html},
                         "toRecipients": [{"emailAddress": {"address": to}}]},
@@ -440,7 +433,6 @@ class Graph:
         return await self.collect(request_info, self.client.groups)
 
     async def create_group(self, body: Json) -> Json:
-
         return dict(await self.json(self.client.groups.to_post_request_information(
             Body(dict(body)))))
 
@@ -702,6 +694,19 @@ class _Coalesced:
                 future.set_result(result)
 
 
+@contextlib.contextmanager
+def collector_off() -> Iterator[None]:
+    """Python's cycle collector off meanwhile, as it was after: for reading many objects that
+    make no cycles (nested: off until the outermost ends)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
 def _expand_once(request_info: Any, base_url: str) -> dict[str, Any]:
     """Give the request its URL now, once (see urls.py): kiota's RequestInformation.url
     expands the URI template on every read, three a request. Setting the URL keeps it, but
@@ -718,31 +723,18 @@ def _path(request_info: Any) -> str:
     return template.replace("{+baseurl}", "").split("{")[0] or "/"
 
 
-def _batch_items(request_info: Any) -> list[tuple[str, str]] | None:
-    """A $batch request's items as (method, service); None for any other request."""
-    if not (request_info.url_template or "").endswith("/$batch"):
-        return None
-    try:
-        items = json.loads(request_info.content or b"{}").get("requests", [])
-    except (ValueError, AttributeError):
-        return []
-    return [(str(i.get("method", "GET")).upper(), service_of(str(i.get("url", "")).split("?")[0]))
-            for i in items]
-
-
 def _service(request_info: Any) -> tuple[str, int]:
     """The service whose quotas a request counts against, and how many Entra writes it makes:
-    one for any method but GET (as the quota counts them). A $batch's items are counted one by
-    one (learn.microsoft.com/graph/json-batching: each is throttled as itself); it waits in the
-    line of its items' service."""
-    method = request_info.http_method.name
-    items = _batch_items(request_info)
-    if items is None:
-        service = service_of((request_info.url_template or "").replace("{+baseurl}", ""))
-        return service, int(service == "entra" and method != "GET")
-    services = {s for _, s in items}
-    service = services.pop() if len(services) == 1 else "entra"
-    return service, sum(1 for m, s in items if s == "entra" and m != "GET")
+    one for any method but GET (as the quota counts them)."""
+    service = service_of((request_info.url_template or "").replace("{+baseurl}", ""))
+    return service, int(service == "entra" and request_info.http_method.name != "GET")
+
+
+def _together(quotas: Sequence[tuple[str, int]]) -> tuple[str, int]:
+    """A $batch's: its items are counted one by one (learn.microsoft.com/graph/json-batching:
+    each is throttled as itself), and it waits in the line of its items' service."""
+    services = {service for service, _ in quotas}
+    return services.pop() if len(services) == 1 else "entra", sum(writes for _, writes in quotas)
 
 
 def _signal(response: httpx.Response) -> str:
