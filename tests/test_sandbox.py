@@ -104,6 +104,29 @@ def test_licence_fails_when_no_seats_are_left() -> None:
     assert r.status_code == 400 and "does not have any licenses available" in error(r)["message"]
 
 
+def test_a_licence_with_its_exchange_plan_disabled_makes_no_mailbox() -> None:
+    """Only an Exchange Online service plan makes a mailbox: with it in ``disabledPlans``
+    (learn.microsoft.com/entra/identity/users/licensing-service-plan-reference) the mailbox
+    REST API answers 404 MailboxNotEnabledForRESTAPI (learn.microsoft.com/exchange/troubleshoot/
+    user-and-shared-mailboxes/rest-api-is-not-yet-supported-for-this-mailbox-error); the same
+    licence with the plan enabled makes one."""
+    app = Sandbox(reset_tenant(None, employees=0, seed=1, mailbox_delay=0))
+    sku = next(s for s in call(app, "GET", "/subscribedSkus").json()["value"]
+               if s["skuPartNumber"] == "ENTERPRISEPACK")
+    exchange = next(p["servicePlanId"] for p in sku["servicePlans"]
+                    if p["servicePlanName"] == "EXCHANGE_S_ENTERPRISE")
+    without = create(app)
+    with_it = create(app, userPrincipalName="b@politiker.example-region.se", mailNickname="b")
+    for user, disabled in ((without, [exchange]), (with_it, [])):
+        r = call(app, "POST", f"/users/{user['id']}/assignLicense",
+                 json={"addLicenses": [{"skuId": sku["skuId"], "disabledPlans": disabled}],
+                       "removeLicenses": []})
+        assert r.status_code == 200, r.text
+    r = call(app, "GET", f"/users/{without['id']}/mailboxSettings")
+    assert r.status_code == 404 and error(r)["code"] == "MailboxNotEnabledForRESTAPI"
+    assert call(app, "GET", f"/users/{with_it['id']}/mailboxSettings").status_code == 200
+
+
 def test_mailbox_appears_a_delay_after_the_licence() -> None:
     tenant = reset_tenant(None, employees=0, seed=1, mailbox_delay=30)
     now = [1000.0]
