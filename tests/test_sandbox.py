@@ -350,3 +350,33 @@ def test_group_based_licensing_gives_the_licence_and_a_mailbox() -> None:
     call(app, "DELETE", f"/groups/{group['id']}/members/{user['id']}/$ref")
     licences = call(app, "GET", f"/users/{user['id']}?$select=assignedLicenses").json()
     assert licences["assignedLicenses"] == []
+
+
+def test_a_select_shows_the_same_user_in_a_list_as_alone(memory_sandbox: Sandbox) -> None:
+    """$select picks properties of the user Graph would show in full: mail and proxyAddresses
+    once the mailbox exists, licenseAssignmentStates beside assignedLicenses, passwordProfile
+    never read back, null for what is unset, in the order asked
+    (learn.microsoft.com/graph/api/user-list, /graph/api/resources/user: passwordProfile
+    "Returned only on $select" as null; /graph/query-parameters#select-parameter). The sandbox
+    works out only what is asked; this fails if a property asked for is left out or a hidden
+    one shown."""
+    user = create(memory_sandbox, usageLocation="SE")
+    r = call(memory_sandbox, "POST", f"/users/{user['id']}/assignLicense",
+             json={"addLicenses": [{"skuId": e3(memory_sandbox), "disabledPlans": []}], "removeLicenses": []})
+    assert r.status_code == 200, r.text
+    asked = "proxyAddresses,id,mail,licenseAssignmentStates,assignedLicenses,passwordProfile,officeLocation"
+    r = call(memory_sandbox, "GET", f"/users/{user['id']}", params={"$select": asked})
+    assert r.status_code == 200, r.text
+    alone = r.json()
+    listed = [u for u in call(memory_sandbox, "GET", "/users", params={"$select": asked, "$top": "999"})
+              .json()["value"] if u["id"] == user["id"]]
+    assert listed == [alone]
+    assert list(alone) == asked.split(",")
+    upn = user["userPrincipalName"]
+    assert alone["mail"] == upn and alone["proxyAddresses"] == [f"SMTP:{upn}"]
+    sku = e3(memory_sandbox)
+    assert alone["assignedLicenses"] == [{"skuId": sku, "disabledPlans": []}]
+    assert [(s["skuId"], s["state"]) for s in alone["licenseAssignmentStates"]] == [(sku, "Active")]
+    assert alone["passwordProfile"] is None and alone["officeLocation"] is None
+    r = call(memory_sandbox, "GET", "/users", params={"$select": "id,_mailboxRequestedAt"})
+    assert r.status_code == 400 and "_mailboxRequestedAt" in error(r)["message"]

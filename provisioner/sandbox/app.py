@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import random
 import re
@@ -77,6 +78,7 @@ class Call:
 
 
 Handler = Callable[[Call, re.Match[str]], Reply]
+View = Callable[[dict[str, Any], "list[str] | None"], dict[str, Any]]  # (stored object, properties asked)
 
 
 class Sandbox:
@@ -322,8 +324,7 @@ class Sandbox:
                 c, t.visible_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT, view=t.view_user)),
             ("POST", "/users", lambda c, m: Reply(201, _ctx(
                 {**dict.fromkeys(USER_DEFAULT_SELECT), **t.create_user(_obj(c))}, "users"))),
-            ("GET", f"/users/{seg}", lambda c, m: Reply(
-                200, _select(t.view_user(t.find_user(m["id"])), c.query, USER_DEFAULT_SELECT))),
+            ("GET", f"/users/{seg}", lambda c, m: Reply(200, _one_user(t, m["id"], c.query))),
             ("PATCH", f"/users/{seg}", lambda c, m: _no_content(t.update_user(m["id"], _obj(c)))),
             ("DELETE", f"/users/{seg}", lambda c, m: _no_content(t.delete_user(m["id"]))),
             ("POST", f"/users/{seg}/assignLicense",
@@ -353,7 +354,7 @@ class Sandbox:
                 c, t.deleted_groups(), GROUP_FILTERABLE, "Group", None)),
             ("PATCH", f"/groups/{seg}", lambda c, m: _no_content(t.bind_members(m["id"], _obj(c)))),
             ("GET", f"/groups/{seg}", lambda c, m: Reply(
-                200, _select(t.view_group(t.find_group(m["id"])), c.query, None))),
+                200, _select(t.view_group(t.find_group(m["id"])), _selected(c.query, None)))),
             ("GET", f"/groups/{seg}/members", lambda c, m: self._collection(
                 c, t.members(m["id"]), USER_FILTERABLE, "User", USER_DEFAULT_SELECT)),
             ("POST", rf"/groups/{seg}/members/\$ref",
@@ -431,28 +432,35 @@ class Sandbox:
 
     def _collection(self, call: Call, items: list[dict[str, Any]], filterable: set[str],
                     resource: str, default_select: tuple[str, ...] | None,
-                    view: Callable[[dict[str, Any]], dict[str, Any]] = lambda d: d) -> Reply:
-        """One page of a collection; ``view`` turns a stored object into what Graph shows,
-        and is only paid for the objects a filter looks at or a page returns."""
+                    view: View = lambda d, wanted: d) -> Reply:
+        """One page of a collection; ``view`` turns a stored object into what Graph shows
+        (the properties asked for, or all), and is only paid for the objects a filter looks
+        at or a page returns."""
         q = call.query
         advanced = call.headers.get("consistencylevel", "").lower() == "eventual"
         if "$filter" in q:
             pred = compile_filter(q["$filter"], filterable, advanced=advanced, resource=resource)
-            items = [i for i in items if pred(view(i))]
+            items = [i for i in items if pred(view(i, None))]
         top = _top(q.get("$top"))
         offset = _decode_skiptoken(q.get("$skiptoken"))
-        page = [view(i) for i in items[offset: offset + top]]
+        wanted = _selected(q, default_select)
+        page = [view(i, wanted) for i in items[offset: offset + top]]
         body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{call.path.strip('/')}"}
         if q.get("$count", "").lower() == "true":
             if not advanced:
                 raise bad_request("$count is not currently supported.")
             body["@odata.count"] = len(items)
-        body["value"] = [_select(i, q, default_select) for i in page]
+        body["value"] = [_select(i, wanted, default_select is not None) for i in page]
         if offset + top < len(items):
             rest = {k: v for k, v in q.items() if k != "$skiptoken"}
             rest["$skiptoken"] = _encode_skiptoken(offset + top)
             body["@odata.nextLink"] = f"{call.base}{call.path}?{urlencode(rest)}"
         return Reply(200, body)
+
+
+def _one_user(tenant: Tenant, key: str, query: dict[str, str]) -> dict[str, Any]:
+    wanted = _selected(query, USER_DEFAULT_SELECT)
+    return _select(tenant.view_user(tenant.find_user(key), wanted), wanted, user=True)
 
 
 def _app_role_assignments(tenant: Tenant, sp_id: str) -> list[dict[str, Any]]:
@@ -519,25 +527,34 @@ def _accepted(_: None) -> Reply:
     return Reply(202)
 
 
-def _select(doc: dict[str, Any], query: dict[str, str],
-            default: tuple[str, ...] | None) -> dict[str, Any]:
-    raw = query.get("$select")
-    if raw:
-        fields = [f.strip() for f in raw.split(",") if f.strip()]
-    elif default is not None:
-        fields = list(default)
-    else:
+def _select(doc: dict[str, Any], fields: list[str] | None, user: bool = False) -> dict[str, Any]:
+    """``doc`` showing ``fields`` (from `_selected`; None: all), each a property of its type."""
+    if fields is None:
         return doc
-    kind = "user" if default is not None else "group" if "securityEnabled" in doc else None
-    known = {"user": USER_PROPERTIES, "group": GROUP_PROPERTIES}.get(kind or "")
-    out = {}
-    for f in fields:
-        if known is not None and f not in known and not DIRECTORY_EXTENSION.match(f):
-            raise bad_request(f"Could not find a property named '{f}' on type 'microsoft.graph.{kind}'.")
-        out[f] = doc.get(f)
+    kind = "user" if user else "group" if "securityEnabled" in doc else ""
+    unknown = _unknown_property(kind, tuple(fields))
+    if unknown:
+        raise bad_request(f"Could not find a property named '{unknown}' on type 'microsoft.graph.{kind}'.")
+    out = {f: doc.get(f) for f in fields}
     if "@odata.type" in doc:
         out = {"@odata.type": doc["@odata.type"], **out}
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _unknown_property(kind: str, fields: tuple[str, ...]) -> str | None:
+    """The first of ``fields`` that is no property of ``kind`` (user, group; "": not checked)."""
+    known = {"user": USER_PROPERTIES, "group": GROUP_PROPERTIES}.get(kind)
+    return next((f for f in fields if known is not None and f not in known
+                 and not DIRECTORY_EXTENSION.match(f)), None)
+
+
+def _selected(query: dict[str, str], default: tuple[str, ...] | None) -> list[str] | None:
+    """The properties a reply shows: $select's, else the resource's default (None: all)."""
+    raw = query.get("$select")
+    if raw:
+        return [f.strip() for f in raw.split(",") if f.strip()]
+    return None if default is None else list(default)
 
 
 def _top(raw: str | None) -> int:

@@ -11,6 +11,7 @@ import heapq
 import re
 import time
 import uuid
+from collections.abc import Collection
 from typing import Any
 
 from . import dynamic
@@ -189,26 +190,39 @@ class Tenant:
         delay = float(self.config.get("replication_delay", 0))
         return made is None or not delay or self.clock() >= made + self.scaled(delay)
 
-    def view_user(self, doc: Doc) -> Doc:
-        """The user as Graph shows it: private fields dropped, mail once the mailbox exists."""
-        out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
-        licences = doc.get("assignedLicenses", [])
-        shown = {lic["skuId"]: {k: v for k, v in lic.items() if not k.startswith("_")}
-                 for lic in reversed(licences)}  # direct and through a group: one entry a SKU
-        out["assignedLicenses"] = list(shown.values())
-        out["licenseAssignmentStates"] = [
+    def view_user(self, doc: Doc, wanted: Collection[str] | None = None) -> Doc:
+        """The user as Graph shows it: private fields dropped, mail once the mailbox exists.
+        ``wanted``: the properties a $select asks for (None: all); only those are worked out."""
+        if wanted is None:
+            out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
+        else:
+            out = {k: doc[k] for k in wanted if k in doc and k[0] != "_" and k != "passwordProfile"}
+        if wanted is None or "assignedLicenses" in wanted:  # direct and through a group: one a SKU
+            shown = {lic["skuId"]: {k: v for k, v in lic.items() if not k.startswith("_")}
+                     for lic in reversed(doc.get("assignedLicenses", []))}
+            out["assignedLicenses"] = list(shown.values())
+        if wanted is None or "licenseAssignmentStates" in wanted:
+            out["licenseAssignmentStates"] = self._licence_states(doc)
+        if wanted is None or "mail" in wanted or "proxyAddresses" in wanted:
+            self._view_mail(doc, out)
+        return out
+
+    @staticmethod
+    def _licence_states(doc: Doc) -> list[Doc]:
+        return [
             {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", []),
              "assignedByGroup": lic.get("_viaGroup"), "state": "Active", "error": None}
-            for lic in licences] + [
+            for lic in doc.get("assignedLicenses", [])] + [
             {"skuId": e["skuId"], "disabledPlans": [], "assignedByGroup": e["group"],
              "state": "Error", "error": e["error"]} for e in doc.get("_licenseErrors", [])]
+
+    def _view_mail(self, doc: Doc, out: Doc) -> None:
         if self.mailbox_ready(doc):
-            out.setdefault("mail", doc["userPrincipalName"])
+            out["mail"] = doc["mail"] if "mail" in doc else doc["userPrincipalName"]
             out["proxyAddresses"] = [f"SMTP:{out['mail']}"]
         else:
-            out.setdefault("mail", None)
+            out["mail"] = doc.get("mail")
             out["proxyAddresses"] = []
-        return out
 
     def create_user(self, body: Doc) -> Doc:
         self._check_properties(body, "Microsoft.DirectoryServices.User")
