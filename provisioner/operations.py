@@ -53,12 +53,17 @@ log = structlog.get_logger("provisioner")
 
 
 async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
-    """The plan, and the preflight of the cohort it would apply next (both read-only)."""
-    async with connect(session, loaded.playbook) as graph:
-        assignment = assign(loaded.playbook, loaded.roster)
-        snapshot = await _snapshot(graph, loaded, assignment, session)
-        result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
-        ready = await _preflight_with(graph, session, loaded, assignment, snapshot, result)
+    """The plan, and the preflight of the cohort it would apply next (both read-only).
+    Planning makes a few objects a change (50,000 changes: millions) and no cycles: the
+    cycle collector stays out meanwhile (it looked through them 1,100 times, 1.1 s of 8.5 s of
+    CPU) and leaves them alone after (`gc.freeze`: they live as long as the command)."""
+    with collector_off():
+        async with connect(session, loaded.playbook) as graph:
+            assignment = assign(loaded.playbook, loaded.roster)
+            snapshot = await _snapshot(graph, loaded, assignment, session)
+            result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
+            ready = await _preflight_with(graph, session, loaded, assignment, snapshot, result)
+        gc.freeze()
     return result, replace(ready, refusal=_refusal(loaded.playbook, result, snapshot, session))
 
 

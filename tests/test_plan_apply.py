@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,15 @@ def test_plan_json_is_a_stable_document(runner: CliRunner, state_dir: Path,
     assert change["reversibility"] == "compensable"
     assert change["after"]["userPrincipalName"] == "karin.lindqvist@politiker.example-region.se"
     assert "passwordProfile" not in change["after"]
+
+
+def test_plan_leaves_the_cycle_collector_as_it_found_it(runner: CliRunner, state_dir: Path,
+                                                        setup: Callable[..., Path]) -> None:
+    """plan keeps Python's cycle collector out while it reads and plans; after, the process
+    (a test run, a service calling the tool) collects again."""
+    assert gc.isenabled()
+    cli(runner, state_dir, "plan", "--json", str(setup()))
+    assert gc.isenabled()
 
 
 @pytest.mark.slow
