@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 import structlog
 
 from ..errors import AmbiguousOutcome, GraphError, NotReplicatedError, ThrottledError, TransportError
@@ -236,7 +237,7 @@ class Graph:
 
     async def json(self, request_info: Any) -> Any:
         response = await self.send(request_info)
-        return response.json() if response.content else None
+        return orjson.loads(response.content) if response.content else None
 
     async def pages(self, request_info: Any, builder: Any) -> AsyncIterator[list[Json]]:
         """Follow @odata.nextLink whole until it is absent."""
@@ -275,7 +276,7 @@ class Graph:
                 self.stats["batches"] += 1
                 response = await self.send(batch_request(body), quota=_together([quotas[i] for i in chunk]))
                 outer = response.headers.get("request-id")
-                for entry in response.json().get("responses", []):
+                for entry in orjson.loads(response.content).get("responses", []):
                     headers = {k.lower(): v for k, v in (entry.get("headers") or {}).items()}
                     if outer:  # an item's own request-id if Graph gave one, else the batch's
                         headers.setdefault("request-id", outer)

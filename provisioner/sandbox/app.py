@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -154,7 +155,7 @@ class Sandbox:
         if isinstance(reply.body, dict) and "error" in reply.body:
             ids = {"request-id": request_id, "client-request-id": request_id}
             reply.body["error"]["innerError"].update(ids)
-        return Response(json.dumps(reply.body, ensure_ascii=False), status_code=reply.status,
+        return Response(orjson.dumps(reply.body, option=orjson.OPT_NON_STR_KEYS), status_code=reply.status,
                         headers=headers,
                         media_type="application/json;odata.metadata=minimal;charset=utf-8")
 
