@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigurationError
+from .heap import collector_off
 from .identity import normalise_mobile, personal_number_hash
 from .naming import transliterate
 from .playbook import DualRole
@@ -136,8 +137,9 @@ def match_people(people: Sequence[Person], users: Iterable[DirectoryUser], polic
         raise ConfigurationError(
             f"dual_role.personal_number_key_env: {policy.personal_number_key_env} is not set; the"
             " roster has personnummer to match and they are only ever compared as keyed hashes")
-    matcher = _Matcher(DirectoryIndex.build(users, policy), policy, owner_prefix, key)
-    return {p.person_id: matcher.match(p) for p in people}
+    with collector_off():  # an index of the whole directory: a few objects a user, no cycles
+        matcher = _Matcher(DirectoryIndex.build(users, policy), policy, owner_prefix, key)
+        return {p.person_id: matcher.match(p) for p in people}
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,9 @@ from .checks import Check, CheckStatus
 from .cohort_state import CohortState
 from .cohorts import Assignment, assign
 from .errors import GraphError, InputError, MassChangeError
-from .graph.gateway import Graph, collector_off
+from .graph.gateway import Graph
 from .guards import check_mass_change, check_reissue
+from .heap import collector_off
 from .journal import operator
 from .leavers import LEAVERS
 from .model import PREREQUISITES, Outcome, Plan
@@ -96,11 +97,10 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
             uncertain = frozenset(journal.uncertain(pb.name))
     needed = set(needed_groups(pb, everyone)) | mine
     # The directory (a million objects for 50,000 users) lives as long as the command: the
-    # cycle collector need not look through it while it is read and made into DirectoryUsers,
-    # nor again each time planning makes a few thousand objects. Nothing here makes cycles.
+    # cycle collector need not look through it again each time planning makes a few thousand
+    # objects.
     try:
-        with collector_off():
-            snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
+        snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
     except GraphError as exc:
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])

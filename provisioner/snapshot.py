@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import GraphError
 from .graph.client import client_id
 from .graph.gateway import Graph
+from .heap import collector_off
 from .model import Json
 
 if TYPE_CHECKING:
@@ -230,7 +231,14 @@ class Reader(Protocol):
 
 async def read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_names: set[str],
                         readers: Sequence[Reader] = ()) -> Snapshot:
-    """The directory (users, the named groups) read at once, then what each step reads."""
+    """The directory (users, the named groups) read at once, then what each step reads; the
+    cycle collector stays out meanwhile (`heap`)."""
+    with collector_off():
+        return await _read_snapshot(graph, playbook, roster, group_names, readers)
+
+
+async def _read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group_names: set[str],
+                         readers: Sequence[Reader]) -> Snapshot:
     attr = playbook.account.ownership_attribute
     adoption = adoption_property(playbook)
     # Selecting an extension the tenant has not registered is an error: read it only if it is.

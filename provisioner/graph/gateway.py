@@ -10,13 +10,11 @@ Graph, rejects a property name it does not know.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import gc
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ import orjson
 import structlog
 
 from ..errors import AmbiguousOutcome, GraphError, NotReplicatedError, ThrottledError, TransportError
+from ..heap import collector_off
 from .batch import MAX_ITEMS, Item, batch_request
 from .batch import payload as batch_payload
 from .client import Target, build_adapter
@@ -693,19 +692,6 @@ class _Coalesced:
         for (_, future), result in zip(items, results, strict=True):
             if not future.done():
                 future.set_result(result)
-
-
-@contextlib.contextmanager
-def collector_off() -> Iterator[None]:
-    """Python's cycle collector off meanwhile, as it was after: for reading many objects that
-    make no cycles (nested: off until the outermost ends)."""
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _expand_once(request_info: Any, base_url: str) -> dict[str, Any]:
