@@ -41,8 +41,10 @@ def transliterate(text: str) -> str:
     return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def name_token(text: str) -> str:
-    """One name as it appears in an address: ``"O'Brien-Åberg"`` → ``"obrien-aberg"``."""
+    """One name as it appears in an address: ``"O'Brien-Åberg"`` → ``"obrien-aberg"``
+    (remembered, as `transliterate`: a plan asks three times a person)."""
     ascii_text = transliterate(text).lower()
     ascii_text = re.sub(r"[\s'’`´]", "", ascii_text)
     return _NOT_LOCAL.sub("", ascii_text)
@@ -60,8 +62,10 @@ def clean_local(local: str) -> str:
     return local[:MAX_LOCAL].rstrip(".")
 
 
-def template_fields(template: str) -> list[str]:
-    return [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+@functools.lru_cache(maxsize=256)
+def template_fields(template: str) -> tuple[str, ...]:
+    """The fields a template names, in order (parsed once: a plan asks per person and template)."""
+    return tuple(f for _, f, _, _ in string.Formatter().parse(template) if f is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ makes before any cohort; the licensing group (``license.via_group``) gets its SK
 
 from __future__ import annotations
 
-import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -181,8 +180,7 @@ def static_groups(playbook: Playbook) -> list[str]:
 def group_names(templates: Iterable[str], person: Person) -> list[str]:
     names = []
     for template in templates:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f]
-        values = {f: getattr(person, f) for f in fields}
+        values = {f: getattr(person, f) for f in template_fields(template) if f}
         if all(values.values()):
             names.append(template.format_map(values))
     return names
@@ -220,15 +218,15 @@ class GroupsStep(BaseStep):
         group: Entra puts the account in it, and refuses members by hand)."""
         upn = view.user.upn if view.user else view.names.upn
         changes = []
-        wanted = set(group_names(ctx.playbook.groups.names, view.person))
+        wanted = group_names(ctx.playbook.groups.names, view.person)
         if view.user is not None:  # a mover leaves the playbook's groups they no longer belong in
-            for name in sorted(ctx.snapshot.playbook_groups - wanted):
+            for name in sorted(ctx.snapshot.playbook_groups.difference(wanted)):
                 for group in ctx.snapshot.groups.get(name, []):
                     if view.user.id in group.member_ids and group.rule is None:
                         changes.append(Change(self.name, view.person.person_id, Action.DELETE,
                                               f"group:{name}:{upn}",
                                               {"group": name, "groupId": group.id, "member": upn}, None))
-        for name in group_names(ctx.playbook.groups.names, view.person):
+        for name in wanted:
             group = ctx.snapshot.groups[name][0]
             if group.rule is not None or (view.user is not None and view.user.id in group.member_ids):
                 continue
