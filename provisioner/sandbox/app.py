@@ -536,6 +536,8 @@ def _select(doc: dict[str, Any], fields: list[str] | None, user: bool = False) -
     unknown = _unknown_property(kind, tuple(fields))
     if unknown:
         raise bad_request(f"Could not find a property named '{unknown}' on type 'microsoft.graph.{kind}'.")
+    if list(doc) == fields:
+        return doc  # a view that showed just these (`Tenant.view_user`)
     out = {f: doc.get(f) for f in fields}
     if "@odata.type" in doc:
         out = {"@odata.type": doc["@odata.type"], **out}

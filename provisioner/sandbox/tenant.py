@@ -195,10 +195,10 @@ class Tenant:
         ``wanted``: the properties a $select asks for (None: all); only those are worked out."""
         if wanted is None:
             out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
-        else:
-            out = {k: doc[k] for k in wanted if k in doc and k[0] != "_" and k != "passwordProfile"}
+        else:  # in the order asked, null where unset or hidden (as `_select` shows it)
+            out = {k: None if k[0] == "_" or k == "passwordProfile" else doc.get(k) for k in wanted}
         if wanted is None or "assignedLicenses" in wanted:  # direct and through a group: one a SKU
-            shown = {lic["skuId"]: {k: v for k, v in lic.items() if not k.startswith("_")}
+            shown = {lic["skuId"]: {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", [])}
                      for lic in reversed(doc.get("assignedLicenses", []))}
             out["assignedLicenses"] = list(shown.values())
         if wanted is None or "licenseAssignmentStates" in wanted:
