@@ -326,11 +326,12 @@ def _run(coro: Any) -> Any:
 
 
 def _json(document: Any) -> None:
-    """Indented for a person at a terminal, one line for a pipe or a file; UTF-8 either way."""
+    """Indented for a person at a terminal, one line for a pipe or a file. Handed to click as
+    text, not bytes: a Windows console gets å, ä and ö through its own API."""
     import orjson
 
     indent = orjson.OPT_INDENT_2 if sys.stdout.isatty() else 0
-    click.echo(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS | indent))
+    click.echo(orjson.dumps(document, option=orjson.OPT_NON_STR_KEYS | indent).decode())
 
 
 @main.command()

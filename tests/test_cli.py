@@ -111,7 +111,7 @@ def test_commands_that_do_not_talk_to_graph_never_import_the_sdk() -> None:
 
 @pytest.mark.slow
 def test_json_is_indented_at_a_terminal_and_one_line_in_a_pipe(tmp_path: Path) -> None:
-    """A pipeline reads one line that Python's C encoder wrote; a person gets it indented."""
+    """A pipeline reads one line (orjson writes it in C); a person gets it indented."""
     import os
     import subprocess
     import sys
