@@ -90,6 +90,8 @@ _NOT_DIGIT = re.compile(r"\D")
 def _phone_tail(value: str) -> str:
     """The last nine digits: equal for two numbers that normalise to the same one (a Swedish
     mobile has nine after +46), and found without normalising the directory's every number."""
+    if value[:1] == "+" and value[1:].isdigit():  # E.164, as Entra mostly holds them
+        return value[-9:]
     return _NOT_DIGIT.sub("", value)[-9:]
 
 
@@ -198,6 +200,7 @@ class _Matcher:
     def __init__(self, index: DirectoryIndex, policy: DualRole, owner_prefix: str) -> None:
         self.index, self.policy, self.owner_prefix = index, policy, owner_prefix
         self._namesakes: dict[NameKey, _Namesakes] = {}
+        self._scores: dict[tuple[str, ...], float] = {}
 
     def match(self, person: Person, keys: LookupKeys) -> MatchResult:
         index, policy = self.index, self.policy
@@ -275,15 +278,23 @@ class _Matcher:
         return bool(user.owner_tag and user.owner_tag.startswith(self.owner_prefix))
 
     def candidate(self, user: DirectoryUser, found: tuple[str, ...]) -> Candidate:
-        return _candidate(user, found, self.policy.weights)
+        score = self._scores.get(found)
+        if score is None:  # the same few combinations of evidence over and over
+            score = self._scores[found] = _score(found, self.policy.weights)
+        return _candidate(user, found, score)
 
 
-def _candidate(user: DirectoryUser, found: tuple[str, ...], w: Any) -> Candidate:
+def _score(found: tuple[str, ...], w: Any) -> float:
+    """Independent signals combined: 1 − Π(1 − weight)."""
     score = 1.0
     for kind in found:
         score *= 1 - getattr(w, kind)
+    return round(1 - score, 3)
+
+
+def _candidate(user: DirectoryUser, found: tuple[str, ...], score: float) -> Candidate:
     tag = user.owner_tag or ""
-    return Candidate(user.id, user.upn, str(user.attributes.get("displayName") or ""), round(1 - score, 3),
+    return Candidate(user.id, user.upn, str(user.attributes.get("displayName") or ""), score,
                      found, bool(user.attributes.get("accountEnabled", True)),
                      "provisioner:" + tag.split(":")[1] if tag.startswith("provisioner:") else None)
 
