@@ -64,7 +64,7 @@ async def plan(session: Session, loaded: Loaded) -> tuple[Plan, Preflight]:
             snapshot = await _snapshot(graph, loaded, assignment, session)
             result = make_plan(loaded.playbook, loaded.roster, snapshot, assignment)
             ready = await _preflight_with(graph, session, loaded, assignment, snapshot, result)
-        gc.freeze()
+    gc.freeze()
     return result, replace(ready, refusal=_refusal(loaded.playbook, result, snapshot, session))
 
 
