@@ -79,7 +79,12 @@ class Call:
 
 
 Handler = Callable[[Call, re.Match[str]], Reply]
-View = Callable[[dict[str, Any], "list[str] | None"], dict[str, Any]]  # (stored object, properties asked)
+# The properties asked for (None: all) -> how a stored object shows them.
+View = Callable[["list[str] | None"], Callable[[dict[str, Any]], dict[str, Any]]]
+
+
+def _as_stored(doc: dict[str, Any]) -> dict[str, Any]:
+    return doc
 
 
 class Sandbox:
@@ -322,7 +327,7 @@ class Sandbox:
         seg = r"(?P<id>[^/]+)"
         return [
             ("GET", "/users", lambda c, m: self._collection(
-                c, t.visible_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT, view=t.view_user)),
+                c, t.visible_users(), USER_FILTERABLE, "User", USER_DEFAULT_SELECT, view=t.user_view)),
             ("POST", "/users", lambda c, m: Reply(201, _ctx(
                 {**dict.fromkeys(USER_DEFAULT_SELECT), **t.create_user(_obj(c))}, "users"))),
             ("GET", f"/users/{seg}", lambda c, m: Reply(200, _one_user(t, m["id"], c.query))),
@@ -433,7 +438,7 @@ class Sandbox:
 
     def _collection(self, call: Call, items: list[dict[str, Any]], filterable: set[str],
                     resource: str, default_select: tuple[str, ...] | None,
-                    view: View = lambda d, wanted: d) -> Reply:
+                    view: View = lambda wanted: _as_stored) -> Reply:
         """One page of a collection; ``view`` turns a stored object into what Graph shows
         (the properties asked for, or all), and is only paid for the objects a filter looks
         at or a page returns."""
@@ -441,11 +446,13 @@ class Sandbox:
         advanced = call.headers.get("consistencylevel", "").lower() == "eventual"
         if "$filter" in q:
             pred = compile_filter(q["$filter"], filterable, advanced=advanced, resource=resource)
-            items = [i for i in items if pred(view(i, None))]
+            whole = view(None)
+            items = [i for i in items if pred(whole(i))]
         top = _top(q.get("$top"))
         offset = _decode_skiptoken(q.get("$skiptoken"))
         wanted = _selected(q, default_select)
-        page = [view(i, wanted) for i in items[offset: offset + top]]
+        shown = view(wanted)
+        page = [shown(i) for i in items[offset: offset + top]]
         body: dict[str, Any] = {"@odata.context": f"{call.base}/$metadata#{call.path.strip('/')}"}
         if q.get("$count", "").lower() == "true":
             if not advanced:
@@ -537,7 +544,7 @@ def _select(doc: dict[str, Any], fields: list[str] | None, user: bool = False) -
     if unknown:
         raise bad_request(f"Could not find a property named '{unknown}' on type 'microsoft.graph.{kind}'.")
     if list(doc) == fields:
-        return doc  # a view that showed just these (`Tenant.view_user`)
+        return doc  # a view that showed just these (`Tenant.user_view`)
     out = {f: doc.get(f) for f in fields}
     if "@odata.type" in doc:
         out = {"@odata.type": doc["@odata.type"], **out}

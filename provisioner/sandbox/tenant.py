@@ -11,7 +11,7 @@ import heapq
 import re
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import dynamic
@@ -190,22 +190,35 @@ class Tenant:
         delay = float(self.config.get("replication_delay", 0))
         return made is None or not delay or self.clock() >= made + self.scaled(delay)
 
-    def view_user(self, doc: Doc, wanted: Collection[str] | None = None) -> Doc:
+    def view_user(self, doc: Doc, wanted: Sequence[str] | None = None) -> Doc:
         """The user as Graph shows it: private fields dropped, mail once the mailbox exists.
         ``wanted``: the properties a $select asks for (None: all); only those are worked out."""
-        if wanted is None:
-            out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
-        else:  # in the order asked, null where unset or hidden (as `_select` shows it)
-            out = {k: None if k[0] == "_" or k == "passwordProfile" else doc.get(k) for k in wanted}
-        if wanted is None or "assignedLicenses" in wanted:  # direct and through a group: one a SKU
-            shown = {lic["skuId"]: {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", [])}
-                     for lic in reversed(doc.get("assignedLicenses", []))}
-            out["assignedLicenses"] = list(shown.values())
-        if wanted is None or "licenseAssignmentStates" in wanted:
-            out["licenseAssignmentStates"] = self._licence_states(doc)
-        if wanted is None or "mail" in wanted or "proxyAddresses" in wanted:
-            self._view_mail(doc, out)
-        return out
+        return self.user_view(wanted)(doc)
+
+    def user_view(self, wanted: Sequence[str] | None) -> Callable[[Doc], Doc]:
+        """`view_user` for many users asked the same $select (a page): what it asks for is
+        looked at once, not once a user."""
+        asked = None if wanted is None else frozenset(wanted)
+        licences = asked is None or "assignedLicenses" in asked
+        states = asked is None or "licenseAssignmentStates" in asked
+        mail = asked is None or "mail" in asked or "proxyAddresses" in asked
+
+        def view(doc: Doc) -> Doc:
+            if wanted is None:
+                out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
+            else:  # in the order asked, null where unset or hidden (as `_select` shows it)
+                out = {k: None if k[0] == "_" or k == "passwordProfile" else doc.get(k) for k in wanted}
+            if licences:  # direct and through a group: one a SKU
+                shown = {lic["skuId"]: {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", [])}
+                         for lic in reversed(doc.get("assignedLicenses", []))}
+                out["assignedLicenses"] = list(shown.values())
+            if states:
+                out["licenseAssignmentStates"] = self._licence_states(doc)
+            if mail:
+                self._view_mail(doc, out)
+            return out
+
+        return view
 
     @staticmethod
     def _licence_states(doc: Doc) -> list[Doc]:
