@@ -6,6 +6,8 @@ while one stands: the story's wrong setting is caught before anyone is locked ou
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from .checks import Check, CheckStatus, fail, ok
 from .errors import GraphError, PreflightError
 from .graph.client import client_id as app_id
@@ -15,9 +17,9 @@ from .permissions import GRAPH_APP_ID, missing, required, roles
 from .playbook import Playbook
 from .roster import Person
 from .signin import (
+    PlannedPredictions,
     Prediction,
     predict_from_what_if,
-    predict_planned,
     problems,
     report_only,
     switched,
@@ -180,20 +182,27 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
     access = snapshot.conditional_access or await read_conditional_access(graph)
     if access.unreadable is not None:
         raise access.unreadable
-    policies, locations = access.policies, access.locations
+    planned = PlannedPredictions(access.policies, access.locations)
     limit = asyncio.Semaphore(4)
 
-    async def one(person: Person) -> Prediction:
+    async def ask(person: Person, upn: str, user_id: str, managed: bool) -> Prediction:
+        async with limit:
+            return await ask_what_if(graph, person, upn, user_id, managed_device=managed)
+
+    out: list[Prediction] = []
+    asked: dict[int, Awaitable[Prediction]] = {}  # place in ``out`` -> What If's answer to come
+    for person in persons:
         target = plan.people.get(person.person_id)
         upn = target.upn if target else person.person_id
         managed = enrolled_device(playbook, person)
         if target is not None and target.user_id:
-            async with limit:
-                return await ask_what_if(graph, person, upn, target.user_id, managed_device=managed)
-        return predict_planned(person, upn, policies, locations, group_ids(playbook, person, snapshot),
-                               managed_device=managed)
-
-    return list(await asyncio.gather(*(one(p) for p in persons)))
+            asked[len(out)] = ask(person, upn, target.user_id, managed)
+            out.append(Prediction(person.person_id, upn, "what-if"))  # replaced below
+        else:
+            out.append(planned(person, upn, group_ids(playbook, person, snapshot), managed_device=managed))
+    for i, answer in zip(asked, await asyncio.gather(*asked.values()), strict=True):
+        out[i] = answer
+    return out
 
 
 async def signin_check(graph: Graph, playbook: Playbook, persons: list[Person], plan: Plan,

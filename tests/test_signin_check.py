@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from provisioner.signin import Verdict, Way, applies, grant_met, predict_planned, ways
+from provisioner.signin import PlannedPredictions, Verdict, Way, applies, grant_met, predict_planned, ways
 
 from .builders import person
 from .conftest import cli, reopen
@@ -88,6 +88,26 @@ def test_report_only_policies_are_seen_but_do_not_block() -> None:
     assert prediction.verdict is Verdict.OK
     [way] = prediction.ways
     assert [(h.policy, h.blocks, h.report_only) for h in way.hits] == [("watch", True, True)]
+
+
+def test_people_alike_are_judged_once_and_each_keeps_their_own_name() -> None:
+    """Predictions for many people against the same policies are shared between people with
+    the same ways of signing in, groups and device, and only between them."""
+    staff_only = policy("staff", users={"includeUsers": [], "includeGroups": ["g-staff"]})
+    apps_only = policy("apps", controls=("compliantDevice",), clientAppTypes=["mobileAppsAndDesktopClients"],
+                       platforms={"includePlatforms": ["iOS", "android"], "excludePlatforms": []})
+    predict = PlannedPredictions([staff_only, apps_only], [])
+    phone = {"device_model": "iPhone 12"}
+    cases = [(person("P1", **phone), {OFFICIALS}, False), (person("P2", **phone), {OFFICIALS}, False),
+             (person("P3", **phone), {OFFICIALS, "g-staff"}, False),  # the staff policy blocks them
+             (person("P4", **phone), {OFFICIALS}, True),  # a work phone: the app is let in
+             (person("P5"), {OFFICIALS}, False)]  # a computer: the web
+    for who, groups, managed in cases:
+        shared = predict(who, f"{who.person_id}@x.se", groups, managed_device=managed)
+        alone = predict_planned(who, f"{who.person_id}@x.se", [staff_only, apps_only], [], groups,
+                                managed_device=managed)
+        assert shared == alone
+    assert len(predict._judged) == 4
 
 
 # -- the story, on the sandbox ----------------------------------------------------------
