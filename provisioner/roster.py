@@ -175,6 +175,8 @@ def _invisible(value: str, name: bool) -> str | None:
     """The first control or invisible formatting character (NUL, a bidi override such as
     U+202E, a zero-width space or joiner), which would hide what a value really says. A line
     break is allowed in a quoted cell, never in a name."""
+    if value.isprintable():  # no character of category C or Z but the space: none of these
+        return None
     for ch in value:
         if unicodedata.category(ch) in ("Cc", "Cf") and (name or ch not in "\n\r\t"):
             return f"U+{ord(ch):04X}"
