@@ -27,8 +27,8 @@ FULL = {
 }
 QUICK = {
     "provisioning": ["--people", "60", "--baseline-people", "4", "--time-scale", "0.1"],
-    "dual_roles": ["--users", "2000", "--people", "200"],
-    "plan": ["--users", "2000", "--people", "400"],
+    "dual_roles": ["--users", "2000", "--people", "200", "--runs", "2"],
+    "plan": ["--users", "2000", "--people", "400", "--runs", "2"],
     "startup": ["--runs", "1"],
     "journal": ["--changes", "50"],
     "rollback": ["--people", "60", "--time-scale", "0.1", "--plan-sizes", "200,400"],
