@@ -101,3 +101,26 @@ def test_passes_and_e_mailed_guides_need_their_permissions(runner: CliRunner, st
     assert result.exit_code == 5
     assert "not granted: Mail.Send (to send each person their guide from the service mailbox)" \
         in result.output
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_a_plan_that_writes_ad_mastered_attributes_of_a_synced_account_fails_preflight(synced: bool) -> None:
+    """Graph refuses writes to what Entra Connect syncs from AD (department on a synced
+    user: 400, learn.microsoft.com/graph/api/resources/user, onPremisesSyncEnabled); preflight
+    names the account before apply tries. A cloud-only account takes the same change."""
+    from provisioner.planner import make_plan
+    from provisioner.preflight import OK, plan_checks
+
+    from .builders import group, managed, person, playbook, roster, snapshot
+
+    groups = (group("Förtroendevalda", "id-p1"), group("Politiker Regionfullmäktige", "id-p1"),
+              group("Politiker Kulturnämnden"))
+    account = managed("p1", onPremisesSyncEnabled=synced)
+    snap = snapshot(account, groups=groups)
+    pb = playbook()
+    plan = make_plan(pb, roster(person("p1", body="Kulturnämnden")), snap)
+    assert [(c.action, c.after) for c in plan.changes if c.step == "account"] == [
+        (Action.UPDATE, {"department": "Kulturnämnden"})]
+    check = next(c for c in plan_checks(pb, plan, snap, None) if c.name == "synced accounts")
+    assert check.status is (FAIL if synced else OK)
+    assert (account.upn in check.detail) is synced

@@ -280,10 +280,10 @@ def _adoption(playbook: Playbook, part: Plan, snapshot: Snapshot) -> Check:
 def _synced(part: Plan, snapshot: Snapshot) -> Check:
     """Nothing the plan writes on an AD-synced account is mastered on-premises: Graph refuses
     those writes (onPremisesExtensionAttributes and the identity attributes the sync flows)."""
-    users = {u.upn.lower(): u for u in snapshot.users.values() if u.synced}
-    bad = sorted({c.target.split(":", 1)[1] for c in part.changes if c.step == "account"
-                  and c.action is Action.UPDATE and c.target.split(":", 1)[1].lower() in users
-                  and set(c.after or {}) & ON_PREMISES_MASTERED})
+    writes = {c.target.split(":", 1)[1] for c in part.changes if c.step == "account"
+              and c.action is Action.UPDATE and set(c.after or {}) & ON_PREMISES_MASTERED}
+    synced = {u.upn.lower() for u in snapshot.users.values() if u.synced} if writes else set()
+    bad = sorted(upn for upn in writes if upn.lower() in synced)
     if bad:
         return fail("synced accounts", f"the plan would change on-premises attributes of"
                     f" {len(bad)} AD-synced accounts ({', '.join(bad[:5])}): change them in AD instead")
