@@ -6,8 +6,6 @@ while one stands: the story's wrong setting is caught before anyone is locked ou
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from .checks import Check, CheckStatus, fail, ok
 from .errors import GraphError, PreflightError
 from .graph.client import client_id as app_id
@@ -190,17 +188,17 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
             return await ask_what_if(graph, person, upn, user_id, managed_device=managed)
 
     out: list[Prediction] = []
-    asked: dict[int, Awaitable[Prediction]] = {}  # place in ``out`` -> What If's answer to come
+    asked: dict[int, tuple[Person, str, str, bool]] = {}  # place in ``out`` -> What If's question
     for person in persons:
         target = plan.people.get(person.person_id)
         upn = target.upn if target else person.person_id
         managed = enrolled_device(playbook, person)
         if target is not None and target.user_id:
-            asked[len(out)] = ask(person, upn, target.user_id, managed)
-            out.append(Prediction(person.person_id, upn, "what-if"))  # replaced below
+            asked[len(out)] = (person, upn, target.user_id, managed)
+            out.append(Prediction(person.person_id, upn, "what-if"))  # replaced by the answer below
         else:
             out.append(planned(person, upn, group_ids(playbook, person, snapshot), managed_device=managed))
-    for i, answer in zip(asked, await asyncio.gather(*asked.values()), strict=True):
+    for i, answer in zip(asked, await asyncio.gather(*(ask(*q) for q in asked.values())), strict=True):
         out[i] = answer
     return out
 
