@@ -43,6 +43,6 @@ rsyslog:
 	  apt-get install -y -q rsyslog rsyslog-openssl >/dev/null || \
 	  { apt-get update -q >/dev/null && apt-get install -y -q rsyslog rsyslog-openssl >/dev/null; }; }
 
-# The benchmark suite (about 5 minutes): figures as text, then one JSON line.
+# The benchmark suite (about 15 minutes): figures as text, then one JSON line.
 bench: compile
 	$(VENV)/bin/python benchmarks/run.py

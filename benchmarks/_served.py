@@ -8,11 +8,12 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def served(state_dir: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def spread(values: Sequence[float]) -> tuple[float, float, float]:
+    """The least, the median and the most of repeated runs: on a shared machine the same work's
+    time varies by a third from one run to the next."""
+    ordered = sorted(values)
+    return ordered[0], statistics.median(ordered), ordered[-1]
 
 
 def http_counters(url: str) -> dict[str, int]:

@@ -21,7 +21,6 @@ import os
 import pickle
 import random
 import resource
-import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._served import run_measured, served
+from benchmarks._served import run_measured, served, spread
 from provisioner.graph.client import Target
 from provisioner.graph.gateway import Graph
 from provisioner.heap import collector_off
@@ -145,15 +144,15 @@ def main() -> None:
         if run.code != 0:
             raise SystemExit(f"the client failed ({run.code}):\n{run.out[-3000:]}")
     each = [json.loads(r.out.strip().splitlines()[-1]) for r in runs]
-    totals = sorted(m["read_and_match_seconds"] for m in each)
+    fastest, median, most = spread([m["read_and_match_seconds"] for m in each])
     least = min(range(len(runs)), key=lambda i: each[i]["read_and_match_seconds"])
     run, measured = runs[least], each[least]
     for key in ("baseline_typed_page_users", "baseline_typed_page_seconds",
                 "baseline_typed_read_seconds_extrapolated"):
         measured[key] = each[0][key]  # the typed page is read in the first run only
     figures = {"benchmark": "dual_roles", "seed_seconds": round(seed_s, 2), **measured,
-               "read_and_match_seconds_median": round(statistics.median(totals), 2),
-               "read_and_match_seconds_most": totals[-1], "client": run.figures(),
+               "read_and_match_seconds_median": round(median, 2),
+               "read_and_match_seconds_most": most, "client": run.figures(),
                "runs": [{**m, "client": r.figures()} for m, r in zip(each, runs, strict=True)]}
     n = figures["directory_users"]
     print(f"directory read: {n} users in {figures['directory_read_seconds']:.2f} s (msgraph-sdk request"
@@ -161,8 +160,8 @@ def main() -> None:
     print(f"matching: {figures['roster_people']} people in {figures['matching_seconds'] * 1000:.0f} ms"
           f" -> {figures['classified']}; it allocates at most {figures['matching_peak_alloc_mb']:.0f} MB"
           " (index included)")
-    print(f"read + match, {len(runs)} runs: least {totals[0]:.2f} s (the figures above and below),"
-          f" median {statistics.median(totals):.2f} s, most {totals[-1]:.2f} s")
+    print(f"read + match, {len(runs)} runs: least {fastest:.2f} s (the figures above and below),"
+          f" median {median:.2f} s, most {most:.2f} s")
     print(f"read + match: {figures['read_and_match_seconds']:.2f} s; client peak memory (RSS):"
           f" {figures['client_peak_rss_after_match_mb']:.0f} MB after matching,"
           f" {run.rss_mb:.0f} MB at the end{' (the typed baseline page included)' if least == 0 else ''}")

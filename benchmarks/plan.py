@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._served import run_measured, served
+from benchmarks._served import run_measured, served, spread
 from benchmarks.dual_roles import typed_page
 from provisioner.sandbox import reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
@@ -72,19 +71,18 @@ def main() -> None:
         if run.code != 0:
             raise SystemExit(f"plan failed ({run.code}):\n{run.out[-3000:]}")
     plan = json.loads(runs[0].out[runs[0].out.index("{"):])
-    walls = sorted(r.wall for r in runs)
+    least, median, most = spread([r.wall for r in runs])
     run = min(runs, key=lambda r: r.wall)
     figures = {"benchmark": "plan", "directory_users": args.users, "roster_people": args.people,
-               "seed_seconds": round(seed_s, 2), "plan_seconds": round(run.wall, 2),
-               "plan_seconds_median": round(statistics.median(walls), 2),
-               "plan_seconds_most": round(walls[-1], 2),
+               "seed_seconds": round(seed_s, 2), "plan_seconds": round(least, 2),
+               "plan_seconds_median": round(median, 2), "plan_seconds_most": round(most, 2),
                "changes": len(plan["changes"]), "summary": plan["summary"],
                "client": run.figures(), "runs": [r.figures() for r in runs],
                "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * args.users, 1)}
     print(f"plan: {args.people} people against {args.users} users, the whole `provisioner plan"
           f" --json` command against a sandbox served by its own process ({len(plan['changes'])}"
-          f" changes), {len(runs)} runs: least {walls[0]:.2f} s, median {statistics.median(walls):.2f} s,"
-          f" most {walls[-1]:.2f} s; the least: {run.describe()}; client CPU in each run:"
+          f" changes), {len(runs)} runs: least {least:.2f} s, median {median:.2f} s, most {most:.2f} s;"
+          f" the least: {run.describe()}; client CPU in each run:"
           f" {', '.join(f'{r.cpu:.2f}' for r in runs)} s")
     print(f"baseline: a hand-written plan must first read the directory; with typed models"
           f" (graph.users.get()) one page of {typed_n} took {typed_s:.2f} s, so {args.users} users"

@@ -18,13 +18,12 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .errors import ConfigurationError
 from .heap import collector_off
 from .identity import normalise_mobile, personal_number_hash
 from .naming import transliterate
-from .playbook import DualRole
+from .playbook import DualRole, Weights
 from .roster import Person
 from .snapshot import DirectoryUser
 
@@ -284,7 +283,7 @@ class _Matcher:
         return _candidate(user, found, score)
 
 
-def _score(found: tuple[str, ...], w: Any) -> float:
+def _score(found: tuple[str, ...], w: Weights) -> float:
     """Independent signals combined: 1 − Π(1 − weight)."""
     score = 1.0
     for kind in found:

@@ -96,15 +96,15 @@ async def _snapshot(graph: Graph, loaded: Loaded, assignment: Assignment,
             since = journal.leaving_since(pb.name)
             uncertain = frozenset(journal.uncertain(pb.name))
     needed = set(needed_groups(pb, everyone)) | mine
-    # The directory (a million objects for 50,000 users) lives as long as the command: the
-    # cycle collector need not look through it again each time planning makes a few thousand
-    # objects.
     try:
         snapshot = await read_snapshot(graph, pb, loaded.roster, needed, used(pb))
     except GraphError as exc:
         if exc.status == 403:  # say which permission is missing, as preflight would
             raise_if_failed([await permissions_check(graph, pb)])
         raise
+    # The directory (a million objects for 50,000 users) lives as long as the command: the
+    # cycle collector need not look through it again each time planning makes a few thousand
+    # objects.
     gc.freeze()
     snapshot = own_groups(pb, everyone, snapshot)  # groups.create: as apply will have made them
     return replace(snapshot, guides=guides, leaving_since=since, playbook_groups=frozenset(mine),
