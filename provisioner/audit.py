@@ -34,7 +34,7 @@ except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
 
 from .logs import drop_secrets
-from .model import canonical
+from .model import canonical, canonical_bytes
 from .private import private_dir
 
 GENESIS = "0" * 64
@@ -302,7 +302,7 @@ def verify(path: Path, key: bytes | None = None, head: tuple[int, str] | None = 
                                " but this chain is keyed (rewritten without the key)")
             _, digest = _hasher(key if alg == "hmac-sha256" else None)
             body = {k: v for k, v in record.items() if k != "hash"}
-            if digest(canonical(body).encode()) != record.get("hash"):
+            if digest(canonical_bytes(body)) != record.get("hash"):
                 return Verdict(False, i, line, f"record seq {record.get('seq')} was edited"
                                " (its hash does not match its content)")
             seq = record.get("seq")

@@ -33,7 +33,7 @@ import structlog
 from filelock import FileLock, Timeout
 
 from .errors import InputError
-from .model import canonical
+from .model import canonical_bytes
 from .private import private_file
 
 log = structlog.get_logger("provisioner")
@@ -135,7 +135,7 @@ def message(record: dict[str, Any]) -> bytes:
                       if isinstance(record.get(k), (str, int, float)) and not isinstance(record[k], bool))
     header = (f"<{pri}>1 {_token(record.get('ts'), 64)} {_token(record.get('host'), 255)}"
               f" provisioner - {_token(record.get('event'), 32)} [{SD_ID} {params}] ")
-    body = header.encode() + b"\xef\xbb\xbf" + canonical(record).encode()
+    body = header.encode() + b"\xef\xbb\xbf" + canonical_bytes(record)
     return f"{len(body)} ".encode() + body
 
 
