@@ -40,7 +40,7 @@ from provisioner.roster import Person
 from provisioner.sandbox import reset_tenant
 from provisioner.sandbox.region import officials, personal_number_for
 from provisioner.sandbox.seed import SANDBOX_PNR_KEY
-from provisioner.snapshot import USER_SELECT, DirectoryUser
+from provisioner.snapshot import USER_SELECT, DirectoryUser, read_users
 
 
 def peak_mb() -> float:
@@ -70,9 +70,8 @@ async def read(url: str) -> tuple[list[DirectoryUser], float]:
     async with Graph(Target(graph_url=url)) as graph:
         start = time.perf_counter()
         with collector_off():  # as read_snapshot reads
-            docs = await graph.list_users(USER_SELECT)
-            users = [DirectoryUser.from_graph(d, "extensionAttribute15") for d in docs]
-        return users, time.perf_counter() - start
+            users = await read_users(graph, USER_SELECT, "extensionAttribute15")
+        return list(users.values()), time.perf_counter() - start
 
 
 async def typed_page(url: str) -> tuple[int, float]:

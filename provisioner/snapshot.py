@@ -243,14 +243,13 @@ async def _read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group
     adoption = adoption_property(playbook)
     # Selecting an extension the tenant has not registered is an error: read it only if it is.
     registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
-    users_doc, skus, groups_doc, access = await asyncio.gather(
-        graph.list_users((*USER_SELECT, adoption) if registered else USER_SELECT),
+    users, skus, groups_doc, access = await asyncio.gather(
+        read_users(graph, (*USER_SELECT, adoption) if registered else USER_SELECT, attr, adoption),
         read_skus(graph) if signin_gate(playbook) else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses", "membershipRule"))
         if group_names else _none(),
         read_conditional_access(graph),
     )
-    users = {u["id"]: DirectoryUser.from_graph(u, attr, adoption) for u in users_doc}
     wanted = [g for g in groups_doc or [] if g["displayName"] in group_names]
     members = await asyncio.gather(*(graph.group_member_ids(g["id"]) for g in wanted))
     groups: dict[str, list[Group]] = {}
@@ -264,6 +263,17 @@ async def _read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group
     for reader in readers:
         snapshot = replace(snapshot, **await reader.read(graph, playbook, snapshot))
     return snapshot
+
+
+async def read_users(graph: Graph, select: Sequence[str], ownership_attribute: str,
+                     adoption: str = "") -> dict[str, DirectoryUser]:
+    """The directory's users by id, each page made into DirectoryUsers while Graph makes the
+    next."""
+    users: dict[str, DirectoryUser] = {}
+    async for page in graph.user_pages(select):
+        for doc in page:
+            users[doc["id"]] = DirectoryUser.from_graph(doc, ownership_attribute, adoption)
+    return users
 
 
 async def read_conditional_access(graph: Graph) -> ConditionalAccess:

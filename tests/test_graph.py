@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 from structlog.testing import capture_logs
@@ -13,7 +14,7 @@ from structlog.testing import capture_logs
 from provisioner.errors import GraphError, ThrottledError, TransportError
 from provisioner.graph.auth import MsalTokenProvider
 from provisioner.graph.client import GRAPH_BASE, SANDBOX_BASE, Target
-from provisioner.graph.gateway import Graph
+from provisioner.graph.gateway import Graph, _next_link
 from provisioner.graph.odata import any_of, eq, quote
 from provisioner.graph.retry import RetryPolicy
 
@@ -112,6 +113,92 @@ def test_paging_follows_next_link_until_absent() -> None:
         httpx.Response(200, json={"value": [{"id": "3"}]}),
     ])
     assert [u["id"] for u in run(_users(graph_with(router)))] == ["1", "2", "3"]
+
+
+def _page(ids: list[str], token: str | None) -> httpx.Response:
+    body: dict[str, Any] = {"value": [{"id": i} for i in ids]}
+    if token:
+        body["@odata.nextLink"] = f"{USERS}?$skiptoken={token}"
+    return httpx.Response(200, json=body)
+
+
+async def _pages_seen(graph: Graph, route: respx.Route, stop_after: int | None = None) -> list[tuple[str, int]]:
+    """Each page's ids with the number of requests Graph had had once the caller got it."""
+    seen = []
+    async with graph:
+        pages = graph.pages(graph._users_request(["id"]), graph.client.users)
+        async for page in pages:
+            await asyncio.sleep(0.05)  # the caller at work on the page (the read ahead gets its answer)
+            seen.append((",".join(u["id"] for u in page), route.call_count))
+            if stop_after is not None and len(seen) == stop_after:
+                await pages.aclose()  # type: ignore[attr-defined]
+                break
+    return seen
+
+
+def test_the_next_page_is_asked_for_while_the_caller_uses_this_one() -> None:
+    """learn.microsoft.com/graph/paging: the next page is the nextLink's; asked for as soon as
+    the link is known, not after the caller is done with the page."""
+    router = respx.MockRouter()
+    route = router.get(url__startswith=USERS).mock(side_effect=[
+        _page(["1"], "a"), _page(["2"], "b"), _page(["3"], None)])
+    assert run(_pages_seen(graph_with(router), route)) == [("1", 2), ("2", 3), ("3", 3)]
+
+
+def test_a_link_in_the_bytes_other_than_the_decoded_one_is_not_followed() -> None:
+    """A key given twice: the page's bytes show one link first, its JSON (the last) another.
+    The decoded page decides; the page read ahead is dropped."""
+    router = respx.MockRouter()
+    wrong = router.get(url__startswith=USERS, params={"$skiptoken": "wrong"}).mock(
+        return_value=_page(["x"], None))
+    twice = (b'{"@odata.nextLink":"' + f"{USERS}?$skiptoken=wrong".encode() + b'","value":[{"id":"1"}],'
+             b'"@odata.nextLink":"' + f"{USERS}?$skiptoken=right".encode() + b'"}')
+    route = router.get(url__startswith=USERS).mock(side_effect=[
+        httpx.Response(200, content=twice, headers={"content-type": "application/json"}), _page(["2"], None)])
+    assert [ids for ids, _ in run(_pages_seen(graph_with(router), route))] == ["1", "2"]
+    assert wrong.call_count <= 1
+
+
+def test_a_caller_that_stops_leaves_no_read_ahead_behind() -> None:
+    """The page read ahead is still on its way when the caller stops: it is cancelled, not
+    left running (or failing later with nobody to hear it)."""
+    router = respx.MockRouter(assert_all_called=False)
+
+    asked: list[str] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        await asyncio.sleep(5)
+        return _page(["2"], None)
+
+    route = router.get(url__startswith=USERS).mock(side_effect=[_page(["1"], "a"), slow])
+
+    async def stop() -> set[asyncio.Task[Any]]:
+        await _pages_seen(graph_with(router), route, stop_after=1)
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert run(stop()) == set()
+    assert asked == [f"{USERS}?$skiptoken=a"]  # it had been asked for
+
+
+def test_a_failing_page_read_ahead_fails_the_read_where_it_is_reached() -> None:
+    router = respx.MockRouter()
+    router.get(url__startswith=USERS).mock(side_effect=[
+        _page(["1"], "a"), graph_error(403, "Authorization_RequestDenied", "Insufficient privileges")])
+    with pytest.raises(GraphError) as err:
+        run(_users(graph_with(router)))
+    assert (err.value.status, err.value.code) == (403, "Authorization_RequestDenied")
+
+
+def test_a_next_link_is_found_in_a_pages_bytes_and_not_in_a_users_name() -> None:
+    """Only a key has an unescaped quote before it: a display name that spells the annotation
+    out is not a link."""
+    hostile = '"@odata.nextLink":"https://evil.example/v1.0/users"'
+    page = orjson.dumps({"value": [{"id": "1", "displayName": hostile}]})
+    assert _next_link(page) is None
+    link = f"{USERS}?$select=id&$skiptoken=X%2744537074%27"
+    assert _next_link(orjson.dumps({"value": [{"displayName": hostile}], "@odata.nextLink": link})) == link
+    assert _next_link(b'{"@odata.nextLink" : "https:\\/\\/g\\u0026x", "value": []}') == "https://g&x"  # JSON escapes undone
 
 
 def test_requests_are_built_by_the_sdk_with_select_and_top() -> None:

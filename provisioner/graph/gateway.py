@@ -10,8 +10,10 @@ Graph, rejects a property name it does not know.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -239,14 +241,32 @@ class Graph:
         return orjson.loads(response.content) if response.content else None
 
     async def pages(self, request_info: Any, builder: Any) -> AsyncIterator[list[Json]]:
-        """Follow @odata.nextLink whole until it is absent."""
-        body = await self.json(request_info)
-        while True:
-            yield list(body.get("value", []))
-            next_link = body.get("@odata.nextLink")
-            if not next_link:
-                return
-            body = await self.json(builder.with_url(next_link).to_get_request_information())
+        """Follow @odata.nextLink whole until it is absent. The next page is asked for as soon
+        as its link is in hand (`_next_link`, from the reply's bytes), and this page decoded and
+        used while Graph makes that one: pages come one after another, and the time Graph takes
+        for a page is no longer added to the time the tool takes for the one before."""
+        response = await self.send(request_info)
+        ahead: asyncio.Future[httpx.Response] | None = None
+        try:
+            while True:
+                guess = _next_link(response.content)
+                if guess:
+                    ahead = self._read_ahead(builder, guess)
+                    await _let_it_go(ahead)
+                body = orjson.loads(response.content) if response.content else {}
+                link = body.get("@odata.nextLink")
+                if link != guess:  # the reply's bytes said otherwise than its JSON (never seen)
+                    await _cancel(ahead)
+                    ahead = self._read_ahead(builder, link) if link else None
+                yield list(body.get("value", []))
+                if ahead is None:
+                    return
+                response, ahead = await ahead, None
+        finally:
+            await _cancel(ahead)
+
+    def _read_ahead(self, builder: Any, link: str) -> asyncio.Future[httpx.Response]:
+        return asyncio.ensure_future(self.send(builder.with_url(link).to_get_request_information()))
 
     async def collect(self, request_info: Any, builder: Any) -> list[Json]:
         """Every item of a collection, all pages. The cycle collector is off meanwhile: a
@@ -295,14 +315,19 @@ class Graph:
         return self.client.users.by_user_id(key)
 
     async def list_users(self, select: Sequence[str], filter: str | None = None) -> list[Json]:
+        return await self.collect(self._users_request(select, filter), self.client.users)
+
+    def user_pages(self, select: Sequence[str]) -> AsyncIterator[list[Json]]:
+        """Every user, page by page (`pages`: the next is read while the caller uses this one)."""
+        return self.pages(self._users_request(select), self.client.users)
+
+    def _users_request(self, select: Sequence[str], filter: str | None = None) -> Any:
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 
         params = UsersRequestBuilder.UsersRequestBuilderGetQueryParameters(
             select=list(select), filter=filter, top=PAGE)
-        request_info = self.client.users.to_get_request_information(
-            RequestConfiguration(query_parameters=params))
-        return await self.collect(request_info, self.client.users)
+        return self.client.users.to_get_request_information(RequestConfiguration(query_parameters=params))
 
     async def create_user(self, body: Json) -> Json:
         if body.get("userPrincipalName"):
@@ -767,4 +792,34 @@ def _error(status: int, body: Any, headers: Any, reason: str, method: str, path:
         return ThrottledError(status, code, message, retry_after=_retry_after(headers), **kwargs)
     return GraphError(status, code, message, **kwargs)
 
+
+_NEXT_LINK = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
+def _next_link(content: bytes) -> str | None:
+    """The @odata.nextLink of a page, found in its bytes without decoding the page (a tenth of a
+    millisecond for a page of 999 users, against five to decode it). Only a key is preceded by
+    an unescaped quote (in a string it is ``\\"``); `pages` checks the decoded page says the same."""
+    found = _NEXT_LINK.search(content, max(content.find(b'"@odata.nextLink"'), 0))
+    return orjson.loads(found[1]) if found else None
+
+
+async def _let_it_go(request: asyncio.Future[Any], turns: int = 20) -> None:
+    """Let a request just started get onto the wire before the caller's work (decoding a
+    page) keeps the event loop busy: its first steps (the pool's lock, the connection) each
+    take a turn of the loop; it stops at the first that waits for Graph."""
+    for _ in range(turns):
+        if request.done():
+            return
+        await asyncio.sleep(0)
+
+
+async def _cancel(request: asyncio.Future[Any] | None) -> None:
+    """A page read ahead and not wanted (the caller stopped, or the link was other)."""
+    if request is not None and not request.done():
+        request.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await request
+    elif request is not None and not request.cancelled():
+        request.exception()  # retrieved: an error of a page nobody wanted is not logged as lost
 
