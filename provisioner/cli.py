@@ -20,8 +20,10 @@ else:
         """`provisioner --help` stays fast: the operations (and all they import) load on use."""
 
         def __getattr__(self, name: str) -> Any:
-            from . import operations
+            from .heap import collector_off
 
+            with collector_off():  # importing makes a few hundred thousand objects to keep, no garbage
+                from . import operations
             return getattr(operations, name)
 
     ops = _Operations()
