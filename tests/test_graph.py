@@ -122,7 +122,8 @@ def _page(ids: list[str], token: str | None) -> httpx.Response:
     return httpx.Response(200, json=body)
 
 
-async def _pages_seen(graph: Graph, route: respx.Route, stop_after: int | None = None) -> list[tuple[str, int]]:
+async def _pages_seen(graph: Graph, route: respx.Route,
+                      stop_after: int | None = None) -> list[tuple[str, int]]:
     """Each page's ids with the number of requests Graph had had once the caller got it."""
     seen = []
     async with graph:
@@ -198,7 +199,8 @@ def test_a_next_link_is_found_in_a_pages_bytes_and_not_in_a_users_name() -> None
     assert _next_link(page) is None
     link = f"{USERS}?$select=id&$skiptoken=X%2744537074%27"
     assert _next_link(orjson.dumps({"value": [{"displayName": hostile}], "@odata.nextLink": link})) == link
-    assert _next_link(b'{"@odata.nextLink" : "https:\\/\\/g\\u0026x", "value": []}') == "https://g&x"  # JSON escapes undone
+    escaped = b'{"@odata.nextLink" : "https:\\/\\/g\\u0026x", "value": []}'
+    assert _next_link(escaped) == "https://g&x"  # JSON's escapes undone
 
 
 def test_requests_are_built_by_the_sdk_with_select_and_top() -> None:

@@ -352,6 +352,25 @@ def test_group_based_licensing_gives_the_licence_and_a_mailbox() -> None:
     assert licences["assignedLicenses"] == []
 
 
+def test_a_listing_shows_users_added_changed_and_deleted_since_the_last(memory_sandbox: Sandbox) -> None:
+    """GET /users after a create, an update and a delete (learn.microsoft.com/graph/api/user-list,
+    with no replication delay set): the sandbox keeps the list it pages through between
+    requests, and this fails if it keeps it past a change."""
+    def listed() -> dict[str, Any]:
+        r = call(memory_sandbox, "GET", "/users", params={"$select": "id,displayName", "$top": "999"})
+        assert r.status_code == 200, r.text
+        return {u["id"]: u["displayName"] for u in r.json()["value"]}
+
+    before = listed()
+    user = create(memory_sandbox)
+    assert listed() == {**before, user["id"]: NEW_USER["displayName"]}
+    r = call(memory_sandbox, "PATCH", f"/users/{user['id']}", json={"displayName": "Siobhán Ó Briain"})
+    assert r.status_code == 204, r.text
+    assert listed()[user["id"]] == "Siobhán Ó Briain"
+    assert call(memory_sandbox, "DELETE", f"/users/{user['id']}").status_code == 204
+    assert listed() == before
+
+
 def test_a_select_shows_the_same_user_in_a_list_as_alone(memory_sandbox: Sandbox) -> None:
     """$select picks properties of the user Graph would show in full: mail and proxyAddresses
     once the mailbox exists, licenseAssignmentStates beside assignedLicenses, passwordProfile

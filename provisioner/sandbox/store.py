@@ -44,6 +44,9 @@ class Store:
             dict(self._db.execute("SELECT key, n FROM counters").fetchall())
         )
         self._flushed: Counter[str] = Counter(self.counters)
+        # Each kind's objects added, replaced or removed so far: what a list made of them
+        # earlier is good for as long as it stays the same.
+        self.versions: Counter[str] = Counter()
 
     def all(self, kind: str) -> dict[str, Doc]:
         return self.kinds.setdefault(kind, {})
@@ -53,6 +56,7 @@ class Store:
 
     def put(self, kind: str, doc: Doc) -> None:
         self.all(kind)[doc["id"]] = doc
+        self.versions[kind] += 1
         self._write(
             "INSERT OR REPLACE INTO objects (kind, id, doc) VALUES (?, ?, ?)",
             (kind, doc["id"], json.dumps(doc, ensure_ascii=False)),
@@ -60,6 +64,7 @@ class Store:
 
     def remove(self, kind: str, oid: str) -> None:
         self.all(kind).pop(oid, None)
+        self.versions[kind] += 1
         self._write("DELETE FROM objects WHERE kind = ? AND id = ?", (kind, oid))
 
     def set_config(self, values: dict[str, Any]) -> None:
@@ -98,6 +103,7 @@ class Store:
     def bulk_load(self, kind: str, docs: list[Doc]) -> None:
         """Seed many objects in one transaction (sandbox reset)."""
         self.all(kind).update({d["id"]: d for d in docs})
+        self.versions[kind] += 1
         self._db.execute("BEGIN")
         self._db.executemany(
             "INSERT OR REPLACE INTO objects (kind, id, doc) VALUES (?, ?, ?)",
@@ -107,6 +113,7 @@ class Store:
 
     def clear(self) -> None:
         self._db.executescript("DELETE FROM objects; DELETE FROM config; DELETE FROM counters;")
+        self.versions.update(self.kinds.keys())
         self.kinds.clear()
         self.config.clear()
         self.counters.clear()

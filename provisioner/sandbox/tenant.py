@@ -119,6 +119,7 @@ class Tenant:
         self.clock = clock
         # the SKUs as last seen, and each one's Exchange service plans (see _exchange_plans)
         self._exchange: tuple[list[Doc], dict[str, frozenset[str]]] = ([], {})
+        self._visible: tuple[int, list[Doc]] = (-1, [])  # (store version, users): visible_users
         self.reindex()
         # (when, user id): users Entra has yet to evaluate against the dynamic groups. Not
         # kept on disk: a tenant opened again evaluates everyone at once.
@@ -177,9 +178,15 @@ class Tenant:
         return doc
 
     def visible_users(self) -> list[Doc]:
-        if not float(self.config.get("replication_delay", 0)):
-            return list(self.users.values())
-        return [u for u in self.users.values() if self.replicated(u)]
+        """Every user a request can see, in the order made. Without a replication delay the
+        same list serves every page until a user is added, replaced or removed (a page of a
+        50,000-user directory made one of 50,000 anew). Not for the caller to change."""
+        if float(self.config.get("replication_delay", 0)):
+            return [u for u in self.users.values() if self.replicated(u)]
+        version = self.store.versions["users"]
+        if self._visible[0] != version:
+            self._visible = (version, list(self.users.values()))
+        return self._visible[1]
 
     def replicated(self, doc: Doc) -> bool:
         """Whether the replica a request lands on knows the object yet. Entra ID is
@@ -203,15 +210,22 @@ class Tenant:
         states = asked is None or "licenseAssignmentStates" in asked
         mail = asked is None or "mail" in asked or "proxyAddresses" in asked
 
+        hidden = wanted is not None and any(k[0] == "_" or k == "passwordProfile" for k in wanted)
+
         def view(doc: Doc) -> Doc:
             if wanted is None:
                 out = {k: v for k, v in doc.items() if not k.startswith("_") and k != "passwordProfile"}
-            else:  # in the order asked, null where unset or hidden (as `_select` shows it)
+            elif hidden:  # in the order asked, null where unset or hidden (as `_select` shows it)
                 out = {k: None if k[0] == "_" or k == "passwordProfile" else doc.get(k) for k in wanted}
+            else:
+                get = doc.get
+                out = {k: get(k) for k in wanted}
             if licences:  # direct and through a group: one a SKU
-                shown = {lic["skuId"]: {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", [])}
-                         for lic in reversed(doc.get("assignedLicenses", []))}
-                out["assignedLicenses"] = list(shown.values())
+                given = doc.get("assignedLicenses") or ()
+                if len(given) > 1:
+                    given = list({lic["skuId"]: lic for lic in reversed(given)}.values())
+                out["assignedLicenses"] = [
+                    {"skuId": lic["skuId"], "disabledPlans": lic.get("disabledPlans", [])} for lic in given]
             if states:
                 out["licenseAssignmentStates"] = self._licence_states(doc)
             if mail:
