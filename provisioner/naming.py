@@ -14,7 +14,7 @@ import re
 import string
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .roster import Person
 
@@ -80,10 +80,10 @@ class NamingPolicy:
     upn_template: str  # "{given}.{surname}@politiker.example-region.se"
     display_name_template: str = "{given} {surname}"
     mail_nickname_template: str = "{upn_local}"
+    domain: str = field(init=False, compare=False)
 
-    @property
-    def domain(self) -> str:
-        return self.upn_template.rsplit("@", 1)[1].lower()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "domain", self.upn_template.rsplit("@", 1)[1].lower())
 
     def base_local(self, person: Person) -> str:
         if person.upn_local:
@@ -121,9 +121,17 @@ class NamingPolicy:
     def candidate(self, person: Person, n: int, base: str | None = None) -> Names:
         """The n-th candidate (1 = no suffix, 2 = ``.2`` ...); ``base``: ``base_local``'s
         answer for this person, when the caller has it already."""
-        base = self.base_local(person) if base is None else base
+        local = self.local(self.base_local(person) if base is None else base, n)
+        return Names(f"{local}@{self.domain}", self.nickname(person, local, n), self.display_name(person))
+
+    @staticmethod
+    def local(base: str, n: int) -> str:
+        """The n-th candidate's address before the @."""
         suffix = "" if n == 1 else f".{n}"
-        local = base[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
+        return base[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
+
+    def nickname(self, person: Person, local: str, n: int) -> str:
+        """The n-th candidate's mailNickname, its address before the @ being ``local``."""
         nickname = clean_local(
             _NICK_BAD.sub("", self.mail_nickname_template.format_map(
                 {"upn_local": local, "given": name_token(person.given_name),
@@ -131,36 +139,47 @@ class NamingPolicy:
             ))
         )
         if self.mail_nickname_template != "{upn_local}" and n > 1:
+            suffix = f".{n}"
             nickname = nickname[: MAX_LOCAL - len(suffix)].rstrip(".") + suffix
-        return Names(f"{local}@{self.domain}", nickname, self.display_name(person))
+        return nickname
 
     def assign(self, person: Person, is_taken: Callable[[Names], bool]) -> Names:
-        """First candidate that ``is_taken`` accepts: deterministic for a given directory."""
-        return Namer(self, is_taken, lambda _: False).assign(person)
+        """The first candidate that ``is_taken`` accepts, trying each in turn: deterministic
+        for a given directory (`Namer` names many people faster, and the same)."""
+        for n in range(1, 1000):
+            names = self.candidate(person, n)
+            if not is_taken(names):
+                return names
+        raise ValueError(f"person {person.person_id}: no free address after 999 tries")
 
 
 class Namer:
     """Names people one after another against what is taken, each person's address the first
     free candidate. Linear however many share a name: people with the same base address share
     every candidate address, and an address once taken stays taken, so each base remembers
-    the first candidate whose address may still be free."""
+    the first candidate whose address may still be free. A candidate's nickname and display
+    name are made only once its address is free."""
 
-    def __init__(self, policy: NamingPolicy, upn_taken: Callable[[Names], bool],
-                 nickname_taken: Callable[[Names], bool]) -> None:
+    def __init__(self, policy: NamingPolicy, upn_taken: Callable[[str], bool],
+                 nickname_taken: Callable[[str], bool]) -> None:
         self.policy = policy
         self._upn_taken, self._nickname_taken = upn_taken, nickname_taken
         self._first: dict[str, int] = {}  # base address -> first candidate not known taken
 
     def assign(self, person: Person) -> Names:
-        base = self.policy.base_local(person)
+        policy = self.policy
+        base = policy.base_local(person)
         n = self._first.get(base, 1)
         while n < 1000:
-            names = self.policy.candidate(person, n, base)
-            if self._upn_taken(names):
+            local = policy.local(base, n)
+            upn = f"{local}@{policy.domain}"
+            if self._upn_taken(upn):
                 if self._first.get(base, 1) == n:
                     self._first[base] = n + 1
-            elif not self._nickname_taken(names):
-                return names
+            else:
+                nickname = policy.nickname(person, local, n)
+                if not self._nickname_taken(nickname):
+                    return Names(upn, nickname, policy.display_name(person))
             n += 1
         raise ValueError(f"person {person.person_id}: no free address after 999 tries")
 

@@ -146,8 +146,7 @@ def assign_names(policy: NamingPolicy, roster_path: Path, persons: Sequence[Pers
     """Existing accounts keep their names; new people are named in person_id order, so the
     same roster against the same directory always gives the same addresses."""
     taken_upn, taken_nick = snapshot.names_taken()
-    namer = Namer(policy, lambda n: n.upn.lower() in taken_upn,
-                  lambda n: n.mail_nickname.lower() in taken_nick)
+    namer = Namer(policy, lambda upn: upn.lower() in taken_upn, lambda nick: nick.lower() in taken_nick)
     out: dict[str, Names] = {}
     problems: list[str] = []
     for person in sorted(persons, key=lambda p: p.person_id):

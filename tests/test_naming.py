@@ -61,15 +61,15 @@ def _name_all(policy: NamingPolicy, people: list[Person], upns: set[str],
     namer asked whether something was taken."""
     asked = 0
 
-    def upn_taken(n: Names) -> bool:
+    def upn_taken(upn: str) -> bool:
         nonlocal asked
         asked += 1
-        return n.upn in upns
+        return upn in upns
 
-    def nick_taken(n: Names) -> bool:
+    def nick_taken(nickname: str) -> bool:
         nonlocal asked
         asked += 1
-        return n.mail_nickname in nicks
+        return nickname in nicks
 
     namer, out = Namer(policy, upn_taken, nick_taken), []
     for p in people:
