@@ -37,7 +37,7 @@ class DualRoleRow:
     def to_json(self) -> Json:
         return {**{f: getattr(self, f) for f in ("person_id", "name", "status", "reason", "applies",
                                                   "account")},
-                "candidates": [{**asdict(c), "evidence": list(c.evidence)} for c in self.candidates]}
+                "candidates": [{**c._asdict(), "evidence": list(c.evidence)} for c in self.candidates]}
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .errors import GraphError
 from .graph.client import client_id
@@ -29,8 +29,10 @@ MAILBOX_NOT_READY = "MailboxNotEnabledForRESTAPI"
 ADOPTED = ":adopted"  # ownership tag suffix of an existing account taken over (use_existing)
 
 
-@dataclass(frozen=True, slots=True)
-class DirectoryUser:
+class DirectoryUser(NamedTuple):
+    """An account as read (a NamedTuple, not a frozen dataclass: a directory makes 50,000 of
+    them, and a frozen dataclass takes three times as long to make)."""
+
     id: str
     upn: str
     mail_nickname: str
