@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -98,6 +100,21 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Measured(proc.returncode, out, wall, usage.ru_maxrss / 1024,
                     usage.ru_utime + usage.ru_stime, os.getloadavg())
+
+
+def instructions(args: list[str], env: dict[str, str] | None = None) -> int | None:
+    """The instructions a command runs, counted by valgrind's cachegrind (None without
+    valgrind): unlike its time, the same on a busy machine as on an idle one, so two versions
+    of the tool can be compared on a shared machine. About 30 times as slow as the command."""
+    if shutil.which("valgrind") is None:
+        return None
+    proc = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                           "--cachegrind-out-file=/dev/null", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    found = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
+    if proc.returncode != 0 or found is None:
+        raise RuntimeError(f"under valgrind the command failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return int(found[1].replace(",", ""))
 
 
 def self_peak_mb() -> float:

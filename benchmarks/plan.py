@@ -1,6 +1,6 @@
 """`plan` for a large roster against a large tenant, through the CLI's own code path.
 
-    python benchmarks/plan.py [--users 50000] [--people 10000] [--runs 3]
+    python benchmarks/plan.py [--users 50000] [--people 10000] [--runs 3] [--instructions]
 
 Seeds a sandbox and serves it from its own process, writes a roster and a playbook (account,
 licence, groups, mailbox settings; separate accounts for dual roles), and times the whole
@@ -10,7 +10,9 @@ spends reading the directory with msgraph-sdk's typed models before it can plan 
 (one page measured, extrapolated). The command runs ``--runs`` times, each a new process
 with a new state dir: on a shared machine the same work's CPU time varies by a third from
 one run to the next, so the least, the median and the most are printed, each run's figures
-in the JSON.
+in the JSON. ``--instructions`` also counts the instructions the command runs (valgrind's
+cachegrind, about thirty times as slow): a figure the machine's load does not move, to
+compare two versions of the tool on a shared machine.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._served import run_measured, served, spread
+from benchmarks._served import instructions, run_measured, served, spread
 from benchmarks.dual_roles import typed_page
 from provisioner.sandbox import reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
@@ -52,6 +54,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=50_000)
     ap.add_argument("--people", type=int, default=10_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--instructions", action="store_true",
+                    help="also count the command's instructions once (valgrind; minutes)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,10 +66,13 @@ def main() -> None:
         (work / "roster.csv").write_text(roster_csv(officials(args.people, 2026)), encoding="utf-8")
         (work / "playbook.yaml").write_text(PLAYBOOK, encoding="utf-8")
         with served(work / "tenant") as url:
-            runs = [run_measured(
-                [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
-                 str(work / f"client{i}"), "plan", "--json", str(work / "playbook.yaml")],
-                env={"PROVISIONER_PNR_KEY": SANDBOX_PNR_KEY}) for i in range(args.runs)]
+            def command(i: int | str) -> list[str]:
+                return [sys.executable, "-m", "provisioner", "--graph-url", url, "--state-dir",
+                        str(work / f"client{i}"), "plan", "--json", str(work / "playbook.yaml")]
+
+            env = {"PROVISIONER_PNR_KEY": SANDBOX_PNR_KEY}
+            runs = [run_measured(command(i), env=env) for i in range(args.runs)]
+            counted = instructions(command("counted"), env=env) if args.instructions else None
             typed_n, typed_s = asyncio.run(typed_page(url))
     for run in runs:
         if run.code != 0:
@@ -78,12 +85,14 @@ def main() -> None:
                "plan_seconds_median": round(median, 2), "plan_seconds_most": round(most, 2),
                "changes": len(plan["changes"]), "summary": plan["summary"],
                "client": run.figures(), "runs": [r.figures() for r in runs],
-               "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * args.users, 1)}
+               "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * args.users, 1),
+               "client_instructions": counted}
     print(f"plan: {args.people} people against {args.users} users, the whole `provisioner plan"
           f" --json` command against a sandbox served by its own process ({len(plan['changes'])}"
           f" changes), {len(runs)} runs: least {least:.2f} s, median {median:.2f} s, most {most:.2f} s;"
           f" the least: {run.describe()}; client CPU in each run:"
-          f" {', '.join(f'{r.cpu:.2f}' for r in runs)} s")
+          f" {', '.join(f'{r.cpu:.2f}' for r in runs)} s"
+          + (f"; the client's instructions (cachegrind): {counted / 1e9:.2f} G" if counted else ""))
     print(f"baseline: a hand-written plan must first read the directory; with typed models"
           f" (graph.users.get()) one page of {typed_n} took {typed_s:.2f} s, so {args.users} users"
           f" take about {figures['baseline_typed_read_seconds_extrapolated']:.0f} s before any"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,19 @@ def test_the_suite_runs_every_benchmark_with_its_baseline() -> None:
     assert rolled["at_the_floor"]["rollback_entra_writes"] == 60  # one soft delete a person
     assert [p["undos"] for p in rolled["planning"]] == [200, 400]
     assert figures["audit"]["records"] == 2000 and ours["client"]["client_cpu_seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind counts the instructions")
+def test_instructions_are_counted_and_grow_with_the_work() -> None:
+    """plan.py --instructions: a figure the machine's load does not move (checked on a command
+    that does nothing, and one that does a little more)."""
+    sys.path.insert(0, str(BENCH.parent))
+    from benchmarks._served import instructions
+
+    idle = instructions([sys.executable, "-S", "-c", "pass"])
+    busy = instructions([sys.executable, "-S", "-c", "sum(range(300_000))"])
+    assert idle is not None and busy is not None
+    assert 1_000_000 < idle < busy
+    with pytest.raises(RuntimeError, match="failed"):
+        instructions([sys.executable, "-S", "-c", "raise SystemExit(3)"])
