@@ -201,6 +201,7 @@ def test_a_next_link_is_found_in_a_pages_bytes_and_not_in_a_users_name() -> None
     assert _next_link(orjson.dumps({"value": [{"displayName": hostile}], "@odata.nextLink": link})) == link
     escaped = b'{"@odata.nextLink" : "https:\\/\\/g\\u0026x", "value": []}'
     assert _next_link(escaped) == "https://g&x"  # JSON's escapes undone
+    assert _next_link(b'{"@odata.nextLink":"bad\\x escape"}') is None  # not JSON: the decoded page says
 
 
 def test_requests_are_built_by_the_sdk_with_select_and_top() -> None:
