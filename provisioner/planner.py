@@ -32,10 +32,11 @@ def make_plan(playbook: Playbook, roster: Roster, snapshot: Snapshot,
     steps = used(playbook)
     check_groups(playbook, snapshot, persons)
     managed = snapshot.managed(ctx.owner_prefix)
-    names = assign_names(playbook.naming_policy, roster.path, persons, snapshot, managed)
+    naming = playbook.naming_policy  # made anew each time it is asked for
+    names = assign_names(naming, roster.path, persons, snapshot, managed)
     notes: dict[str, list[str]] = {}
     for person in persons:
-        lost = playbook.naming_policy.dropped(person) if person.person_id not in managed else []
+        lost = naming.dropped(person) if person.person_id not in managed else []
         if lost and person.person_id in names:
             notes.setdefault(person.person_id, []).append(
                 f"the {' and the '.join(lost)} has no Latin letters and is left out of the address"
