@@ -118,10 +118,9 @@ class NamingPolicy:
              "body": person.body, "category": person.category, "person_id": person.person_id}
         ).strip()
 
-    def candidate(self, person: Person, n: int, base: str | None = None) -> Names:
-        """The n-th candidate (1 = no suffix, 2 = ``.2`` ...); ``base``: ``base_local``'s
-        answer for this person, when the caller has it already."""
-        local = self.local(self.base_local(person) if base is None else base, n)
+    def candidate(self, person: Person, n: int) -> Names:
+        """The n-th candidate (1 = no suffix, 2 = ``.2`` ...)."""
+        local = self.local(self.base_local(person), n)
         return Names(f"{local}@{self.domain}", self.nickname(person, local, n), self.display_name(person))
 
     @staticmethod
