@@ -6,6 +6,8 @@ while one stands: the story's wrong setting is caught before anyone is locked ou
 
 from __future__ import annotations
 
+import asyncio
+
 from .checks import Check, CheckStatus, fail, ok
 from .errors import GraphError, PreflightError
 from .graph.client import client_id as app_id
@@ -38,14 +40,15 @@ def failures(checks: list[Check]) -> list[Check]:
 
 async def tenant_checks(graph: Graph, playbook: Playbook, persons: list[Person],
                         snapshot: Snapshot) -> list[Check]:
-    """The checks that need no plan: domain, groups, permissions, and each step's own."""
-    checks = [await _domain(graph, playbook), _groups(playbook, persons, snapshot),
-              await permissions_check(graph, playbook)]
+    """The checks that need no plan: domain, groups, permissions, and each step's own (their
+    reads go together: against Graph each is a round trip of its own)."""
+    domain, permissions, *steps = await asyncio.gather(
+        _domain(graph, playbook), permissions_check(graph, playbook),
+        *(step.tenant_preflight(graph, playbook, snapshot) for step in used(playbook)))
+    checks = [domain, _groups(playbook, persons, snapshot), permissions]
     if dynamic(playbook):
         checks.append(_dynamic_groups(playbook, persons, snapshot))
-    for step in used(playbook):
-        checks += await step.tenant_preflight(graph, playbook, snapshot)
-    return checks
+    return checks + [check for found in steps for check in found]
 
 
 def plan_checks(playbook: Playbook, plan: Plan, snapshot: Snapshot, cohort: str | None) -> list[Check]:
@@ -127,8 +130,8 @@ def _dynamic_groups(playbook: Playbook, persons: list[Person], snapshot: Snapsho
 async def permissions_check(graph: Graph, playbook: Playbook) -> Check:
     client_id = app_id(playbook.tenant)
     try:
-        granted = await graph.granted_app_permissions(client_id, GRAPH_APP_ID)
-        held = await graph.app_directory_roles(client_id)
+        granted, held = await asyncio.gather(graph.granted_app_permissions(client_id, GRAPH_APP_ID),
+                                             graph.app_directory_roles(client_id))
     except GraphError as exc:
         return fail("permissions", f"cannot read the permissions granted to app {client_id}"
                      f" ({exc.code}): grant Application.Read.All")
@@ -175,8 +178,6 @@ async def predict_signins(graph: Graph, playbook: Playbook, persons: list[Person
                           snapshot: Snapshot) -> list[Prediction]:
     """Each person's first sign-in, way by way: What If for an account that exists, the
     policies' conditions (with the groups the playbook gives them) for one not made yet."""
-    import asyncio
-
     access = snapshot.conditional_access or await read_conditional_access(graph)
     if access.unreadable is not None:
         raise access.unreadable

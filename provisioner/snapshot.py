@@ -243,10 +243,16 @@ async def _read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group
                          readers: Sequence[Reader]) -> Snapshot:
     attr = playbook.account.ownership_attribute
     adoption = adoption_property(playbook)
-    # Selecting an extension the tenant has not registered is an error: read it only if it is.
-    registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
-    users, skus, groups_doc, access = await asyncio.gather(
-        read_users(graph, (*USER_SELECT, adoption) if registered else USER_SELECT, attr, adoption),
+
+    async def users_and_registered() -> tuple[dict[str, DirectoryUser], bool]:
+        # Selecting an extension the tenant has not registered is an error: read it only if it is.
+        registered = adoption in await graph.extension_properties(client_id(playbook.tenant))
+        select = (*USER_SELECT, adoption) if registered else USER_SELECT
+        return await read_users(graph, select, attr, adoption), registered
+
+    # Independent reads go together: against Graph each is a round trip of its own.
+    (users, registered), skus, groups_doc, access = await asyncio.gather(
+        users_and_registered(),
         read_skus(graph) if signin_gate(playbook) else _none(),
         graph.list_groups(("id", "displayName", "assignedLicenses", "membershipRule"))
         if group_names else _none(),
@@ -262,8 +268,10 @@ async def _read_snapshot(graph: Graph, playbook: Playbook, roster: Roster, group
             Group(g["id"], g["displayName"], frozenset(ids), licenses, rule=g.get("membershipRule") or None))
     snapshot = Snapshot(users, skus or {}, groups, adoption_registered=registered,
                         conditional_access=access)
-    for reader in readers:
-        snapshot = replace(snapshot, **await reader.read(graph, playbook, snapshot))
+    # Each step reads from the directory and the groups, not from another step's read: the
+    # steps' reads go together.
+    for fields in await asyncio.gather(*(reader.read(graph, playbook, snapshot) for reader in readers)):
+        snapshot = replace(snapshot, **fields)
     return snapshot
 
 
@@ -280,8 +288,9 @@ async def read_users(graph: Graph, select: Sequence[str], ownership_attribute: s
 
 async def read_conditional_access(graph: Graph) -> ConditionalAccess:
     try:
-        return ConditionalAccess(tuple(await graph.conditional_access_policies()),
-                                 tuple(await graph.named_locations()))
+        policies, locations = await asyncio.gather(graph.conditional_access_policies(),
+                                                   graph.named_locations())
+        return ConditionalAccess(tuple(policies), tuple(locations))
     except GraphError as exc:
         if exc.status != 403:
             raise

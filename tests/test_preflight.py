@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+import respx
 from click.testing import CliRunner
 
+from provisioner.checks import Check, CheckStatus
 from provisioner.cli import main
+from provisioner.graph.client import Target
+from provisioner.graph.gateway import Graph
 from provisioner.model import Action, Change, PersonTarget, Plan
-from provisioner.preflight import FAIL
+from provisioner.permissions import GRAPH_APP_ID
+from provisioner.preflight import FAIL, tenant_checks
 from provisioner.sandbox import Tenant
-from provisioner.snapshot import DirectoryUser, Snapshot
+from provisioner.snapshot import DirectoryUser, Snapshot, read_snapshot
+from provisioner.steps import used
 from provisioner.steps.account import _naming
 
+from . import builders
 from .conftest import cli, reopen
 
 
@@ -124,3 +135,54 @@ def test_a_plan_that_writes_ad_mastered_attributes_of_a_synced_account_fails_pre
     check = next(c for c in plan_checks(pb, plan, snap, None) if c.name == "synced accounts")
     assert check.status is (FAIL if synced else OK)
     assert (account.upn in check.detail) is synced
+
+
+def _held_until(arrived: dict[str, asyncio.Event], mine: str, others: tuple[str, ...],
+                body: dict[str, Any]) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+    """A reply that Graph sends only once the ``others`` have been asked too: reads made one
+    after another never get it (each is a round trip against Graph: 0.1–0.3 s)."""
+    async def answer(request: httpx.Request) -> httpx.Response:
+        arrived[mine].set()
+        await asyncio.wait_for(asyncio.gather(*(arrived[o].wait() for o in others)), 5)
+        return httpx.Response(200, json=body)
+    return answer
+
+
+def test_the_tenants_independent_reads_go_together() -> None:
+    """The snapshot asks for the app's extensions, the groups and Conditional Access at once
+    (the users follow the extensions); preflight asks for the domains and the service
+    principals of the app and of Graph at once. Each reply below waits for the others of its
+    round to be asked."""
+    arrived: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+    router = respx.MockRouter(assert_all_called=False)
+    route = router.get
+    first_round = ("extensions", "groups", "policies", "locations")
+    route(url__regex=r"/applications\(appId=.*\)/extensionProperties").mock(
+        side_effect=_held_until(arrived, "extensions", first_round, {"value": []}))
+    route(url__regex=r"/groups\?").mock(
+        side_effect=_held_until(arrived, "groups", first_round, {"value": []}))
+    route(url__regex=r"/identity/conditionalAccess/policies").mock(
+        side_effect=_held_until(arrived, "policies", first_round, {"value": []}))
+    route(url__regex=r"/identity/conditionalAccess/namedLocations").mock(
+        side_effect=_held_until(arrived, "locations", first_round, {"value": []}))
+    route(url__regex=r"/users\?").respond(200, json={"value": []})
+    route(url__regex=r"/subscribedSkus").respond(200, json={"value": []})
+    checks = ("domains", "graph", "app")
+    route(url__regex=r"/domains").mock(side_effect=_held_until(
+        arrived, "domains", checks, {"value": [{"id": builders.DOMAIN, "isVerified": True}]}))
+    principal = {"value": [{"id": "sp", "appId": "app", "appRoles": []}]}
+    route(url__regex=rf"/servicePrincipals\?.*{GRAPH_APP_ID}").mock(
+        side_effect=_held_until(arrived, "graph", checks, principal))
+    route(url__regex=r"/servicePrincipals\?").mock(side_effect=_held_until(arrived, "app", checks, principal))
+    route(url__regex=r"/servicePrincipals/sp/").respond(200, json={"value": []})
+    pb = builders.playbook()
+    people = [builders.person("P1")]
+
+    async def both() -> list[Check]:
+        async with Graph(Target(transport=httpx.MockTransport(router.async_handler))) as graph:
+            snapshot = await read_snapshot(graph, pb, builders.roster(*people), {"Förtroendevalda"}, used(pb))
+            return await tenant_checks(graph, pb, people, snapshot)
+
+    checks_found = {c.name: c for c in asyncio.run(both())}
+    assert checks_found["domain"].status is CheckStatus.OK
+    assert checks_found["permissions"].status is CheckStatus.FAIL  # nothing granted: asked, not skipped

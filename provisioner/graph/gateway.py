@@ -591,10 +591,11 @@ class Graph:
     async def granted_app_permissions(self, client_id: str, resource_app_id: str) -> set[str] | None:
         """Names of the application permissions (app roles) of ``resource_app_id`` granted to the
         app ``client_id``; None when the app has no service principal in the tenant."""
-        mine = await self._service_principal(client_id, ("id", "appId"))
+        mine, resource = await asyncio.gather(self._service_principal(client_id, ("id", "appId")),
+                                              self._service_principal(resource_app_id,
+                                                                      ("id", "appId", "appRoles")))
         if mine is None:
             return None
-        resource = await self._service_principal(resource_app_id, ("id", "appId", "appRoles"))
         if resource is None:
             return set()
         roles = {r["id"]: r["value"] for r in resource.get("appRoles") or []}
