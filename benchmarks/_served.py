@@ -88,11 +88,12 @@ class Measured:
                 "load_average": [round(x, 2) for x in self.load], "cpus": os.cpu_count()}
 
 
-def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured:
-    """Run a command and measure it (its own resources, from wait4)."""
+def run_measured(args: list[str], env: dict[str, str] | None = None, tool: Path = ROOT) -> Measured:
+    """Run a command and measure it (its own resources, from wait4). ``tool``: the source tree
+    whose ``provisioner`` it runs (`version_at`: an older one)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tool,
+                            env={**os.environ, "PYTHONPATH": str(tool), **(env or {})})
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -100,6 +101,21 @@ def run_measured(args: list[str], env: dict[str, str] | None = None) -> Measured
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Measured(proc.returncode, out, wall, usage.ru_maxrss / 1024,
                     usage.ru_utime + usage.ru_stime, os.getloadavg())
+
+
+def version_at(rev: str, into: Path) -> Path:
+    """The tool's ``provisioner`` package as it was at the git revision ``rev``, compiled, in
+    ``into``: run beside this one (`run_measured(..., tool=)`), in the same minutes, its
+    figures say how fast the machine is today."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "provisioner"], capture_output=True)
+    if archive.returncode != 0:
+        raise SystemExit(f"--beside {rev}: git cannot give that revision of the tool:"
+                         f" {archive.stderr.decode(errors='replace').strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into / "provisioner")],
+                   check=True, stdout=subprocess.DEVNULL)
+    return into
 
 
 def instructions(args: list[str], env: dict[str, str] | None = None) -> int | None:

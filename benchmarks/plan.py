@@ -1,6 +1,7 @@
 """`plan` for a large roster against a large tenant, through the CLI's own code path.
 
     python benchmarks/plan.py [--users 50000] [--people 10000] [--runs 3] [--instructions]
+                              [--beside REV]
 
 Seeds a sandbox and serves it from its own process, writes a roster and a playbook (account,
 licence, groups, mailbox settings; separate accounts for dual roles), and times the whole
@@ -12,7 +13,10 @@ with a new state dir: on a shared machine the same work's CPU time varies by a t
 one run to the next, so the least, the median and the most are printed, each run's figures
 in the JSON. ``--instructions`` also counts the instructions the command runs (valgrind's
 cachegrind, about thirty times as slow): a figure the machine's load does not move, to
-compare two versions of the tool on a shared machine.
+compare two versions of the tool on a shared machine. ``--beside REV`` runs the tool as it
+was at git revision REV too, each run next to one of this version (in turn first), against
+the same served sandbox: the older version's time says how fast the machine is in these
+minutes, and the ratio of the two does not move with it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._served import instructions, run_measured, served, spread
+from benchmarks._served import ROOT, instructions, run_measured, served, spread, version_at
 from benchmarks.dual_roles import typed_page
 from provisioner.sandbox import reset_tenant
 from provisioner.sandbox.region import officials, roster_csv
@@ -56,6 +60,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--instructions", action="store_true",
                     help="also count the command's instructions once (valgrind; minutes)")
+    ap.add_argument("--beside", metavar="REV",
+                    help="also run the tool as it was at this git revision, run for run beside this one")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +77,18 @@ def main() -> None:
                         str(work / f"client{i}"), "plan", "--json", str(work / "playbook.yaml")]
 
             env = {"PROVISIONER_PNR_KEY": SANDBOX_PNR_KEY}
-            runs = [run_measured(command(i), env=env) for i in range(args.runs)]
+            runs, beside = [], []
+            older = version_at(args.beside, work / "beside") if args.beside else None
+            for i in range(args.runs):
+                if older is None:
+                    runs.append(run_measured(command(i), env=env))
+                    continue
+                pair = [(runs, ROOT, command(i)), (beside, older, command(f"beside{i}"))]
+                for into, tool, cmd in pair if i % 2 == 0 else pair[::-1]:
+                    into.append(run_measured(cmd, env=env, tool=tool))
             counted = instructions(command("counted"), env=env) if args.instructions else None
             typed_n, typed_s = asyncio.run(typed_page(url))
-    for run in runs:
+    for run in runs + beside:
         if run.code != 0:
             raise SystemExit(f"plan failed ({run.code}):\n{run.out[-3000:]}")
     plan = json.loads(runs[0].out[runs[0].out.index("{"):])
@@ -87,12 +101,25 @@ def main() -> None:
                "client": run.figures(), "runs": [r.figures() for r in runs],
                "baseline_typed_read_seconds_extrapolated": round(typed_s / typed_n * args.users, 1),
                "client_instructions": counted}
+    if beside:
+        b_least, b_median, b_most = spread([r.wall for r in beside])
+        figures["beside"] = {
+            "revision": args.beside, "plan_seconds": round(b_least, 2),
+            "plan_seconds_median": round(b_median, 2), "plan_seconds_most": round(b_most, 2),
+            "runs": [r.figures() for r in beside],
+            "changes": len(json.loads(beside[0].out[beside[0].out.index("{"):])["changes"]),
+            "median_over_ours": round(b_median / median, 2)}
     print(f"plan: {args.people} people against {args.users} users, the whole `provisioner plan"
           f" --json` command against a sandbox served by its own process ({len(plan['changes'])}"
           f" changes), {len(runs)} runs: least {least:.2f} s, median {median:.2f} s, most {most:.2f} s;"
           f" the least: {run.describe()}; client CPU in each run:"
           f" {', '.join(f'{r.cpu:.2f}' for r in runs)} s"
           + (f"; the client's instructions (cachegrind): {counted / 1e9:.2f} G" if counted else ""))
+    if beside:
+        b = figures["beside"]
+        print(f"beside it, the tool at {args.beside}: least {b['plan_seconds']:.2f} s, median"
+              f" {b['plan_seconds_median']:.2f} s, most {b['plan_seconds_most']:.2f} s"
+              f" ({b['changes']} changes); its median is {b['median_over_ours']:.2f} times this one's")
     print(f"baseline: a hand-written plan must first read the directory; with typed models"
           f" (graph.users.get()) one page of {typed_n} took {typed_s:.2f} s, so {args.users} users"
           f" take about {figures['baseline_typed_read_seconds_extrapolated']:.0f} s before any"

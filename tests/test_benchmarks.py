@@ -49,3 +49,20 @@ def test_instructions_are_counted_and_grow_with_the_work() -> None:
     assert 1_000_000 < idle < busy
     with pytest.raises(RuntimeError, match="failed"):
         instructions([sys.executable, "-S", "-c", "raise SystemExit(3)"])
+
+
+@pytest.mark.slow
+def test_plan_runs_an_older_version_beside_this_one() -> None:
+    """plan.py --beside REV: the tool at a git revision, run for run beside this one, against the
+    same sandbox (here the same revision: the same plan, each run measured)."""
+    small = [sys.executable, str(BENCH / "plan.py"), "--users", "300", "--people", "40"]
+    out = subprocess.run([*small, "--runs", "2", "--beside", "HEAD"], capture_output=True, text=True,
+                         check=True).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    beside = figures["beside"]
+    assert beside["revision"] == "HEAD" and beside["changes"] == figures["changes"] > 0
+    assert len(beside["runs"]) == len(figures["runs"]) == 2
+    assert all(r["client_cpu_seconds"] > 0 for r in beside["runs"])
+    refused = subprocess.run([*small, "--runs", "1", "--beside", "no-such-revision"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "git cannot give that revision" in refused.stderr
