@@ -93,7 +93,7 @@ def run_measured(args: list[str], env: dict[str, str] | None = None, tool: Path 
     whose ``provisioner`` it runs (`version_at`: an older one)."""
     start = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tool,
-                            env={**os.environ, "PYTHONPATH": str(tool), **(env or {})})
+                            env=_environment(tool, env))
     assert proc.stdout is not None
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -101,6 +101,12 @@ def run_measured(args: list[str], env: dict[str, str] | None = None, tool: Path 
     proc.returncode = os.waitstatus_to_exitcode(status)
     return Measured(proc.returncode, out, wall, usage.ru_maxrss / 1024,
                     usage.ru_utime + usage.ru_stime, os.getloadavg())
+
+
+def _environment(tool: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """A measured command's environment: ``tool``'s ``provisioner`` on the path (``python -m``
+    also looks in the working directory first, so the command runs in ``tool`` too)."""
+    return {**os.environ, "PYTHONPATH": str(tool), **(env or {})}
 
 
 def version_at(rev: str, into: Path) -> Path:
@@ -126,7 +132,7 @@ def instructions(args: list[str], env: dict[str, str] | None = None) -> int | No
         return None
     proc = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no",
                            "--cachegrind-out-file=/dev/null", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          cwd=ROOT, env=_environment(ROOT, env))
     found = re.search(r"I\s+refs:\s+([\d,]+)", proc.stderr)
     if proc.returncode != 0 or found is None:
         raise RuntimeError(f"under valgrind the command failed ({proc.returncode}):\n{proc.stderr[-3000:]}")

@@ -78,14 +78,12 @@ def main() -> None:
 
             env = {"PROVISIONER_PNR_KEY": SANDBOX_PNR_KEY}
             runs, beside = [], []
-            older = version_at(args.beside, work / "beside") if args.beside else None
-            for i in range(args.runs):
-                if older is None:
-                    runs.append(run_measured(command(i), env=env))
-                    continue
-                pair = [(runs, ROOT, command(i)), (beside, older, command(f"beside{i}"))]
-                for into, tool, cmd in pair if i % 2 == 0 else pair[::-1]:
-                    into.append(run_measured(cmd, env=env, tool=tool))
+            tools = [(runs, ROOT, "")]
+            if args.beside:
+                tools.append((beside, version_at(args.beside, work / "beside"), "beside"))
+            for i in range(args.runs):  # with --beside, each version first in turn
+                for into, tool, name in tools if i % 2 == 0 else tools[::-1]:
+                    into.append(run_measured(command(f"{name}{i}"), env=env, tool=tool))
             counted = instructions(command("counted"), env=env) if args.instructions else None
             typed_n, typed_s = asyncio.run(typed_page(url))
     for run in runs + beside:
